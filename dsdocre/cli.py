@@ -1,0 +1,59 @@
+"""The ``dsdocre`` command. Each stage module registers its own sub-command.
+
+Modules are imported lazily so that ``dsdocre --help`` and light commands (``validate``,
+``synth``) start fast and never import torch, DeepSpeed or Ray.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# sub-command -> (module, one-line help). The module defines ``add_arguments(parser)`` and
+# ``run(args) -> int`` (the exit code); ``args.command`` holds the sub-command's name.
+COMMANDS: dict[str, tuple[str, str]] = {
+    "validate": ("dsdocre.documents", "check DocRED-format JSON files and report every problem"),
+    "synth": ("dsdocre.synth", "write a synthetic annotated + distantly supervised corpus"),
+    "finetune": ("dsdocre.finetune", "fine-tune the relation classifier (DeepSpeed engine)"),
+    "evaluate": ("dsdocre.predict", "score a checkpoint or a submission file: P/R/F1/Ign F1/Intra/Inter"),
+    "predict": ("dsdocre.predict", "write the official submission file and a readable listing"),
+    "pipeline": ("dsdocre.pipeline", "run the main job end to end on the embedded synthetic corpus"),
+    "shard": ("sharding.shard", "shard DocRED-format JSON into verified WebDataset tar files on Ray"),
+    "distant-label": ("sharding.distant_label", "label unlabeled documents from a knowledge base"),
+    "fact-join": ("sharding.fact_join", "pair documents that share a relational fact (pre-training input)"),
+}
+
+
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="dsdocre",
+        description="Document-level relation extraction pre-trained on denoised distant supervision. "
+        "Stages: shard -> denoise -> pretrain -> finetune -> evaluate.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (module_name, help_text) in COMMANDS.items():
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        if only is None or name == only:
+            p.set_defaults(command=name)
+            importlib.import_module(module_name).add_arguments(p)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    command = next((a for a in argv if not a.startswith("-")), None)
+    if command not in COMMANDS:
+        command = None
+    # Only the chosen sub-command's module is imported: `dsdocre --help` stays light.
+    parser = build_parser(only=command or "__none__")
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 2
+    # A module that serves two commands (evaluate/predict) reads ``args.command``.
+    return int(importlib.import_module(COMMANDS[args.command][0]).run(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
