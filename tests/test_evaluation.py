@@ -1,0 +1,465 @@
+"""Tests for dsdocre.evaluation: DocRED official scoring rules, hand-computed."""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from fractions import Fraction as F
+from pathlib import Path
+
+import pytest
+
+from dsdocre.evaluation import (
+    GoldIndex,
+    format_metrics,
+    score_predictions,
+    train_fact_set,
+)
+
+DATA_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "redocred"
+
+
+def m(name, sent_id, pos=(0, 1), typ="MISC"):
+    return {"name": name, "pos": list(pos), "sent_id": sent_id, "type": typ}
+
+
+def lab(h, t, r, evidence=()):
+    return {"h": h, "t": t, "r": r, "evidence": list(evidence)}
+
+
+def pred(title, h, t, r, **extra):
+    return {"title": title, "h_idx": h, "t_idx": t, "r": r, **extra}
+
+
+def doc_a(labels=None):
+    """Gold doc "A", 3 sentences.
+
+    entity 0: "Alpha" (sent 0) and alias "Al" (sent 2)   -> sents {0, 2}
+    entity 1: "Beta"  (sent 0)                           -> sents {0}
+    entity 2: "Gamma" (sent 1)                           -> sents {1}
+    entity 3: "Delta" (sent 2)                           -> sents {2}
+    Labels: (0,1,P1) intra [sent 0], (0,2,P2) inter, (0,3,P3) intra via the
+    alias mention in sent 2 (the canonical mention is in sent 0), (2,3,P4) inter.
+    """
+    return {
+        "title": "A",
+        "sents": [["Alpha", "Beta", "."], ["Gamma", "."], ["Al", "Delta", "."]],
+        "vertexSet": [
+            [m("Alpha", 0), m("Al", 2)],
+            [m("Beta", 0, (1, 2))],
+            [m("Gamma", 1)],
+            [m("Delta", 2, (1, 2))],
+        ],
+        "labels": labels
+        if labels is not None
+        else [lab(0, 1, "P1"), lab(0, 2, "P2"), lab(0, 3, "P3"), lab(2, 3, "P4")],
+    }
+
+
+def gold_preds_a():
+    return [pred("A", 0, 1, "P1"), pred("A", 0, 2, "P2"), pred("A", 0, 3, "P3"), pred("A", 2, 3, "P4")]
+
+
+def f1(p, r):
+    return 2 * p * r / (p + r) if p + r else F(0)
+
+
+def approx(x):
+    return pytest.approx(float(x), abs=1e-12)
+
+
+def check(res, **expected):
+    for key, val in expected.items():
+        if isinstance(val, F):
+            assert res[key] == approx(val), key
+        else:
+            assert res[key] == val, key
+
+
+# ---------------------------------------------------------------- rules 1-4
+
+
+def test_perfect_predictions():
+    res = score_predictions(gold_preds_a(), [doc_a()])
+    check(
+        res,
+        precision=F(1), recall=F(1), f1=F(1), ign_precision=F(1), ign_f1=F(1),
+        intra_f1=F(1), inter_f1=F(1), intra_precision=F(1), intra_recall=F(1),
+        inter_precision=F(1), inter_recall=F(1),
+        num_predictions=4, num_gold=4, num_correct=4, num_correct_in_train=0,
+    )
+
+
+def test_empty_predictions():
+    res = score_predictions([], [doc_a()])
+    check(
+        res,
+        precision=F(0), recall=F(0), f1=F(0), ign_precision=F(0), ign_f1=F(0),
+        intra_f1=F(0), inter_f1=F(0),
+        num_predictions=0, num_gold=4, num_correct=0, num_correct_in_train=0,
+    )
+
+
+def test_duplicate_predictions_removed():
+    preds = [
+        pred("A", 0, 1, "P1", score=0.9),
+        pred("A", 0, 1, "P1", score=0.1, evidence=[0]),  # exact duplicate on the 4 keys
+        pred("A", 0, 1, "P9"),  # different r: not a duplicate, wrong
+    ]
+    res = score_predictions(preds, [doc_a()])
+    # 2 unique predictions, 1 correct, 4 gold: P=1/2, R=1/4, F1=2*(1/8)/(3/4)=1/3
+    check(res, num_predictions=2, num_correct=1, num_gold=4,
+          precision=F(1, 2), recall=F(1, 4), f1=F(1, 3))
+
+
+def test_prediction_order_irrelevant():
+    preds = gold_preds_a()[:2] + [pred("A", 3, 0, "P3")]
+    a = score_predictions(preds, [doc_a()])
+    b = score_predictions(list(reversed(preds)), [doc_a()])
+    assert a == b
+
+
+def test_duplicate_gold_labels_count_once():
+    labels = [lab(0, 1, "P1", [0]), lab(0, 1, "P1", [0, 2]), lab(0, 2, "P2")]
+    res = score_predictions([pred("A", 0, 1, "P1")], [doc_a(labels)])
+    # 2 unique gold facts, 1 prediction correct: P=1, R=1/2, F1=2/3
+    check(res, num_gold=2, num_correct=1, precision=F(1), recall=F(1, 2), f1=F(2, 3))
+    # the intra/inter gold split also counts the duplicated fact once
+    check(res, num_intra_gold=1, num_inter_gold=1)
+
+
+def test_unknown_title_counts_in_denominator():
+    preds = [
+        pred("A", 0, 1, "P1"),
+        pred("A", 0, 2, "P2"),
+        pred("Zzz", 0, 1, "P1"),  # same triple, unknown title: never correct
+    ]
+    res = score_predictions(preds, [doc_a()])
+    # P=2/3, R=2/4, F1=2*(1/3)/(7/6)=4/7
+    check(res, num_predictions=3, num_correct=2, precision=F(2, 3), recall=F(1, 2), f1=F(4, 7))
+    # excluded from both the intra and the inter subsets
+    check(res, num_intra_predictions=1, num_inter_predictions=1,
+          intra_precision=F(1), inter_precision=F(1))
+
+
+def test_facts_are_keyed_by_title():
+    doc_b = doc_a(labels=[lab(1, 0, "P1")])
+    doc_b["title"] = "B"
+    preds = [pred("A", 0, 1, "P1"), pred("B", 0, 1, "P1"), pred("B", 1, 0, "P1")]
+    res = score_predictions(preds, [doc_a(), doc_b])
+    # gold 5, preds 3, correct 2 (A:0-1 and B:1-0): P=2/3, R=2/5, F1=2*(4/15)/(16/15)=1/2
+    check(res, num_gold=5, num_correct=2, precision=F(2, 3), recall=F(2, 5), f1=F(1, 2))
+
+
+def test_all_wrong_gives_zero_f1():
+    res = score_predictions([pred("A", 1, 2, "P1"), pred("A", 0, 1, "P2")], [doc_a()])
+    check(res, num_correct=0, precision=F(0), recall=F(0), f1=F(0), ign_f1=F(0))
+
+
+def test_zero_gold_facts():
+    res = score_predictions([pred("A", 0, 1, "P1")], [doc_a(labels=[])])
+    check(res, num_gold=0, num_predictions=1, precision=F(0), recall=F(0), f1=F(0),
+          intra_recall=F(0), inter_recall=F(0), intra_f1=F(0), inter_f1=F(0))
+
+
+def test_no_gold_docs_at_all():
+    res = score_predictions([pred("A", 0, 1, "P1")], [])
+    check(res, num_gold=0, num_predictions=1, num_correct=0, f1=F(0),
+          num_intra_predictions=0, num_inter_predictions=0)
+
+
+def test_out_of_range_indices_are_wrong_and_unclassified():
+    res = score_predictions([pred("A", 0, 1, "P1"), pred("A", 0, 99, "P1")], [doc_a()])
+    # P=1/2, R=1/4, F1=1/3; the bad pair belongs to neither subset
+    check(res, num_predictions=2, num_correct=1, precision=F(1, 2), recall=F(1, 4), f1=F(1, 3),
+          num_intra_predictions=1, num_inter_predictions=0)
+
+
+def test_numpy_like_indices_match():
+    np = pytest.importorskip("numpy")
+    res = score_predictions([pred("A", np.int64(0), np.int64(1), "P1")], [doc_a()])
+    check(res, num_correct=1, num_intra_predictions=1)
+
+
+# ---------------------------------------------------------------- rule 5: Ign
+
+
+def train_docs():
+    """Training doc whose facts use the alias "Al" (not "Alpha") for P1,
+    and ("Gamma", "Delta", "P9") - a relation that is NOT gold for A's (2, 3)."""
+    return [
+        {
+            "title": "T1",
+            "sents": [["Al", "Beta", "Gamma", "Delta", "Epsilon"]],
+            "vertexSet": [
+                [m("Al", 0)],
+                [m("Beta", 0, (1, 2))],
+                [m("Gamma", 0, (2, 3))],
+                [m("Delta", 0, (3, 4)), m("Epsilon", 0, (4, 5))],
+            ],
+            "labels": [lab(0, 1, "P1"), lab(2, 3, "P9")],
+        }
+    ]
+
+
+def test_train_fact_set_cross_product_and_direction():
+    facts = train_fact_set(train_docs())
+    assert facts == {
+        ("Al", "Beta", "P1"),
+        ("Gamma", "Delta", "P9"),
+        ("Gamma", "Epsilon", "P9"),
+    }
+    assert ("Alpha", "Beta", "P1") not in facts
+    assert ("Beta", "Al", "P1") not in facts
+
+
+def test_train_fact_set_all_mention_pairs():
+    doc = {
+        "title": "T",
+        "sents": [["x"]],
+        "vertexSet": [[m("a1", 0), m("a2", 0), m("a1", 0)], [m("b1", 0), m("b2", 0)]],
+        "labels": [lab(0, 1, "R")],
+    }
+    assert train_fact_set([doc]) == {
+        ("a1", "b1", "R"), ("a1", "b2", "R"), ("a2", "b1", "R"), ("a2", "b2", "R"),
+    }
+
+
+def test_ign_rule():
+    preds = [
+        pred("A", 0, 1, "P1"),  # correct, in train via the alias "Al" (canonical "Alpha" is not)
+        pred("A", 0, 2, "P2"),  # correct, not in train
+        pred("A", 2, 3, "P9"),  # incorrect; ("Gamma","Delta","P9") is in train -> NOT counted
+    ]
+    res = score_predictions(preds, [doc_a()], train_docs())
+    # P=2/3, R=2/4, F1=4/7; IgnP=(2-1)/(3-1)=1/2, IgnF1=2*(1/4)/1=1/2
+    check(res, num_predictions=3, num_correct=2, num_correct_in_train=1,
+          precision=F(2, 3), recall=F(1, 2), f1=F(4, 7),
+          ign_precision=F(1, 2), ign_f1=F(1, 2))
+
+
+def test_ign_with_prebuilt_fact_set_matches():
+    preds = [pred("A", 0, 1, "P1"), pred("A", 0, 2, "P2"), pred("A", 2, 3, "P9")]
+    facts = train_fact_set(train_docs())
+    a = score_predictions(preds, [doc_a()], train_docs())
+    b = score_predictions(preds, [doc_a()], train_facts=facts)
+    c = score_predictions(preds, GoldIndex([doc_a()]), train_facts=facts)
+    assert a == b == c
+    with pytest.raises(ValueError):
+        score_predictions(preds, [doc_a()], train_docs(), train_facts=facts)
+
+
+def test_ign_without_train_equals_f1():
+    preds = [pred("A", 0, 1, "P1"), pred("A", 0, 2, "P2"), pred("A", 2, 3, "P9")]
+    res = score_predictions(preds, [doc_a()])
+    check(res, num_correct_in_train=0, ign_precision=F(2, 3), ign_f1=F(4, 7))
+    assert res["ign_f1"] == res["f1"]
+
+
+def test_ign_relation_must_match():
+    # ("Al","Beta") is in train only with P1; a correct P5 fact on the same pair is not in train.
+    doc = doc_a(labels=[lab(0, 1, "P5")])
+    res = score_predictions([pred("A", 0, 1, "P5")], [doc], train_docs())
+    check(res, num_correct=1, num_correct_in_train=0, ign_f1=F(1))
+
+
+def test_ign_all_correct_predictions_gives_ign_precision_one():
+    # 2 predictions, both correct, 1 in train: IgnP = (2-1)/(2-1) = 1 (official formula).
+    preds = [pred("A", 0, 1, "P1"), pred("A", 0, 2, "P2")]
+    res = score_predictions(preds, [doc_a()], train_docs())
+    # P=1, R=2/4, F1=2/3; IgnP=1, IgnF1=2/3
+    check(res, num_correct_in_train=1, precision=F(1), recall=F(1, 2), f1=F(2, 3),
+          ign_precision=F(1), ign_f1=F(2, 3))
+
+
+def test_ign_zero_denominator():
+    # The only prediction is correct and in train: IgnP = (1-1)/(1-1) -> 0.
+    doc = doc_a(labels=[lab(0, 1, "P1")])
+    res = score_predictions([pred("A", 0, 1, "P1")], [doc], train_docs())
+    check(res, precision=F(1), recall=F(1), f1=F(1), num_correct_in_train=1,
+          ign_precision=F(0), ign_f1=F(0))
+
+
+# ---------------------------------------------------------------- rule 6: intra / inter
+
+
+def test_gold_intra_inter_split():
+    g = GoldIndex([doc_a()])
+    assert (g.num_intra, g.num_inter) == (2, 2)
+
+
+def test_intra_inter_split():
+    preds = [
+        # intra pairs
+        pred("A", 0, 1, "P1"),  # correct (sent 0)
+        pred("A", 0, 3, "P3"),  # correct: "Alpha" is sent 0 but alias "Al" shares sent 2 with "Delta"
+        pred("A", 1, 0, "P6"),  # wrong (sent 0)
+        # inter pairs
+        pred("A", 0, 2, "P2"),  # correct
+        pred("A", 1, 3, "P5"),  # wrong (sents {0} vs {2})
+        pred("A", 1, 2, "P7"),  # wrong (sents {0} vs {1})
+        # unknown title: in neither subset, but in the overall denominator
+        pred("Zzz", 0, 1, "P1"),
+    ]
+    res = score_predictions(preds, [doc_a()])
+    # overall: P=3/7, R=3/4, F1=2*(9/28)/(33/28)=6/11
+    check(res, num_predictions=7, num_correct=3, precision=F(3, 7), recall=F(3, 4), f1=F(6, 11))
+    # intra: 3 preds, 2 correct, 2 gold -> P=2/3, R=1, F1=4/5
+    check(res, num_intra_predictions=3, num_intra_correct=2, num_intra_gold=2,
+          intra_precision=F(2, 3), intra_recall=F(1), intra_f1=F(4, 5))
+    # inter: 3 preds, 1 correct, 2 gold -> P=1/3, R=1/2, F1=2/5
+    check(res, num_inter_predictions=3, num_inter_correct=1, num_inter_gold=2,
+          inter_precision=F(1, 3), inter_recall=F(1, 2), inter_f1=F(2, 5))
+
+
+def test_inter_zero_division_when_only_intra():
+    doc = doc_a(labels=[lab(0, 1, "P1")])
+    res = score_predictions([pred("A", 0, 1, "P1")], [doc])
+    check(res, intra_f1=F(1), inter_precision=F(0), inter_recall=F(0), inter_f1=F(0),
+          num_inter_gold=0, num_inter_predictions=0)
+
+
+# ---------------------------------------------------------------- formatting, speed
+
+
+def test_format_metrics():
+    res = score_predictions(gold_preds_a()[:2] + [pred("A", 1, 2, "P7")], [doc_a()])
+    text = format_metrics(res)
+    assert "66.67" in text  # P = 2/3
+    assert "50.00" in text  # R = 2/4
+    assert "57.14" in text  # F1 = 4/7
+    for word in ("ign", "intra", "inter", "predictions=3", "gold=4", "correct=2"):
+        assert word in text
+
+
+def _synthetic(num_docs, ents, rng):
+    docs = []
+    for d in range(num_docs):
+        vs = [[m(f"e{d}_{i}_{k}", rng.randrange(8)) for k in range(rng.randint(1, 3))]
+              for i in range(ents)]
+        labels = [lab(rng.randrange(ents), rng.randrange(ents), f"P{rng.randrange(20)}")
+                  for _ in range(12)]
+        docs.append({"title": f"doc{d}", "sents": [["w"]] * 8, "vertexSet": vs, "labels": labels})
+    return docs
+
+
+def test_speed_1000_docs_50k_predictions():
+    rng = random.Random(0)
+    docs = _synthetic(1000, 20, rng)
+    preds = [pred(f"doc{rng.randrange(1000)}", rng.randrange(20), rng.randrange(20),
+                  f"P{rng.randrange(20)}") for _ in range(50_000)]
+    preds += [pred(d["title"], x["h"], x["t"], x["r"]) for d in docs for x in d["labels"]]
+    facts = train_fact_set(docs[:500])
+    t0 = time.perf_counter()
+    res = score_predictions(preds, docs, train_facts=facts)
+    elapsed = time.perf_counter() - t0
+    assert res["recall"] == 1.0
+    assert res["num_correct_in_train"] > 0
+    assert elapsed < 3.0  # typically ~0.1 s; generous bound for shared CI machines
+
+
+# ---------------------------------------------------------------- real data
+
+
+@pytest.mark.skipif(not (DATA_DIR / "valid.json").exists() or not (DATA_DIR / "train.json").exists(),
+                    reason=f"Re-DocRED data not found at {DATA_DIR}")
+def test_real_valid_gold_as_predictions():
+    with open(DATA_DIR / "valid.json") as fh:
+        valid = json.load(fh)
+    with open(DATA_DIR / "train.json") as fh:
+        train = json.load(fh)
+    preds = [pred(d["title"], x["h"], x["t"], x["r"], evidence=x.get("evidence", []))
+             for d in valid for x in d["labels"]]
+    res = score_predictions(preds, valid, train)
+    assert res["precision"] == 1.0
+    assert res["recall"] == 1.0
+    assert res["f1"] == 1.0
+    assert res["num_correct_in_train"] > 0
+    # With the official formula IgnP = (c - k) / (n - k), every prediction being
+    # correct (n == c) makes IgnP exactly 1 whatever k < c is, so Ign F1 is 1 here
+    # too; it drops below 1 as soon as there is one wrong prediction (below).
+    assert res["ign_f1"] == 1.0
+    assert res["num_intra_gold"] + res["num_inter_gold"] == res["num_gold"]
+    assert res["num_intra_gold"] > 0 and res["num_inter_gold"] > 0
+    assert res["intra_f1"] == 1.0 and res["inter_f1"] == 1.0
+
+    # One wrong prediction per document: Ign F1 < F1 < 1 (facts seen in train removed).
+    wrong = [pred(d["title"], 0, 0, "P0") for d in valid]  # h == t is never gold
+    res = score_predictions(preds + wrong, valid, train)
+    assert res["recall"] == 1.0
+    assert res["ign_f1"] < res["f1"] < 1.0
+    c, n, k = res["num_correct"], res["num_predictions"], res["num_correct_in_train"]
+    assert (c, n) == (len(set((p["title"], p["h_idx"], p["t_idx"], p["r"]) for p in preds)), c + len(valid))
+    assert res["ign_precision"] == pytest.approx((c - k) / (n - k))
+
+
+# ---------------------------------------------------------------- cross-check
+
+
+def _official_reference(submission, truth, fact_in_train):
+    """Near-literal port of the relation part of DocRED's official evaluation.py."""
+    std = {}
+    title2vectexSet = {}
+    for x in truth:
+        title = x["title"]
+        title2vectexSet[title] = x["vertexSet"]
+        for label in x["labels"]:
+            std[(title, label["r"], label["h"], label["t"])] = set(label["evidence"])
+    tot_relations = len(std)
+    tmp = list(submission)
+    tmp.sort(key=lambda x: (x["title"], x["h_idx"], x["t_idx"], x["r"]))
+    submission_answer = [tmp[0]]
+    for i in range(1, len(tmp)):
+        x, y = tmp[i], tmp[i - 1]
+        if (x["title"], x["h_idx"], x["t_idx"], x["r"]) != (y["title"], y["h_idx"], y["t_idx"], y["r"]):
+            submission_answer.append(tmp[i])
+    correct_re = 0
+    correct_in_train_annotated = 0
+    for x in submission_answer:
+        title, h_idx, t_idx, r = x["title"], x["h_idx"], x["t_idx"], x["r"]
+        if title not in title2vectexSet:
+            continue
+        vertexSet = title2vectexSet[title]
+        if (title, r, h_idx, t_idx) in std:
+            correct_re += 1
+            in_train_annotated = False
+            for n1 in vertexSet[h_idx]:
+                for n2 in vertexSet[t_idx]:
+                    if (n1["name"], n2["name"], r) in fact_in_train:
+                        in_train_annotated = True
+            if in_train_annotated:
+                correct_in_train_annotated += 1
+    re_p = correct_re / len(submission_answer)
+    re_r = correct_re / tot_relations
+    re_f1 = 0 if re_p + re_r == 0 else 2.0 * re_p * re_r / (re_p + re_r)
+    ign_p = (correct_re - correct_in_train_annotated) / (len(submission_answer) - correct_in_train_annotated)
+    ign_f1 = 0 if ign_p + re_r == 0 else 2.0 * ign_p * re_r / (ign_p + re_r)
+    return re_p, re_r, re_f1, ign_p, ign_f1
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_matches_official_reference_on_random_data(seed):
+    rng = random.Random(seed)
+    # few names and relations so that duplicates, train hits and misses all occur
+    docs = []
+    for d in range(30):
+        ents = rng.randint(2, 6)
+        vs = [[m(f"n{rng.randrange(6)}", rng.randrange(4)) for _ in range(rng.randint(1, 3))]
+              for _ in range(ents)]
+        labels = [lab(rng.randrange(ents), rng.randrange(ents), f"P{rng.randrange(3)}")
+                  for _ in range(rng.randint(0, 5))]
+        docs.append({"title": f"d{d}", "sents": [["w"]] * 4, "vertexSet": vs, "labels": labels})
+    gold, train = docs[:20], docs[20:]
+    preds = []
+    for _ in range(150):
+        d = rng.choice(docs[:22])  # d20, d21 are unknown titles for scoring
+        n = len(d["vertexSet"])
+        preds.append(pred(d["title"], rng.randrange(n), rng.randrange(n), f"P{rng.randrange(3)}"))
+    preds += [pred(d["title"], x["h"], x["t"], x["r"]) for d in gold for x in d["labels"][:2]]
+    facts = train_fact_set(train)
+    ref = _official_reference(preds, gold, facts)
+    res = score_predictions(preds, gold, train)
+    got = (res["precision"], res["recall"], res["f1"], res["ign_precision"], res["ign_f1"])
+    assert got == pytest.approx(ref, abs=1e-12)
+    assert res["num_correct_in_train"] > 0
