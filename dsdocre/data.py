@@ -1,0 +1,104 @@
+"""Fine-tuning examples: every candidate entity pair of a document with its multi-hot labels.
+
+Batches are deterministic for (seed, epoch): documents are shuffled, grouped into buckets of
+similar length (less padding, the main cost on CPU), and split across data-parallel ranks.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from dsdocre.documents import Document
+from dsdocre.encoding import EncodedDocument, MarkerTokenizer
+from dsdocre.relations import NUM_CLASSES, relation_index
+
+
+@dataclass
+class PairExample:
+    doc: Document
+    encoded: EncodedDocument
+    heads: np.ndarray  # [P] candidate pairs (all ordered pairs, or the denoiser's kept pairs)
+    tails: np.ndarray
+    labels: np.ndarray  # [P, NUM_CLASSES] multi-hot, column 0 = NA
+
+
+def all_ordered_pairs(n: int) -> tuple[np.ndarray, np.ndarray]:
+    h, t = np.meshgrid(np.arange(n), np.arange(n), indexing="ij")
+    keep = h != t
+    return h[keep], t[keep]
+
+
+def build_examples(docs: list[Document], tokenizer: MarkerTokenizer,
+                   kept_pairs: dict[str, list[tuple[int, int]]] | None = None) -> list[PairExample]:
+    """``kept_pairs`` (title -> pairs) restricts candidates to the pre-denoiser's choice."""
+    rel = relation_index()
+    examples = []
+    for doc in docs:
+        if kept_pairs is not None and doc.title in kept_pairs:
+            pairs = np.asarray(kept_pairs[doc.title], dtype=np.int64).reshape(-1, 2)
+            heads, tails = pairs[:, 0], pairs[:, 1]
+        else:
+            heads, tails = all_ordered_pairs(doc.num_entities)
+        labels = np.zeros((len(heads), NUM_CLASSES), dtype=np.float32)
+        index = {(int(h), int(t)): i for i, (h, t) in enumerate(zip(heads, tails))}
+        for lab in doc.labels or ():
+            i = index.get((lab.h, lab.t))
+            if i is not None:
+                labels[i, rel[lab.r]] = 1.0
+        labels[labels.sum(1) == 0, 0] = 1.0  # NA
+        examples.append(PairExample(doc, tokenizer.encode(doc), heads, tails, labels))
+    return examples
+
+
+def collate(examples: list[PairExample], pad_id: int) -> dict[str, torch.Tensor]:
+    B = len(examples)
+    T = max(len(e.encoded.input_ids) for e in examples)
+    N = max(e.encoded.num_entities for e in examples)
+    M = max(len(m) for e in examples for m in e.encoded.mention_starts)
+    P = max(1, max(len(e.heads) for e in examples))
+    tokens = torch.full((B, T), pad_id, dtype=torch.long)
+    mention_pos = torch.zeros((B, N, M), dtype=torch.long)
+    mention_mask = torch.zeros((B, N, M), dtype=torch.bool)
+    heads = torch.zeros((B, P), dtype=torch.long)
+    tails = torch.zeros((B, P), dtype=torch.long)
+    pair_mask = torch.zeros((B, P), dtype=torch.bool)
+    labels = torch.zeros((B, P, NUM_CLASSES), dtype=torch.float32)
+    for b, e in enumerate(examples):
+        ids = e.encoded.input_ids
+        tokens[b, :len(ids)] = torch.tensor(ids)
+        for n, starts in enumerate(e.encoded.mention_starts):
+            mention_pos[b, n, :len(starts)] = torch.tensor(starts)
+            mention_mask[b, n, :len(starts)] = True
+        p = len(e.heads)
+        heads[b, :p] = torch.from_numpy(e.heads)
+        tails[b, :p] = torch.from_numpy(e.tails)
+        pair_mask[b, :p] = True
+        labels[b, :p] = torch.from_numpy(e.labels)
+    lengths = torch.tensor([len(e.encoded.input_ids) for e in examples])
+    return {"tokens": tokens, "lengths": lengths, "mention_pos": mention_pos, "mention_mask": mention_mask,
+            "heads": heads, "tails": tails, "pair_mask": pair_mask, "labels": labels}
+
+
+def epoch_batches(lengths: list[int], batch_size: int, seed: int, epoch: int, rank: int = 0,
+                  world_size: int = 1, bucket: int = 50, shuffle: bool = True) -> list[list[int]]:
+    """Index batches for one epoch: a pure function of (seed, epoch, world layout).
+
+    Every rank gets the same number of batches (the tail that cannot be split evenly is dropped
+    for training, so ranks never wait on each other's extra step).
+    """
+    order = list(range(len(lengths)))
+    rng = random.Random(seed * 1_000_003 + epoch)
+    if shuffle:
+        rng.shuffle(order)
+    batches = []
+    for start in range(0, len(order), batch_size * bucket):
+        chunk = sorted(order[start:start + batch_size * bucket], key=lambda i: lengths[i])
+        batches.extend(chunk[i:i + batch_size] for i in range(0, len(chunk), batch_size))
+    if shuffle:
+        rng.shuffle(batches)
+    per_rank = len(batches) // world_size if world_size > 1 else len(batches)
+    return batches[rank * per_rank:(rank + 1) * per_rank] if world_size > 1 else batches

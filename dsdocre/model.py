@@ -1,0 +1,193 @@
+"""Encoder with entity markers, entity pooling and the relation classifier.
+
+- :class:`DocumentEncoder` runs any BERT-family ``AutoModel`` over documents of any length: a
+  document longer than the encoder's positions is cut into overlapping windows, each encoded
+  with its own ``[CLS]``/``[SEP]``, and the states of tokens seen by several windows are averaged.
+- :func:`pool_entities`: mention = state of its start marker; entity = max-pool of its mentions.
+- :class:`RelationClassifier`: entity states -> head/tail projections -> pair bilinear (hidden
+  256, on :mod:`dsdocre.kernels`) -> linear over 97 classes (NA + 96 relations), trained with
+  multi-label binary cross-entropy.
+
+A saved model is a directory in the ``save_pretrained`` style::
+
+    model_dir/
+      encoder/               the fine-tuned encoder + tokenizer: AutoModel.from_pretrained(model_dir/encoder)
+      heads.safetensors      everything that is not the encoder
+      dsdocre_model.json     ModelConfig, the relation ids, the decision threshold, the tokenizer fingerprint
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from dsdocre.kernels import PairBilinear
+from dsdocre.relations import relation_ids
+
+
+@dataclass
+class ModelConfig:
+    encoder: str = "default"  # a BERT-family directory, or "default" for the packaged MiniLM
+    pair_dim: int = 256  # size of the relation representation r(i, k) (the paper: 256)
+    entity_projection: bool = True  # tanh(Linear) on head and tail entity states before the bilinear
+    pair_activation: str = "none"  # between bilinear and classifier: "none" | "relu" | "tanh"
+    window_overlap: int = 128  # tokens shared by consecutive windows of a long document
+    bilinear_impl: str = "auto"  # dsdocre.kernels implementation; "gathered" = plain nn.Bilinear path
+    max_entities: int = 128  # marker vocabulary size (entities per document)
+    dropout: float = 0.1
+    num_classes: int = 97
+    extra: dict = field(default_factory=dict)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "ModelConfig":
+        known = {k: v for k, v in d.items() if k in cls.__dataclass_fields__}
+        return cls(**known)
+
+
+class DocumentEncoder(nn.Module):
+    def __init__(self, encoder_dir: str, window_overlap: int = 128, added_tokens: int = 0):
+        super().__init__()
+        from transformers import AutoModel
+
+        self.model = AutoModel.from_pretrained(encoder_dir)
+        if added_tokens:
+            self.model.resize_token_embeddings(self.model.config.vocab_size + added_tokens)
+        self.max_len = int(self.model.config.max_position_embeddings)
+        self.hidden_size = int(self.model.config.hidden_size)
+        self.window_overlap = window_overlap
+
+    def windows(self, lengths: list[int]) -> list[tuple[int, int, int]]:
+        """(document, start, length) of every window; consecutive windows overlap."""
+        span = self.max_len - 2  # room for [CLS] and [SEP]
+        stride = span - self.window_overlap
+        out = []
+        for b, n in enumerate(lengths):
+            if n <= span:
+                out.append((b, 0, n))
+                continue
+            starts = list(range(0, n - span, stride)) + [n - span]
+            out.extend((b, s, span) for s in starts)
+        return out
+
+    def forward(self, tokens: torch.Tensor, lengths: torch.Tensor, cls_id: int, sep_id: int,
+                pad_id: int = 0) -> torch.Tensor:
+        """tokens [B, T] (no special tokens, padded) -> states [B, T, d]."""
+        B, T = tokens.shape
+        windows = self.windows(lengths.tolist())
+        width = max(n for _, _, n in windows) + 2
+        ids = torch.full((len(windows), width), pad_id, dtype=torch.long, device=tokens.device)
+        mask = torch.zeros((len(windows), width), dtype=torch.long, device=tokens.device)
+        dst_doc, dst_pos, src_win, src_pos = [], [], [], []
+        for w, (b, s, n) in enumerate(windows):
+            ids[w, 0] = cls_id
+            ids[w, 1:n + 1] = tokens[b, s:s + n]
+            ids[w, n + 1] = sep_id
+            mask[w, :n + 2] = 1
+            dst_doc.append(torch.full((n,), b)); dst_pos.append(torch.arange(s, s + n))
+            src_win.append(torch.full((n,), w)); src_pos.append(torch.arange(1, n + 1))
+        states = self.model(input_ids=ids, attention_mask=mask).last_hidden_state
+        if len(windows) == B:  # no long document in the batch: one window each, a plain slice
+            return states[:, 1:T + 1]
+        dst = (torch.cat(dst_doc).to(tokens.device), torch.cat(dst_pos).to(tokens.device))
+        src = states[torch.cat(src_win).to(tokens.device), torch.cat(src_pos).to(tokens.device)]
+        merged = states.new_zeros((B, T, states.shape[-1])).index_put(dst, src, accumulate=True)
+        counts = states.new_zeros((B, T, 1)).index_put(dst, states.new_ones((src.shape[0], 1)), accumulate=True)
+        return merged / counts.clamp(min=1)
+
+
+def pool_entities(states: torch.Tensor, mention_pos: torch.Tensor, mention_mask: torch.Tensor) -> torch.Tensor:
+    """states [B,T,d], mention_pos/mask [B,N,M] -> entities [B,N,d] (max-pool; padding entities = 0)."""
+    B, N, M = mention_pos.shape
+    gathered = states.gather(1, mention_pos.reshape(B, N * M, 1).expand(-1, -1, states.shape[-1]))
+    gathered = gathered.reshape(B, N, M, -1).masked_fill(~mention_mask.unsqueeze(-1), float("-inf"))
+    entities = gathered.max(dim=2).values
+    return entities.masked_fill(~mention_mask.any(-1, keepdim=True), 0.0)
+
+
+class RelationClassifier(nn.Module):
+    """The fine-tuning model: every kept entity pair -> logits over NA + 96 relations."""
+
+    def __init__(self, config: ModelConfig, encoder_dir: str | None = None, added_tokens: int = 0):
+        super().__init__()
+        self.config = config
+        self.encoder = DocumentEncoder(encoder_dir or config.encoder, config.window_overlap, added_tokens)
+        d = self.encoder.hidden_size
+        self.dropout = nn.Dropout(config.dropout)
+        if config.entity_projection:
+            self.head_proj = nn.Linear(d, d)
+            self.tail_proj = nn.Linear(d, d)
+        self.pair = PairBilinear(d, d, config.pair_dim, impl=config.bilinear_impl)
+        self.classifier = nn.Linear(config.pair_dim, config.num_classes)
+        self.special_ids = (0, 0, 0)  # (cls, sep, pad), set by the trainer from the tokenizer
+
+    def entity_states(self, batch: dict) -> torch.Tensor:
+        cls_id, sep_id, pad_id = self.special_ids
+        states = self.encoder(batch["tokens"], batch["lengths"], cls_id, sep_id, pad_id)
+        return pool_entities(states, batch["mention_pos"], batch["mention_mask"])
+
+    def forward(self, batch: dict) -> torch.Tensor:
+        """logits [B, P, num_classes] for the pairs ``batch["heads"], batch["tails"]``."""
+        entities = self.dropout(self.entity_states(batch))
+        if self.config.entity_projection:
+            left, right = torch.tanh(self.head_proj(entities)), torch.tanh(self.tail_proj(entities))
+        else:
+            left = right = entities
+        if self.config.pair_activation == "none":
+            # Bilinear then linear with nothing between is one bilinear form: fuse them.
+            return self.pair(left, batch["heads"], batch["tails"], right=right,
+                             pair_mask=batch["pair_mask"], out_proj=self.classifier)
+        pairs = self.pair(left, batch["heads"], batch["tails"], right=right, pair_mask=batch["pair_mask"])
+        act = torch.relu if self.config.pair_activation == "relu" else torch.tanh
+        return self.classifier(self.dropout(act(pairs)))
+
+    # ---- save_pretrained / from_pretrained ------------------------------------------------
+    def save_pretrained(self, out_dir: str | Path, tokenizer=None, **metadata) -> None:
+        from safetensors.torch import save_file
+
+        out_dir = Path(out_dir)
+        tmp = out_dir.with_name(out_dir.name + ".tmp")
+        if tmp.exists():
+            import shutil
+
+            shutil.rmtree(tmp)
+        tmp.mkdir(parents=True)
+        self.encoder.model.save_pretrained(tmp / "encoder")
+        if tokenizer is not None:
+            tokenizer.save_pretrained(tmp / "encoder")
+        heads = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()
+                 if not k.startswith("encoder.")}
+        save_file(heads, str(tmp / "heads.safetensors"))
+        meta = {"model": asdict(self.config), "relations": list(relation_ids()), **metadata}
+        (tmp / "dsdocre_model.json").write_text(json.dumps(meta, indent=2))
+        # The directory appears complete or not at all: swap it in with renames.
+        if out_dir.exists():
+            old = out_dir.with_name(out_dir.name + ".old")
+            out_dir.replace(old)
+            tmp.replace(out_dir)
+            import shutil
+
+            shutil.rmtree(old)
+        else:
+            tmp.replace(out_dir)
+
+    @classmethod
+    def from_pretrained(cls, model_dir: str | Path) -> tuple["RelationClassifier", dict]:
+        from safetensors.torch import load_file
+
+        model_dir = Path(model_dir)
+        meta_path = model_dir / "dsdocre_model.json"
+        if not meta_path.exists():
+            raise FileNotFoundError(f"{model_dir} is not a dsdocre model directory (no dsdocre_model.json)")
+        meta = json.loads(meta_path.read_text())
+        if meta.get("relations") != list(relation_ids()):
+            raise ValueError(f"{model_dir}: relation inventory differs from this version's")
+        model = cls(ModelConfig.from_dict(meta["model"]), encoder_dir=str(model_dir / "encoder"))
+        missing, unexpected = model.load_state_dict(load_file(str(model_dir / "heads.safetensors")), strict=False)
+        missing = [k for k in missing if not k.startswith("encoder.")]
+        if missing or unexpected:
+            raise ValueError(f"{model_dir}: heads do not match the model (missing {missing}, unexpected {unexpected})")
+        return model, meta
