@@ -31,6 +31,12 @@ ENTITY_TYPES = ("PER", "ORG", "LOC", "TIME", "NUM", "MISC")
 # --------------------------------------------------------------------------------------------
 # The typed model
 # --------------------------------------------------------------------------------------------
+def _ordered(fields: dict, key_order: tuple[str, ...]) -> dict:
+    """``fields`` in the source object's key order (new keys last): to_json() is byte-exact."""
+    order = [k for k in key_order if k in fields] + [k for k in fields if k not in key_order]
+    return {k: fields[k] for k in order}
+
+
 @dataclass(frozen=True)
 class Mention:
     name: str
@@ -44,14 +50,16 @@ class Mention:
     def kb_id(self) -> str | None:
         return self.extra.get("kb_id")
 
+    key_order: tuple[str, ...] = field(default=(), compare=False, repr=False)
+
     @classmethod
     def from_json(cls, m: dict) -> "Mention":
         extra = {k: v for k, v in m.items() if k not in ("name", "sent_id", "pos", "type")}
-        return cls(m["name"], m["sent_id"], m["pos"][0], m["pos"][1], m["type"], extra)
+        return cls(m["name"], m["sent_id"], m["pos"][0], m["pos"][1], m["type"], extra, tuple(m))
 
     def to_json(self) -> dict:
-        return {"name": self.name, "pos": [self.start, self.end], "sent_id": self.sent_id,
-                "type": self.type, **self.extra}
+        return _ordered({"name": self.name, "pos": [self.start, self.end], "sent_id": self.sent_id,
+                         "type": self.type, **self.extra}, self.key_order)
 
 
 @dataclass(frozen=True)
@@ -62,13 +70,18 @@ class Label:
     evidence: tuple[int, ...] = ()
     extra: dict = field(default_factory=dict, compare=False, repr=False)
 
+    key_order: tuple[str, ...] = field(default=(), compare=False, repr=False)
+
     @classmethod
     def from_json(cls, lab: dict) -> "Label":
         extra = {k: v for k, v in lab.items() if k not in ("h", "t", "r", "evidence")}
-        return cls(lab["h"], lab["t"], lab["r"], tuple(lab.get("evidence", ())), extra)
+        return cls(lab["h"], lab["t"], lab["r"], tuple(lab.get("evidence", ())), extra, tuple(lab))
 
     def to_json(self) -> dict:
-        return {"h": self.h, "t": self.t, "r": self.r, "evidence": list(self.evidence), **self.extra}
+        fields = {"h": self.h, "t": self.t, "r": self.r, **self.extra}
+        if self.evidence or "evidence" in self.key_order or not self.key_order:
+            fields["evidence"] = list(self.evidence)
+        return _ordered(fields, self.key_order)
 
 
 @dataclass
@@ -100,8 +113,7 @@ class Document:
                   "vertexSet": [[m.to_json() for m in ent] for ent in self.entities], **self.extra}
         if self.labels is not None:
             fields["labels"] = [x.to_json() for x in self.labels]
-        order = [k for k in self.key_order if k in fields] + [k for k in fields if k not in self.key_order]
-        return {k: fields[k] for k in order}
+        return _ordered(fields, self.key_order)
 
     @property
     def num_entities(self) -> int:

@@ -1,0 +1,126 @@
+"""Entity markers, blanking, long documents through the windowed encoder, save/load."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from dsdocre.documents import Document
+from dsdocre.encoding import BLANK, end_marker, load_tokenizer, start_marker
+
+
+@pytest.fixture(scope="module")
+def tokenizer(encoder_dir):
+    return load_tokenizer(encoder_dir)[0]
+
+
+def doc_with(sents, vertex_set, labels=()):
+    return Document.from_json({"title": "t", "sents": sents, "vertexSet": vertex_set, "labels": list(labels)})
+
+
+def test_markers_surround_every_mention(tokenizer):
+    doc = doc_with([["Marie", "Curie", "was", "born", "in", "Warsaw", "."], ["Curie", "died", "."]],
+                   [[{"name": "Marie Curie", "pos": [0, 2], "sent_id": 0, "type": "PER"},
+                     {"name": "Curie", "pos": [0, 1], "sent_id": 1, "type": "PER"}],
+                    [{"name": "Warsaw", "pos": [5, 6], "sent_id": 0, "type": "LOC"}]])
+    enc = tokenizer.encode(doc)
+    toks = tokenizer.tokenizer.convert_ids_to_tokens(enc.input_ids)
+    pieces = tokenizer.tokenizer.tokenize("Marie Curie")  # word pieces, lower-cased by this vocabulary
+    assert toks[:len(pieces) + 3] == [start_marker(0), *pieces, end_marker(0), "was"]
+    assert [toks[p] for p in enc.mention_starts[0]] == [start_marker(0), start_marker(0)]
+    assert toks[enc.mention_starts[1][0]:enc.mention_starts[1][0] + 3] == [start_marker(1), "warsaw", end_marker(1)]
+    assert enc.mention_sent_ids == [[0, 1], [0]]
+    assert start_marker(0) == "[unused1]" and end_marker(0) == "[unused2]" and start_marker(1) == "[unused3]"
+
+
+def test_blanking_replaces_mention_words_but_keeps_markers(tokenizer):
+    doc = doc_with([["Marie", "Curie", "met", "Pierre", "."]],
+                   [[{"name": "Marie Curie", "pos": [0, 2], "sent_id": 0, "type": "PER"}],
+                    [{"name": "Pierre", "pos": [3, 4], "sent_id": 0, "type": "PER"}]])
+    toks = tokenizer.tokenizer.convert_ids_to_tokens(tokenizer.encode(doc, blank_entities=[0]).input_ids)
+    assert toks == [start_marker(0), BLANK, end_marker(0), "met", start_marker(1), "pierre", end_marker(1), "."]
+
+
+def test_nested_mentions_stay_bracketed(tokenizer):
+    doc = doc_with([["University", "of", "Paris", "rocks"]],
+                   [[{"name": "University of Paris", "pos": [0, 3], "sent_id": 0, "type": "ORG"}],
+                    [{"name": "Paris", "pos": [2, 3], "sent_id": 0, "type": "LOC"}]])
+    toks = tokenizer.tokenizer.convert_ids_to_tokens(tokenizer.encode(doc).input_ids)
+    assert toks == [start_marker(0), "university", "of", start_marker(1), "paris", end_marker(1), end_marker(0), "rocks"]
+
+
+def long_document(n_filler_sents: int = 60) -> Document:
+    filler = [["the", "committee", "met", "again", "and", "discussed", "the", "weather", "at", "length", "."]]
+    sents = [["Ada", "Lovelace", "wrote", "notes", "."]] + filler * n_filler_sents + [["Lovelace", "lived", "in", "London", "."]]
+    last = len(sents) - 1
+    return doc_with(sents, [[{"name": "Ada Lovelace", "pos": [0, 2], "sent_id": 0, "type": "PER"},
+                             {"name": "Lovelace", "pos": [0, 1], "sent_id": last, "type": "PER"}],
+                            [{"name": "London", "pos": [3, 4], "sent_id": last, "type": "LOC"}]],
+                    [{"h": 0, "t": 1, "r": "P551", "evidence": [last]}])
+
+
+def test_mention_past_token_512_gets_a_representation(tokenizer, encoder_dir):
+    from dsdocre.data import build_examples, collate
+    from dsdocre.model import ModelConfig, RelationClassifier
+
+    doc = long_document()
+    example = build_examples([doc], tokenizer)[0]
+    london = example.encoded.mention_starts[1][0]
+    assert london > 600, "the test needs a mention well past the encoder's 512 positions"
+    model = RelationClassifier(ModelConfig(dropout=0.0), encoder_dir=encoder_dir).eval()
+    model.special_ids = (tokenizer.cls_id, tokenizer.sep_id, tokenizer.pad_id)
+    batch = collate([example], tokenizer.pad_id)
+    assert len(model.encoder.windows(batch["lengths"].tolist())) >= 2
+    with torch.no_grad():
+        states = model.encoder(batch["tokens"], batch["lengths"], tokenizer.cls_id, tokenizer.sep_id)
+        entities = model.entity_states(batch)
+        logits = model(batch)
+    assert states.shape[1] == len(example.encoded.input_ids)
+    assert torch.isfinite(states).all()
+    assert states[0, london].abs().sum() > 0  # a real state, not padding
+    # London's state depends on London's own context, not on the first window only
+    assert torch.isfinite(entities).all() and entities[0, 1].abs().sum() > 0
+    assert logits.shape == (1, 2, 97) and torch.isfinite(logits).all()
+
+    # In the overlap, states are the average of the two windows; outside it, one window's state.
+    span = model.encoder.max_len - 2
+    with torch.no_grad():
+        first = model.encoder.model(input_ids=torch.tensor([[tokenizer.cls_id] + example.encoded.input_ids[:span]
+                                                            + [tokenizer.sep_id]])).last_hidden_state[0, 1:-1]
+    second_start = model.encoder.windows(batch["lengths"].tolist())[1][1]
+    assert torch.allclose(states[0, :second_start], first[:second_start], atol=1e-4)
+    assert not torch.allclose(states[0, second_start:span], first[second_start:span], atol=1e-4)
+
+
+def test_short_and_long_documents_batch_together(tokenizer, encoder_dir):
+    from dsdocre.data import build_examples, collate
+    from dsdocre.model import ModelConfig, RelationClassifier
+
+    short = doc_with([["Ada", "met", "Bob", "."]], [[{"name": "Ada", "pos": [0, 1], "sent_id": 0, "type": "PER"}],
+                                                    [{"name": "Bob", "pos": [2, 3], "sent_id": 0, "type": "PER"}]])
+    model = RelationClassifier(ModelConfig(dropout=0.0), encoder_dir=encoder_dir).eval()
+    model.special_ids = (tokenizer.cls_id, tokenizer.sep_id, tokenizer.pad_id)
+    examples = build_examples([short, long_document()], tokenizer)
+    with torch.no_grad():
+        together = model(collate(examples, tokenizer.pad_id))
+        alone = model(collate(examples[:1], tokenizer.pad_id))
+    assert torch.allclose(together[0, :2], alone[0, :2], atol=1e-4)
+
+
+def test_save_and_load_pretrained(tmp_path, tokenizer, encoder_dir):
+    from transformers import AutoModel
+
+    from dsdocre.data import build_examples, collate
+    from dsdocre.model import ModelConfig, RelationClassifier
+
+    model = RelationClassifier(ModelConfig(dropout=0.0), encoder_dir=encoder_dir).eval()
+    model.special_ids = (tokenizer.cls_id, tokenizer.sep_id, tokenizer.pad_id)
+    model.save_pretrained(tmp_path / "m", tokenizer=tokenizer.tokenizer, threshold=0.3)
+    loaded, meta = RelationClassifier.from_pretrained(tmp_path / "m")
+    loaded.eval().special_ids = model.special_ids
+    assert meta["threshold"] == 0.3
+    batch = collate(build_examples([long_document(5)], tokenizer), tokenizer.pad_id)
+    with torch.no_grad():
+        assert torch.allclose(model(batch), loaded(batch), atol=1e-5)
+    assert AutoModel.from_pretrained(tmp_path / "m" / "encoder") is not None  # plain transformers loads it
+    assert not (tmp_path / "m.tmp").exists()
