@@ -42,6 +42,9 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    # The deepspeed launcher puts --local_rank=N before the sub-command; LOCAL_RANK is in the
+    # environment as well, which is what the training code reads.
+    argv = [a for a in argv if not a.startswith("--local_rank")]
     command = next((a for a in argv if not a.startswith("-")), None)
     if command not in COMMANDS:
         command = None

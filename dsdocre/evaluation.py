@@ -245,12 +245,12 @@ def format_metrics(metrics: Mapping[str, Any]) -> str:
         return "-" if v is None else str(v)
 
     rows = [
-        ("all", pct("precision"), pct("recall"), pct("f1")),
-        ("ign", pct("ign_precision"), pct("recall"), pct("ign_f1")),
-        ("intra", pct("intra_precision"), pct("intra_recall"), pct("intra_f1")),
-        ("inter", pct("inter_precision"), pct("inter_recall"), pct("inter_f1")),
+        ("All", pct("precision"), pct("recall"), pct("f1")),
+        ("Ign", pct("ign_precision"), pct("recall"), pct("ign_f1")),
+        ("Intra", pct("intra_precision"), pct("intra_recall"), pct("intra_f1")),
+        ("Inter", pct("inter_precision"), pct("inter_recall"), pct("inter_f1")),
     ]
-    lines = [f"{'':<6} {'P':>6} {'R':>6} {'F1':>6}"]
+    lines = [f"{'':<6} {'P':>6} {'R':>6} {'F1':>6}   (Ign F1 = the Ign row's F1)"]
     lines += [f"{name:<6} {p} {r} {f}" for name, p, r, f in rows]
     lines.append(
         f"predictions={cnt('num_predictions')} gold={cnt('num_gold')} "

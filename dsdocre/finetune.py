@@ -35,7 +35,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="override a config value, e.g. --set training.epochs=3 (repeatable)")
     parser.add_argument("--encoder", help="a BERT-family model directory (overrides model.encoder)")
     parser.add_argument("--output-dir", help="overrides output_dir")
-    parser.add_argument("--local_rank", type=int, default=-1, help=argparse.SUPPRESS)  # set by the deepspeed launcher
 
 
 def run(args: argparse.Namespace) -> int:
@@ -112,6 +111,10 @@ def finetune(config: dict) -> dict:
     model = RelationClassifier(model_cfg, encoder_dir=encoder_dir, added_tokens=added)
     model.special_ids = (tokenizer.cls_id, tokenizer.sep_id, tokenizer.pad_id)
     ds_config = load_deepspeed_config(train_cfg.get("deepspeed", "configs/deepspeed/finetune.json"))
+    if int(ds_config.get("zero_optimization", {}).get("stage", 0)) >= 3:
+        # Rank 0 evaluates and saves alone; ZeRO-3 would need every rank in each forward pass.
+        raise SystemExit("finetune supports ZeRO stages 0-2 (the classifier fits on one device); "
+                         f"{train_cfg.get('deepspeed')} asks for stage 3")
     base_lr = float(ds_config.get("optimizer", {}).get("params", {}).get("lr", 1e-5))
     head_lr = base_lr * float(train_cfg.get("head_lr_multiplier", 1.0))
     groups = [
@@ -131,8 +134,11 @@ def finetune(config: dict) -> dict:
             return (step + 1) / max(1, warmup)
         return max(0.0, (total_steps - step) / max(1, total_steps - warmup))
 
-    engine, optimizer, _, _ = deepspeed.initialize(model=model, model_parameters=groups, config=ds_config)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+    # DeepSpeed builds the optimizer from its JSON, then calls this factory with the base optimizer
+    # (not the ZeRO wrapper) and steps the scheduler itself at gradient-accumulation boundaries.
+    engine, _, _, _ = deepspeed.initialize(
+        model=model, model_parameters=groups, config=ds_config,
+        lr_scheduler=lambda optimizer: torch.optim.lr_scheduler.LambdaLR(optimizer, schedule))
     device = engine.device
     _log(f"model: {encoder_dir} + pair bilinear {model_cfg.pair_dim}; "
          f"{sum(p.numel() for p in model.parameters()) / 1e6:.1f}M parameters; world {world}; "
@@ -163,8 +169,6 @@ def finetune(config: dict) -> dict:
                 logits[mask].float(), batch["labels"][mask])
             engine.backward(loss)
             engine.step()
-            if engine.is_gradient_accumulation_boundary():
-                scheduler.step()
             losses.append(loss.item())
             docs_seen += len(idx) * world
             bar.set_postfix(loss=f"{np.mean(losses[-50:]):.4f}")

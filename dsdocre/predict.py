@@ -102,7 +102,14 @@ def run(args: argparse.Namespace) -> int:
         return 0
 
     # evaluate
-    from dsdocre.documents import iter_raw_documents
+    from dsdocre.documents import load_valid_documents
+
+    def valid_raw(path: str, role: str) -> list[dict]:
+        docs, rejected = load_valid_documents(path, require_labels=True, log=None)
+        if rejected:
+            print(f"{path}: {len(rejected)} {role} documents rejected and left out of scoring; first: "
+                  f"{rejected[0].problems[0]}", file=sys.stderr)
+        return [d.to_json() for d in docs]
 
     if args.predictions:
         if not args.input:
@@ -118,12 +125,12 @@ def run(args: argparse.Namespace) -> int:
                                       require_labels=True, kept_pairs=kept)
     else:
         raise SystemExit("evaluate needs --model or --predictions")
-    gold = list(iter_raw_documents(args.input))
-    train = list(iter_raw_documents(args.train)) if args.train else None
+    gold = valid_raw(args.input, "gold")
+    train = valid_raw(args.train, "training") if args.train else None
     if train is None and args.model:
         meta = json.loads((Path(args.model) / "dsdocre_model.json").read_text())
         if meta.get("train_file") and Path(meta["train_file"]).exists():
-            train = list(iter_raw_documents(meta["train_file"]))
+            train = valid_raw(meta["train_file"], "training")
     metrics = score_predictions(predictions, gold, train)
     print(format_metrics(metrics))
     if train is None:

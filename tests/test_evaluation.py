@@ -329,7 +329,7 @@ def test_format_metrics():
     assert "66.67" in text  # P = 2/3
     assert "50.00" in text  # R = 2/4
     assert "57.14" in text  # F1 = 4/7
-    for word in ("ign", "intra", "inter", "predictions=3", "gold=4", "correct=2"):
+    for word in ("Ign", "Intra", "Inter", "predictions=3", "gold=4", "correct=2"):
         assert word in text
 
 

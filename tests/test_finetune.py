@@ -1,0 +1,114 @@
+"""Fine-tuning through DeepSpeed (one process, and two under the deepspeed launcher), then
+predict and evaluate from the saved model. Small synthetic corpora: seconds, not minutes."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _env() -> dict:
+    return {**os.environ, "HF_HUB_OFFLINE": "1", "DS_ACCELERATOR": "cpu", "OMP_NUM_THREADS": "1",
+            "TOKENIZERS_PARALLELISM": "false"}
+
+
+def _cli(*args, cwd=ROOT, timeout=600) -> subprocess.CompletedProcess:
+    proc = subprocess.run([sys.executable, "-m", "dsdocre.cli", *map(str, args)], cwd=cwd, env=_env(),
+                          capture_output=True, text=True, timeout=timeout)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return proc
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("corpus")
+    _cli("synth", "--docs", 24, "--dev-docs", 8, "--test-docs", 8, "--distant-docs", 4, "--seed", 5,
+         "--out", out, "--no-progress")
+    # one bad document in the training file: it must be rejected with its reason, not crash the run
+    docs = json.loads((out / "train_annotated.json").read_text())
+    docs[3]["labels"].append({"h": 0, "t": 99, "r": "P17", "evidence": []})
+    (out / "train_annotated.json").write_text(json.dumps(docs))
+    return out
+
+
+@pytest.fixture(scope="module")
+def trained(corpus, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("ft")
+    proc = _cli("finetune", "--config", "configs/finetune.yaml", "--set", f"data.train={corpus / 'train_annotated.json'}",
+                "--set", f"data.valid={corpus / 'dev.json'}", "--set", "training.epochs=2", "--output-dir", out)
+    assert "rejected 1" in proc.stdout
+    return out
+
+
+def test_finetune_writes_model_metrics_and_rejections(trained):
+    metrics = [json.loads(line) for line in (trained / "metrics.jsonl").read_text().splitlines()]
+    assert [m["epoch"] for m in metrics] == [1, 2]
+    assert all(0 <= m["valid"]["f1"] <= 100 and m["loss"] > 0 for m in metrics)
+    assert metrics[1]["loss"] < metrics[0]["loss"]
+    meta = json.loads((trained / "model" / "dsdocre_model.json").read_text())
+    assert 0 < meta["threshold"] < 1 and meta["epoch"] in (1, 2)
+    rejected = [json.loads(line) for line in (trained / "rejected.jsonl").read_text().splitlines()]
+    assert len(rejected) == 1 and rejected[0]["index"] == 3
+    assert "labels[" in rejected[0]["reasons"][0] and "out of range" in rejected[0]["reasons"][0]
+    submission = json.loads((trained / "valid_predictions.json").read_text())
+    assert all(set(p) == {"title", "h_idx", "t_idx", "r"} for p in submission)
+
+
+def test_predict_writes_official_submission_and_listing(trained, corpus, tmp_path):
+    out = tmp_path / "result.json"
+    _cli("predict", "--model", trained / "model", "--input", corpus / "test.json", "--out", out,
+         "--threshold", "0.01")
+    facts = json.loads(out.read_text())
+    titles = {d["title"] for d in json.loads((corpus / "test.json").read_text())}
+    assert facts and all(set(f) == {"title", "h_idx", "t_idx", "r"} and f["title"] in titles for f in facts)
+    listing = out.with_suffix(".txt").read_text()
+    assert "# " in listing and "-->" in listing  # readable: entity and relation names
+
+
+def test_evaluate_model_and_submission_agree(trained, corpus, tmp_path):
+    metrics_path = tmp_path / "m.json"
+    proc = _cli("evaluate", "--model", trained / "model", "--input", corpus / "dev.json",
+                "--train", corpus / "train_annotated.json", "--json", metrics_path)
+    assert "Ign" in proc.stdout and "Intra" in proc.stdout
+    from_model = json.loads(metrics_path.read_text())
+    _cli("evaluate", "--predictions", trained / "valid_predictions.json", "--input", corpus / "dev.json",
+         "--train", corpus / "train_annotated.json", "--json", metrics_path)
+    from_file = json.loads(metrics_path.read_text())
+    assert from_model["f1"] == pytest.approx(from_file["f1"])
+    best = [json.loads(x) for x in (trained / "metrics.jsonl").read_text().splitlines()]
+    assert round(from_model["f1"] * 100, 2) in [m["valid"]["f1"] for m in best]
+
+
+@pytest.mark.slow
+def test_two_processes_zero2_under_the_deepspeed_launcher(corpus, tmp_path):
+    env = {**_env(), "NUM_PROCS": "2", "MASTER_PORT": "29617",
+           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+    proc = subprocess.run(
+        ["bash", "launch/deepspeed_finetune.sh",
+         "--set", f"data.train={corpus / 'train_annotated.json'}", "--set", f"data.valid={corpus / 'dev.json'}",
+         "--set", "training.epochs=1", "--set", "training.deepspeed=configs/deepspeed/finetune_zero2.json",
+         "--output-dir", str(tmp_path)],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "world 2" in proc.stdout
+    assert (tmp_path / "model" / "heads.safetensors").exists()
+    assert len((tmp_path / "metrics.jsonl").read_text().splitlines()) == 1  # rank 0 alone evaluates
+
+
+def test_zero3_is_refused_with_a_reason(corpus, tmp_path):
+    cfg = json.loads((ROOT / "configs/deepspeed/finetune.json").read_text())
+    cfg["zero_optimization"] = {"stage": 3}
+    (tmp_path / "z3.json").write_text(json.dumps(cfg))
+    proc = subprocess.run([sys.executable, "-m", "dsdocre.cli", "finetune",
+                           "--set", f"data.train={corpus / 'train_annotated.json'}",
+                           "--set", f"data.valid={corpus / 'dev.json'}",
+                           "--set", f"training.deepspeed={tmp_path / 'z3.json'}", "--output-dir", str(tmp_path / "o")],
+                          cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=600)
+    assert proc.returncode != 0 and "ZeRO stages 0-2" in proc.stderr
