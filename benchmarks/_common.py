@@ -1,0 +1,124 @@
+"""Shared helpers for the benchmark scripts: thread pinning and a machine/run description.
+
+Usage (before the heavy imports, so OpenMP/MKL read the environment)::
+
+    from _common import pin_threads, machine_info
+    threads = pin_threads()          # all the cores this process may run on
+    import torch
+    ...
+    result = {"machine": machine_info(), ...}
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import os
+import platform
+import shlex
+import sys
+
+THREAD_ENV_VARS = (
+    "OMP_NUM_THREADS",
+    "MKL_NUM_THREADS",
+    "OPENBLAS_NUM_THREADS",
+    "NUMEXPR_NUM_THREADS",
+    "VECLIB_MAXIMUM_THREADS",
+    "RAYON_RS_NUM_CPUS",  # HF tokenizers' thread pool
+)
+
+
+def available_cores() -> int:
+    """Cores this process may run on (its CPU affinity), falling back to ``os.cpu_count()``."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # pragma: no cover - not Linux
+        return os.cpu_count() or 1
+
+
+def pin_threads(n: int | None = None) -> dict:
+    """Use exactly ``n`` threads (default: :func:`available_cores`) in torch, OpenMP, MKL, tokenizers.
+
+    Sets the environment variables (effective for libraries initialised afterwards, so call this
+    before importing torch when you can) and, if torch is importable, ``torch.set_num_threads``.
+    Returns what was set, for the result file.
+    """
+    n = int(n or available_cores())
+    for var in THREAD_ENV_VARS:
+        os.environ[var] = str(n)
+    info = {"threads": n, "env": {var: os.environ[var] for var in THREAD_ENV_VARS}}
+    try:
+        import torch
+
+        torch.set_num_threads(n)
+        try:
+            torch.set_num_interop_threads(max(1, min(n, 2)))
+        except RuntimeError:  # already set, or parallel work already started
+            pass
+        info["torch_num_threads"] = torch.get_num_threads()
+        info["torch_num_interop_threads"] = torch.get_num_interop_threads()
+    except ImportError:  # pragma: no cover
+        pass
+    return info
+
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:  # pragma: no cover
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _memory_gib() -> float | None:
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemTotal:"):
+                    return round(int(line.split()[1]) / 2**20, 1)
+    except OSError:  # pragma: no cover
+        pass
+    return None
+
+
+def _loadavg() -> list[float] | None:
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except (AttributeError, OSError):  # pragma: no cover
+        return None
+
+
+def machine_info(command: str | None = None) -> dict:
+    """Machine, CPU, Python/torch (and CUDA, GPU, Triton) versions, UTC date and the command line."""
+    info = {
+        "machine": platform.node(),
+        "platform": platform.platform(),
+        "cpu": _cpu_model(),
+        "cpu_count": os.cpu_count(),
+        "cores_available": available_cores(),
+        "memory_gib": _memory_gib(),
+        "load_average_1_5_15": _loadavg(),  # other work on the machine skews absolute times
+        "python": platform.python_version(),
+        "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "command": command if command is not None else " ".join(
+            shlex.quote(a) for a in [os.path.basename(sys.executable)] + sys.argv),
+    }
+    try:
+        import torch
+
+        info["torch"] = torch.__version__
+        info["torch_cuda"] = torch.version.cuda
+        info["torch_num_threads"] = torch.get_num_threads()
+        if torch.cuda.is_available():
+            info["gpu"] = torch.cuda.get_device_name(0)
+            info["gpu_count"] = torch.cuda.device_count()
+    except ImportError:  # pragma: no cover
+        info["torch"] = None
+    for name in ("triton", "numpy"):
+        try:
+            info[name] = __import__(name).__version__
+        except Exception:
+            info[name] = None
+    return info
