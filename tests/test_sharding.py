@@ -1,0 +1,312 @@
+"""`dsdocre shard`: round trip, counts conserved, re-runs, corruption, and a node lost mid-job.
+
+Small on purpose (tens of documents, a few per shard): the whole file runs in about a minute
+on two cores. Ray tests use a local Ray with 2 CPUs, or a `ray.cluster_utils.Cluster`.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import re
+import signal
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+for _var in ("OMP_NUM_THREADS", "RAYON_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+from dsdocre.documents import Document, iter_raw_documents  # noqa: E402
+from sharding import manifest as mf  # noqa: E402
+from sharding.corpus import iter_document_bytes  # noqa: E402
+from sharding.shard import iter_samples, sample_key, shard_corpus  # noqa: E402
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+
+
+# --------------------------------------------------------------------------------------------
+# Fixtures: a small corpus with planted bad documents
+# --------------------------------------------------------------------------------------------
+def good_docs(n: int, seed: int = 3) -> list[dict]:
+    from dsdocre.synth import iter_documents
+
+    return list(iter_documents("annotated", seed, n))
+
+
+def planted_bad(valid: dict) -> list[tuple[object, str]]:
+    """(bad document, a word its rejection reason must contain)."""
+    out_of_range = json.loads(json.dumps(valid))
+    out_of_range["vertexSet"][0][0]["pos"] = [0, 999]
+    unknown_relation = json.loads(json.dumps(valid))
+    unknown_relation["labels"] = [{"h": 0, "t": 1, "r": "P99999", "evidence": []}]
+    too_many_entities = json.loads(json.dumps(valid))
+    too_many_entities.pop("labels", None)
+    too_many_entities["vertexSet"] = [[{"name": "x", "pos": [0, 1], "sent_id": 0, "type": "MISC"}]] * 130
+    return [({"title": "no text"}, "missing"), (out_of_range, "outside"), (unknown_relation, "unknown relation"),
+            (42, "expected a JSON object"), (too_many_entities, "entities")]
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory) -> dict:
+    """in.json (indented array: 20 good + 5 bad) and in.jsonl (8 good + 1 invalid JSON line)."""
+    root = tmp_path_factory.mktemp("corpus")
+    docs = good_docs(28)
+    bad = planted_bad(docs[0])
+    array = docs[:20]
+    for k, (doc, _) in enumerate(bad):  # spread over the shards
+        array.insert(3 + 4 * k, doc)
+    (root / "in.json").write_text(json.dumps(array, indent=1, ensure_ascii=False))
+    lines = [json.dumps(d, ensure_ascii=False) for d in docs[20:]]
+    lines.insert(5, '{"title": "cut short", "sents": [["a"')
+    (root / "in.jsonl").write_text("\n".join(lines) + "\n")
+    return {"root": root, "inputs": [str(root / "in.json"), str(root / "in.jsonl")],
+            "n_input": len(array) + len(lines), "n_bad": len(bad) + 1,
+            "reasons": [w for _, w in bad] + ["not valid JSON"]}
+
+
+@pytest.fixture(scope="module")
+def local_run(corpus, tmp_path_factory) -> dict:
+    """The reference: the same work in this process, without Ray (--workers 0)."""
+    out = tmp_path_factory.mktemp("local") / "shards"
+    summary = shard_corpus(corpus["inputs"], out, docs_per_shard=4, workers=0, progress=False, log=None)
+    return {"out": out, "summary": summary, "manifest": json.loads((out / mf.MANIFEST).read_text())}
+
+
+# --------------------------------------------------------------------------------------------
+# The streaming reader
+# --------------------------------------------------------------------------------------------
+def test_reader_yields_exact_bytes_whatever_the_block_size(corpus, tmp_path):
+    path = corpus["inputs"][0]
+    expected = list(iter_raw_documents(path))
+    text = Path(path).read_text()
+    for block in (1, 5, 97, 1 << 20):  # blocks cut documents, strings and multi-byte characters
+        raw = list(iter_document_bytes(path, block_chars=block))
+        assert [json.loads(r) for r in raw] == expected
+        assert all(r.decode() in text for r in raw)  # byte-exact slices of the input
+    bad = tmp_path / "bad.json"
+    for content, message in [('{"title": 1}', "expected '['"), ("[1, 2", "missing ']'"),
+                             ("[1,]", "trailing comma"), ("[1 2]", "expected ','"), ("[1] [2]", "after the closing"),
+                             ('[{"a": }]', "near character")]:
+        bad.write_text(content)
+        with pytest.raises(ValueError, match=re.escape(message)):
+            list(iter_document_bytes(bad, block_chars=2))
+
+
+# --------------------------------------------------------------------------------------------
+# Counts, rejections, round trip (no Ray needed: the same functions run in-process)
+# --------------------------------------------------------------------------------------------
+def test_counts_conserved_and_rejections_explained(corpus, local_run):
+    m = local_run["manifest"]
+    assert m["counts"] == {"input": corpus["n_input"], "sharded": corpus["n_input"] - corpus["n_bad"],
+                           "rejected": corpus["n_bad"]}
+    assert sum(s["docs"] for s in m["shards"]) == m["counts"]["sharded"]
+    assert [i["documents"] for i in m["inputs"]] == [25, 9]
+    rejected = [json.loads(x) for x in (local_run["out"] / mf.REJECTED).read_text().splitlines()]
+    assert len(rejected) == corpus["n_bad"]
+    for rec, word in zip(rejected, corpus["reasons"]):
+        assert word in " ".join(rec["reasons"]), rec
+        assert rec["key"] == sample_key(0 if rec["source"].endswith(".json") else 1, rec["index"])
+    assert [r["index"] for r in rejected] == [3, 7, 11, 15, 19, 5]  # positions in their files
+    mf.verify(local_run["out"])  # every shard hashes to its manifest entry
+
+
+def test_round_trip_document_to_shard_to_identical_document(corpus, local_run):
+    from dsdocre.encoding import load_tokenizer, resolve_encoder_dir
+
+    samples = {key: (doc, enc) for key, doc, enc in iter_samples(local_run["out"])}
+    assert len(samples) == local_run["manifest"]["counts"]["sharded"]
+    rejected = {json.loads(x)["key"] for x in (local_run["out"] / mf.REJECTED).read_text().splitlines()}
+    tok, _ = load_tokenizer(resolve_encoder_dir(None))
+    for f, path in enumerate(corpus["inputs"]):
+        for i, raw in enumerate(iter_document_bytes(path)):
+            key = sample_key(f, i)
+            if key in rejected:
+                assert key not in samples
+                continue
+            doc, enc = samples[key]
+            original = json.loads(raw)
+            assert doc == original and Document.from_json(doc).to_json() == original
+            if i % 5 == 0:  # the stored encoding is the tokenizer's (spot check: loading is slow)
+                assert enc == tok.encode(Document.from_json(original)).to_json()
+
+    # Plain webdataset reads the shards too; the document bytes are the input's bytes.
+    import webdataset as wds
+
+    first = Path(corpus["inputs"][1])
+    lines = [x.encode() for x in first.read_text().splitlines()]
+    paths = [str(local_run["out"] / s["name"]) for s in local_run["manifest"]["shards"]]
+    raw_by_key = {s["__key__"]: s["json"] for s in wds.WebDataset(paths, shardshuffle=False)}
+    assert raw_by_key[sample_key(1, 0)] == lines[0]
+    decoded = next(iter(wds.WebDataset(paths[:1], shardshuffle=False).decode()))
+    assert set(decoded["enc.json"]) == {"input_ids", "mention_starts", "mention_sent_ids"}
+
+
+def test_rerun_skips_verified_shards_and_redoes_the_rest(corpus, local_run, tmp_path):
+    out = tmp_path / "shards"
+    first = shard_corpus(corpus["inputs"], out, docs_per_shard=4, workers=0, progress=False, log=None)
+    n = len(first.manifest["shards"])
+    again = shard_corpus(corpus["inputs"], out, docs_per_shard=4, workers=0, progress=False, log=None)
+    assert (again.written, again.skipped) == (0, n)
+
+    # Damage two shards (one flipped byte, one deleted), leave a torn temporary file behind.
+    victim = out / "shard-000002.tar"
+    data = bytearray(victim.read_bytes())
+    data[700] ^= 0xFF
+    victim.write_bytes(bytes(data))
+    (out / "shard-000004.tar").unlink()
+    (out / "shard-000005.tar.tmp-123-dead").write_bytes(b"half a shard")
+    fixed = shard_corpus(corpus["inputs"], out, docs_per_shard=4, workers=0, progress=False, log=None)
+    assert (fixed.written, fixed.skipped) == (2, n - 2)
+    assert json.loads((out / mf.MANIFEST).read_text()) == local_run["manifest"]
+    assert not list(out.glob("*.tmp-*"))
+    assert (out / mf.REJECTED).read_text() == (local_run["out"] / mf.REJECTED).read_text()
+
+    # A changed input document redoes exactly the shard that holds it.
+    changed = tmp_path / "changed.json"
+    docs = json.loads(Path(corpus["inputs"][0]).read_text())
+    docs[9]["title"] += " (revised)"
+    changed.write_text(json.dumps(docs, indent=1, ensure_ascii=False))
+    out2 = tmp_path / "shards2"
+    shard_corpus([changed, corpus["inputs"][1]], out2, docs_per_shard=4, workers=0, progress=False, log=None)
+    docs[9]["title"] = docs[9]["title"][: -len(" (revised)")]
+    changed.write_text(json.dumps(docs, indent=1, ensure_ascii=False))
+    redo = shard_corpus([changed, corpus["inputs"][1]], out2, docs_per_shard=4, workers=0, progress=False, log=None)
+    assert (redo.written, redo.skipped) == (1, n - 1)
+
+
+def test_corrupted_shard_is_detected_with_a_clear_error(local_run, tmp_path):
+    import shutil
+
+    out = tmp_path / "copy"
+    shutil.copytree(local_run["out"], out)
+    victim = out / "shard-000001.tar"
+    data = bytearray(victim.read_bytes())
+    data[1000] ^= 0x01  # one bit: same size, different content
+    victim.write_bytes(bytes(data))
+    with pytest.raises(mf.ShardVerificationError, match=r"shard-000001\.tar: sha256 .* \(corrupted\)") as err:
+        mf.verify(out)
+    assert "Re-run" in str(err.value) and "shard-000000" not in str(err.value)
+    with pytest.raises(mf.ShardVerificationError, match="shard-000001"):
+        list(iter_samples(out))
+    (out / "shard-000003.tar").write_bytes(b"")  # truncated
+    with pytest.raises(mf.ShardVerificationError, match=r"2 of \d+ files.*shard-000003\.tar: size 0"):
+        mf.verify(out)
+    (out / mf.MANIFEST).unlink()
+    with pytest.raises(mf.ShardVerificationError, match="no manifest"):
+        mf.verify(out)
+
+
+def test_cli_reports_the_accounting(corpus, tmp_path, capsys):
+    from dsdocre.cli import main
+
+    code = main(["shard", "--input", *corpus["inputs"], "--out", str(tmp_path / "o"), "--docs-per-shard", "10",
+                 "--workers", "0", "--no-progress"])
+    assert code == 0
+    said = capsys.readouterr().out
+    n, bad = corpus["n_input"], corpus["n_bad"]
+    assert f"input {n} documents = sharded {n - bad} + rejected {bad}" in said
+    assert main(["shard", "--input", str(tmp_path / "missing.json"), "--out", str(tmp_path / "o2")]) == 1
+
+
+# --------------------------------------------------------------------------------------------
+# On Ray
+# --------------------------------------------------------------------------------------------
+@pytest.fixture(scope="class")
+def ray_local():
+    import ray
+
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, object_store_memory=100 << 20)
+    yield
+    ray.shutdown()
+
+
+@pytest.mark.usefixtures("ray_local")
+class TestLocalRay:
+    def test_ray_shards_equal_the_in_process_shards(self, corpus, local_run, tmp_path):
+        out = tmp_path / "ray"
+        summary = shard_corpus(corpus["inputs"], out, docs_per_shard=4, progress=False, log=None)
+        assert summary.manifest == local_run["manifest"]  # byte-identical shards, same sha256
+        assert (out / mf.REJECTED).read_text() == (local_run["out"] / mf.REJECTED).read_text()
+        assert len(summary.worker_max_rss_kb) >= 1
+        # A re-run on Ray skips every verified shard.
+        again = shard_corpus(corpus["inputs"], out, docs_per_shard=4, progress=False, log=None)
+        assert again.written == 0 and again.manifest == local_run["manifest"]
+
+
+def test_killed_worker_and_removed_node_give_the_same_manifest(corpus, local_run, tmp_path, monkeypatch):
+    """Head with no CPUs + two 1-CPU worker nodes. While two shards are half-written (one on each
+    node), kill one worker process, then remove a whole node: the job finishes on what is left and
+    its manifest equals the undisturbed run's."""
+    import ray
+    from ray.cluster_utils import Cluster
+
+    # Each shard task holds its half-written temporary file for a while (see write_shard).
+    monkeypatch.setenv("DSDOCRE_SHARD_TEST_DELAY_S", "0.7")
+    monkeypatch.chdir(tmp_path)
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0})
+    try:
+        nodes = [cluster.add_node(num_cpus=1) for _ in range(2)]
+        cluster.connect()
+        cluster.wait_for_nodes()
+        out = tmp_path / "shards"
+        result: dict = {}
+
+        def job():
+            try:
+                result["summary"] = shard_corpus(corpus["inputs"], out, docs_per_shard=4, progress=False, log=None)
+            except BaseException as err:  # surfaced by the assertion below
+                result["error"] = err
+
+        def wait_for_torn(count: int, exclude=()) -> list[str]:
+            deadline = time.time() + 120
+            while time.time() < deadline:
+                torn = [p for p in glob.glob(str(out / "*.tmp-*")) if p not in exclude]
+                if len(torn) >= count:
+                    return torn
+                time.sleep(0.02)
+            raise AssertionError("shard tasks never started")
+
+        thread = threading.Thread(target=job)
+        thread.start()
+        torn = wait_for_torn(2)  # both nodes are mid-shard
+        pid = int(Path(torn[0]).name.split(".tmp-")[1].split("-")[0])
+        os.kill(pid, signal.SIGKILL)  # a worker process dies mid-shard
+        wait_for_torn(2, exclude=torn)  # the retried task and the other node are mid-shard again
+        cluster.remove_node(nodes[1])  # then a whole node goes away
+        thread.join(timeout=240)
+        assert not thread.is_alive(), "the job did not finish after losing a worker and a node"
+        assert "error" not in result, result.get("error")
+        summary = result["summary"]
+        assert summary.manifest == local_run["manifest"]
+        assert not list(out.glob("*.tmp-*"))  # the torn files of the dead workers are gone
+        mf.verify(out)
+
+        # The command line joins the running cluster with --address; every shard verifies: kept.
+        import subprocess
+        import sys
+
+        proc = subprocess.run([sys.executable, "-m", "dsdocre.cli", "shard", "--input", *corpus["inputs"],
+                               "--out", str(out), "--docs-per-shard", "4", "--address", cluster.address,
+                               "--no-progress"], capture_output=True, text=True, timeout=180)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        assert f"({len(summary.manifest['shards'])} verified and kept)" in proc.stdout.replace("0 written, ", "")
+        assert json.loads((out / mf.MANIFEST).read_text()) == local_run["manifest"]
+    finally:
+        ray.shutdown()
+        cluster.shutdown()
+
+
+@pytest.mark.skipif(not (SHARED / "data" / "redocred" / "valid.json").exists(),
+                    reason="shared data folder ../shared/data not present")
+def test_real_redocred_round_trip(tmp_path):
+    path = SHARED / "data" / "redocred" / "valid.json"
+    summary = shard_corpus([path], tmp_path / "s", docs_per_shard=40, workers=0, progress=False, log=None)
+    assert summary.counts == {"input": 100, "sharded": 100, "rejected": 0}
+    docs = [doc for _, doc, _ in iter_samples(tmp_path / "s")]
+    assert docs == list(iter_raw_documents(path))
