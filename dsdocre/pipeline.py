@@ -3,10 +3,12 @@
 Stages run in order and talk only through files under ``output_dir``::
 
     corpus/     dsdocre synth      annotated + distantly supervised documents (DocRED JSON)
+    shards/     dsdocre shard      the distant documents as verified WebDataset shards (Ray)
+    pairs/      dsdocre fact-join  document pairs sharing a relational fact (pre-training input)
     finetune/   dsdocre finetune   model/, metrics.jsonl, valid_predictions.json
     test/       dsdocre evaluate   result.json (official submission format), metrics.json
 
-Later stages (shard -> denoise -> pretrain) join this chain as they land.
+Denoising and pre-training join this chain (between pairs/ and finetune/) as they land.
 """
 
 from __future__ import annotations
@@ -42,7 +44,21 @@ def run(args: argparse.Namespace) -> int:
     generate_corpus(corpus, s["docs"], s["seed"], noise_rate=s["noise_rate"], dev_docs=s["dev_docs"],
                     test_docs=s["test_docs"], distant_docs=s["distant_docs"], progress=False)
 
-    # 2. fine-tune
+    # 2. shard the distantly supervised documents on Ray, then pair documents that share a fact
+    from sharding.fact_join import fact_join
+    from sharding.shard import shard_corpus
+
+    sh = config.get("shard", {})
+    print(f"== shard: {corpus / 'train_distant.json'} -> {out / 'shards'}", flush=True)
+    summary = shard_corpus([corpus / "train_distant.json"], out / "shards", docs_per_shard=sh.get("docs_per_shard", 100),
+                           encoder=args.encoder, workers=sh.get("workers"), progress=False)
+    print(f"   {summary.counts}", flush=True)
+    fj = config.get("fact_join", {})
+    print(f"== fact-join -> {out / 'pairs'}", flush=True)
+    fact_join(out / "shards", out / "pairs", max_pairs_per_fact=fj.get("max_pairs_per_fact", 8),
+              seed=fj.get("seed", 0), workers=sh.get("workers"))
+
+    # 3. fine-tune
     from dsdocre.finetune import finetune
 
     ft = load_config(config["finetune"], args.finetune_overrides)
@@ -54,7 +70,7 @@ def run(args: argparse.Namespace) -> int:
     print("== finetune", flush=True)
     finetune(ft)
 
-    # 3. evaluate on the held-out test set
+    # 4. evaluate on the held-out test set
     from dsdocre.documents import load_valid_documents
     from dsdocre.evaluation import format_metrics, score_predictions
     from dsdocre.predict import run_model
