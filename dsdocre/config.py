@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import json
 from pathlib import Path
 from typing import Any
@@ -39,7 +38,6 @@ def load_deepspeed_config(path: str | Path, overrides: dict[str, Any] | None = N
     if not path.exists():
         raise FileNotFoundError(f"DeepSpeed config {path} does not exist")
     config = json.loads(path.read_text())
-    config = copy.deepcopy(config)
     for key, value in (overrides or {}).items():
         config[key] = value
     return config
