@@ -317,6 +317,18 @@ def iter_raw_documents(path: str | Path) -> Iterator[Any]:
             raise ValueError(f"{path}: not a valid JSON array of documents: {err}") from None
 
 
+def duplicate_title_problem(raw: Any, index: int, source: str, titles: dict[str, int]) -> Problem | None:
+    """A problem when ``raw``'s title was seen before in this file; records it otherwise."""
+    if not (isinstance(raw, dict) and isinstance(raw.get("title"), str)):
+        return None
+    title = raw["title"]
+    if title in titles:
+        return Problem(source, index, title, "title", f"duplicate of document {titles[title]}: titles "
+                                                      "identify documents in the official evaluation")
+    titles[title] = index
+    return None
+
+
 @dataclass
 class Rejection:
     """A document that failed validation: where it came from and every reason."""
@@ -353,15 +365,13 @@ def load_valid_documents(paths: str | Path | Iterable[str | Path], *, require_la
             if not problems and require_labels and "labels" not in raw:
                 problems.append(Problem(source, index, raw.get("title"), "labels",
                                         "missing: this command needs annotated documents"))
-            if not problems and raw["title"] in titles:
-                problems.append(Problem(source, index, raw["title"], "title",
-                                        f"duplicate of document {titles[raw['title']]}: titles identify "
-                                        "documents in the official evaluation"))
+            if not problems:
+                duplicate = duplicate_title_problem(raw, index, source, titles)
+                problems += [duplicate] if duplicate else []
             if problems:
                 title = raw.get("title") if isinstance(raw, dict) and isinstance(raw.get("title"), str) else None
                 rejections.append(Rejection(source, index, title, problems))
                 continue
-            titles[raw["title"]] = index
             documents.append(Document.from_json(raw))
         n_rejected = sum(1 for r in rejections if r.source == source)
         if log is not None:
@@ -409,12 +419,8 @@ def run(args: argparse.Namespace) -> int:
             for index, raw in enumerate(iter_raw_documents(path)):
                 n_docs += 1
                 problems = validate_document(raw, index, str(path))
-                if isinstance(raw, dict) and isinstance(raw.get("title"), str):
-                    if raw["title"] in titles:
-                        problems.append(Problem(str(path), index, raw["title"], "title",
-                                                f"duplicate of document {titles[raw['title']]}"))
-                    else:
-                        titles[raw["title"]] = index
+                duplicate = duplicate_title_problem(raw, index, str(path), titles)
+                problems += [duplicate] if duplicate else []
                 n_bad += bool(problems)
                 for p in problems:
                     n_problems += 1

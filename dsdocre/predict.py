@@ -111,12 +111,12 @@ def run(args: argparse.Namespace) -> int:
                   f"{rejected[0].problems[0]}", file=sys.stderr)
         return [d.to_json() for d in docs]
 
+    if args.predictions and not args.input:
+        raise SystemExit("evaluate --predictions needs --input (the gold documents)")
+    meta = json.loads((Path(args.model) / "dsdocre_model.json").read_text()) if args.model else {}
     if args.predictions:
-        if not args.input:
-            raise SystemExit("evaluate --predictions needs --input (the gold documents)")
         predictions = json.loads(Path(args.predictions).read_text())
     elif args.model:
-        meta = json.loads((Path(args.model) / "dsdocre_model.json").read_text())
         args.input = args.input or meta.get("valid_file")
         if not args.input:
             raise SystemExit("evaluate needs --input (annotated documents to score against)")
@@ -127,10 +127,8 @@ def run(args: argparse.Namespace) -> int:
         raise SystemExit("evaluate needs --model or --predictions")
     gold = valid_raw(args.input, "gold")
     train = valid_raw(args.train, "training") if args.train else None
-    if train is None and args.model:
-        meta = json.loads((Path(args.model) / "dsdocre_model.json").read_text())
-        if meta.get("train_file") and Path(meta["train_file"]).exists():
-            train = valid_raw(meta["train_file"], "training")
+    if train is None and meta.get("train_file") and Path(meta["train_file"]).exists():
+        train = valid_raw(meta["train_file"], "training")
     metrics = score_predictions(predictions, gold, train)
     print(format_metrics(metrics))
     if train is None:
