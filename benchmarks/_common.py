@@ -90,8 +90,9 @@ def _loadavg() -> list[float] | None:
         return None
 
 
-def machine_info(command: str | None = None) -> dict:
-    """Machine, CPU, Python/torch (and CUDA, GPU, Triton) versions, UTC date and the command line."""
+def machine_info(command: str | None = None, packages: tuple[str, ...] = ("triton", "numpy")) -> dict:
+    """Machine, CPU, Python/torch (and CUDA, GPU) versions, the versions of ``packages``, UTC date and
+    the command line."""
     info = {
         "machine": platform.node(),
         "platform": platform.platform(),
@@ -116,7 +117,7 @@ def machine_info(command: str | None = None) -> dict:
             info["gpu_count"] = torch.cuda.device_count()
     except ImportError:  # pragma: no cover
         info["torch"] = None
-    for name in ("triton", "numpy"):
+    for name in packages:
         try:
             info[name] = __import__(name).__version__
         except Exception:

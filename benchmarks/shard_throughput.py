@@ -27,10 +27,8 @@ and records the load averages it saw.
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import os
-import platform
 import resource
 import shutil
 import subprocess
@@ -40,25 +38,17 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from _common import machine_info  # noqa: E402
+
 PINNED = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "RAYON_NUM_THREADS": "1",
           "TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": "1"}
 
 
 # --------------------------------------------------------------------------------------------
-# Machine description and load
+# Load
 # --------------------------------------------------------------------------------------------
-def machine_info() -> dict:
-    import psutil
-    import ray
-    import transformers
-
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), platform.processor())
-    return {"cpu": cpu, "cores": os.cpu_count(), "memory_gb": round(psutil.virtual_memory().total / 2**30, 1),
-            "python": platform.python_version(), "ray": ray.__version__, "transformers": transformers.__version__,
-            "platform": platform.platform()}
-
-
 def wait_for_quiet(max_load: float, max_wait: float, log) -> dict:
     """Wait until the 1-minute load average is below ``max_load`` (or give up after ``max_wait`` s)."""
     start = time.time()
@@ -239,10 +229,10 @@ def main() -> int:
 
     work = Path(args.workdir or tempfile.mkdtemp(prefix="dsdocre-shard-bench-"))
     work.mkdir(parents=True, exist_ok=True)
-    result: dict = {"benchmark": "shard_throughput",
-                    "command": "python benchmarks/shard_throughput.py " + " ".join(sys.argv[1:]),
-                    "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
-                    "machine": machine_info(), "docs_per_shard": args.docs_per_shard}
+    machine = machine_info(command="python benchmarks/shard_throughput.py " + " ".join(sys.argv[1:]),
+                           packages=("ray", "transformers", "webdataset", "numpy"))
+    result: dict = {"benchmark": "shard_throughput", "command": machine["command"], "date": machine["date"],
+                    "machine": machine, "docs_per_shard": args.docs_per_shard}
     try:
         corpus = work / "corpus.json"
         if not corpus.exists():
