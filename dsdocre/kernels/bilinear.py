@@ -70,12 +70,13 @@ of W; going through ``left`` first needs ``W`` permuted). When the entity set of
 smaller than that of ``right`` the op factors through the left instead (same code on
 ``right, tails, heads, W^T``, paying one copy of W).
 
-Measured (``benchmarks/bilinear.py``, 2 shared CPU cores, fp32, d = 768, o = 256, N = 42, all 1722
-pairs): forward+backward 0.41 s factored vs 298 s gathered ``nn.Bilinear`` (~730x); peak memory of
-forward+backward 645 MB vs 3.9 GB (6x) -- 604 MB of which is ``grad W`` [o, d, d] itself, which every
-implementation returns, so no implementation can beat ~6.8x on that measure here; excluding the
-returned gradients, 68 MB vs 3.3 GB (49x). Forward alone, the factored path holds U ([M, o, d1],
-33 MB) where the gathered one (``_trilinear`` unrolled over o) holds ~17 MB.
+Measured (``benchmarks/bilinear.py``, 2 CPU cores, fp32, d = 768, o = 256, N = 42, all 1722
+pairs): forward+backward 0.40 s factored vs 284 s gathered ``nn.Bilinear`` (~720x). Peak working
+memory of forward+backward (beyond the model states W and ``grad W``) 68 MB vs 3.3 GB (49x);
+counting the returned ``grad W`` [o, d, d] (604 MB, the same for every implementation) 645 MB vs
+3.9 GB (6x, where ~6.8x is the bound). Forward alone, the factored path holds U ([M, o, d1],
+33 MB) where the gathered one (``_trilinear`` unrolled over o) holds ~17 MB; at N = 10 its
+forward+backward working memory is also larger (15 MB vs 3.5 MB).
 
 Fused classifier
 ----------------

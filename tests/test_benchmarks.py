@@ -1,0 +1,95 @@
+"""The benchmark scripts' own logic: summaries, GPU peak lookup, and a smoke run of the CPU path.
+
+The numbers benchmarks produce are not asserted here (timing belongs in ``benchmarks/``); what is
+checked is that a run writes the result keys the issues name and that the summary arithmetic means
+what the result file says it means.
+"""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+import bilinear as bench  # noqa: E402
+
+
+def _phase(seconds, peak, work):
+    return {"median_s": seconds, "peak_bytes": peak, "peak_work_bytes": work, "achieved_flops": 1e12,
+            "fraction_of_peak": 0.5}
+
+
+def _row(dtype, impls):
+    return {"B": 1, "N": 42, "P": 1722, "d": 768, "o": 256, "dtype": dtype,
+            "impls": {name: {"fwd": _phase(*fwd), "fwd_bwd": _phase(*fb)} for name, (fwd, fb) in impls.items()}}
+
+
+def test_cpu_summary_separates_working_memory_from_returned_gradients():
+    grads = 600
+    row = _row("float32", {
+        "factored": ((0.1, 40, 38), (0.4, grads + 70, 70)),
+        "einsum": ((0.2, 600, 598), (0.8, grads + 600, 600)),
+        "gathered": ((2.0, 20, 18), (300.0, grads + 3500, 3500)),
+    })
+    s = bench.cpu_summary([row])
+    assert s["speedup_fwd_bwd"] == pytest.approx(750.0)
+    assert s["memory_ratio"] == pytest.approx(3500 / 70)
+    assert s["memory_ratio_with_returned_grads"] == pytest.approx(4100 / 670)
+    # no implementation can go below the returned gradients themselves
+    assert s["memory_ratio_with_returned_grads_upper_bound"] == pytest.approx(4100 / 600)
+    assert s["returned_grad_bytes"] == grads
+    assert s["einsum_memory_ratio"] == pytest.approx(3500 / 600)
+    assert s["accept_speedup_50x"] and s["accept_memory_10x"]
+    assert bench.cpu_summary([_row("float32", {"factored": ((1, 1, 1), (1, 1, 1))})]) is None
+
+
+def test_gpu_summary_compares_triton_with_gathered_and_the_best_plain_torch_form():
+    rows = [_row("bfloat16", {
+        "triton": ((0.001, 10, 9), (0.002, 610, 10)),
+        "factored": ((0.002, 40, 38), (0.005, 670, 70)),
+        "einsum": ((0.003, 600, 598), (0.004, 1200, 600)),
+        "gathered": ((0.01, 20, 18), (0.1, 4100, 3500)),
+    })]
+    s = bench.gpu_summary(rows)
+    assert s["speedup_fwd_bwd_bf16"] == pytest.approx(50.0)
+    assert s["speedup_vs_best_plain_torch_fwd_bwd_bf16"] == pytest.approx(2.0)  # einsum is the faster plain form
+    assert s["memory_ratio_bf16"] == pytest.approx(350.0)
+    assert s["fraction_of_peak"] == 0.5
+    assert "speedup_fwd_bwd_fp32" not in s
+    assert bench.gpu_summary([]) is None
+
+
+@pytest.mark.parametrize("name, key", [
+    ("NVIDIA H100 80GB HBM3", "H100"),
+    ("NVIDIA H100 PCIe", "H100 PCIe"),
+    ("NVIDIA H200", "H200"),
+    ("NVIDIA A100-SXM4-80GB", "A100"),
+])
+def test_gpu_peak_lookup(name, key):
+    expected = dict(bench.GPU_PEAKS)[key]["bf16"]
+    assert bench.gpu_peak(name, "bf16", None) == expected
+    assert bench.gpu_peak(name, "bf16", 123.0) == 123e12
+    assert bench.gpu_peak("Some Unknown GPU", "bf16", None) is None
+
+
+def test_bilinear_quick_run_writes_the_result_keys(tmp_path):
+    out = tmp_path / "bilinear.json"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "bilinear.py"), "--quick", "--device", "cpu",
+                           "--threads", "1", "--out", str(out)], capture_output=True, text=True, env=env,
+                          cwd=ROOT, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    result = json.loads(out.read_text())
+    assert result["gpu"] is None
+    for key in ("speedup_fwd_bwd", "memory_ratio", "memory_ratio_with_returned_grads"):
+        assert result["cpu"][key] > 0
+    assert result["machine"]["command"].startswith("python")
+    assert result["machine"]["date"]
+    assert {(r["d"], r["o"], r["N"]) for r in result["grid"]["cpu"]} == {(48, o, n) for o in (16, 7) for n in (5, 12)}
+    for row in result["grid"]["cpu"]:
+        assert set(row["impls"]) == {"factored", "einsum", "gathered"}
