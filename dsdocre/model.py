@@ -87,8 +87,10 @@ class DocumentEncoder(nn.Module):
             ids[w, 1:n + 1] = tokens[b, s:s + n]
             ids[w, n + 1] = sep_id
             mask[w, :n + 2] = 1
-            dst_doc.append(torch.full((n,), b)); dst_pos.append(torch.arange(s, s + n))
-            src_win.append(torch.full((n,), w)); src_pos.append(torch.arange(1, n + 1))
+            dst_doc.append(torch.full((n,), b))
+            dst_pos.append(torch.arange(s, s + n))
+            src_win.append(torch.full((n,), w))
+            src_pos.append(torch.arange(1, n + 1))
         states = self.model(input_ids=ids, attention_mask=mask).last_hidden_state
         if len(windows) == B:  # no long document in the batch: one window each, a plain slice
             return states[:, 1:T + 1]

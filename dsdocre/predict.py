@@ -36,7 +36,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _load_model(model_dir: str):
-    from dsdocre.encoding import MarkerTokenizer, load_tokenizer
+    from dsdocre.encoding import load_tokenizer
     from dsdocre.model import RelationClassifier
 
     model, meta = RelationClassifier.from_pretrained(model_dir)

@@ -1347,7 +1347,7 @@ class _DocBuilder:
         return [f for lid in lids for f in kb.link_facts[lid]], lids
 
     def control_noise(self, rate: float, max_extra: int = 6) -> None:
-        kb, rng = self.kb, self.rng
+        rng = self.rng
         rate = min(max(rate, 0.0), 0.95)
         stated_inter, noise_inter, _ = self._inter_counts()
         target = math.floor(rate / (1.0 - rate) * stated_inter + rng.random())

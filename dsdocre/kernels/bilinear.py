@@ -213,10 +213,53 @@ def _entity_weights(right2d: Tensor, weight: Tensor) -> Tensor:
     return right2d @ weight.reshape(o * d1, d2).t()
 
 
+def _entity_weight_grads(gU: Tensor, right: Tensor, weight: Tensor, need_w: bool, need_right: bool):
+    """Backward of :func:`_entity_weights` from gU [B*M, o, d1] (any view of it):
+    (grad_W = gU^T @ right2d, grad_right = gU @ W.view(o*d1, d2)), None where not needed."""
+    o, d1, d2 = weight.shape
+    B, M = right.shape[0], right.shape[1]
+    gU2 = gU.reshape(B * M, o * d1)
+    grad_w = (gU2.t() @ right.reshape(B * M, d2)).view(o, d1, d2) if need_w else None
+    grad_right = (gU2 @ weight.reshape(o * d1, d2)).view(B, M, d2) if need_right else None
+    return grad_w, grad_right
+
+
 def _n_chunks(B: int, N: int, M: int, o: int) -> list[tuple[int, int]]:
     per_row = max(1, B * M * o)
     rows = max(1, min(N, DENSE_CHUNK_ELEMENTS // per_row))
     return [(n0, min(N, n0 + rows)) for n0 in range(0, N, rows)] or [(0, 0)]
+
+
+def _pair_dims(left: Tensor, right: Tensor, weight: Tensor, heads: Tensor) -> tuple[int, ...]:
+    """(B, N, M, d1, d2, o, P) of one call."""
+    B, N, d1 = left.shape
+    return B, N, right.shape[1], d1, right.shape[2], weight.shape[0], heads.shape[1]
+
+
+def _forward_inputs(ctx, left: Tensor, right: Optional[Tensor], weight: Tensor, heads: Tensor):
+    """``right=None``: the tails index into ``left`` too (one input, whose gradients add up in
+    backward; remembered in ``ctx.shared``). Returns (right, dims)."""
+    ctx.shared = right is None
+    right = left if right is None else right
+    return right, _pair_dims(left, right, weight, heads)
+
+
+def _saved_inputs(ctx):
+    """The saved (left, right, weight, U, heads, tails, mask) and which of left/right/W/bias need a
+    gradient, with ``right`` resolved to ``left`` when the tails index into ``left`` (ctx.shared)."""
+    left, right, weight, U, heads, tails, mask = ctx.saved_tensors
+    need_left, need_right, need_w, need_b = ctx.needs_input_grad[:4]
+    if ctx.shared:
+        right, need_right = left, need_left
+    return (left, right, weight, U, heads, tails, mask), (need_left, need_right, need_w, need_b)
+
+
+def _input_grads(ctx, grad_left, grad_right, grad_w, grad_b):
+    """Gradients in ``forward``'s argument order; with a shared input both sides add up in ``left``."""
+    if ctx.shared:
+        grad_left = grad_right if grad_left is None else (grad_left if grad_right is None else grad_left + grad_right)
+        grad_right = None
+    return grad_left, grad_right, grad_w, grad_b, None, None, None
 
 
 class _FactoredPairBilinear(torch.autograd.Function):
@@ -224,14 +267,7 @@ class _FactoredPairBilinear(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, left, right, weight, bias, heads, tails, mask):
-        # right=None: the tails index into ``left`` too (one input, gradients summed in backward)
-        ctx.shared = right is None
-        if right is None:
-            right = left
-        B, N, d1 = left.shape
-        M, d2 = right.shape[1], right.shape[2]
-        o = weight.shape[0]
-        P = heads.shape[1]
+        right, (B, N, M, d1, d2, o, P) = _forward_inputs(ctx, left, right, weight, heads)
         U = _entity_weights(right.reshape(B * M, d2), weight)  # [B*M, o*d1]
         U3 = U.view(B, M * o, d1)
         out = None
@@ -259,20 +295,14 @@ class _FactoredPairBilinear(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_out):
-        left, right, weight, U, heads, tails, mask = ctx.saved_tensors
-        need_left, need_right, need_w, need_b = ctx.needs_input_grad[:4]
-        if ctx.shared:
-            right, need_right = left, need_left
-        B, N, d1 = left.shape
-        M, d2 = right.shape[1], right.shape[2]
-        o = weight.shape[0]
-        P = heads.shape[1]
+        (left, right, weight, U, heads, tails, mask), (need_left, need_right, need_w, need_b) = _saved_inputs(ctx)
+        B, N, M, d1, d2, o, P = _pair_dims(left, right, weight, heads)
         G = grad_out * mask.unsqueeze(-1).to(grad_out.dtype)
         grad_left = grad_right = grad_w = grad_b = None
         if need_b and ctx.has_bias:
             grad_b = G.sum((0, 1))
         if not (need_left or need_right or need_w):
-            return grad_left, grad_right, grad_w, grad_b, None, None, None
+            return _input_grads(ctx, grad_left, grad_right, grad_w, grad_b)
         if U is None and need_left:
             U = _entity_weights(right.reshape(B * M, d2), weight)
         U3 = U.view(B, M * o, d1) if need_left else None
@@ -297,15 +327,8 @@ class _FactoredPairBilinear(torch.autograd.Function):
                 part = torch.bmm(Gd.transpose(1, 2), left[:, n0:n1])  # [B, M*o, d1]
                 gU = part if gU is None else gU + part
         if need_right or need_w:
-            gU2 = gU.reshape(B * M, o * d1)
-            if need_w:
-                grad_w = (gU2.t() @ right.reshape(B * M, d2)).view(o, d1, d2)
-            if need_right:
-                grad_right = (gU2 @ weight.reshape(o * d1, d2)).view(B, M, d2)
-        if ctx.shared:
-            grad_left = grad_right if grad_left is None else grad_left + grad_right
-            grad_right = None
-        return grad_left, grad_right, grad_w, grad_b, None, None, None
+            grad_w, grad_right = _entity_weight_grads(gU, right, weight, need_w, need_right)
+        return _input_grads(ctx, grad_left, grad_right, grad_w, grad_b)
 
 
 def _factored(left, right, weight, bias, heads, tails, mask):

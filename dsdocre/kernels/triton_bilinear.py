@@ -37,6 +37,15 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
+from .bilinear import (
+    _entity_weight_grads,
+    _entity_weights,
+    _forward_inputs,
+    _input_grads,
+    _pair_dims,
+    _saved_inputs,
+)
+
 __all__ = ["triton_pair_bilinear", "TritonPairBilinear", "block_sizes"]
 
 
@@ -217,20 +226,13 @@ def _dot_precision(dtype: torch.dtype) -> str:
 class TritonPairBilinear(torch.autograd.Function):
     @staticmethod
     def forward(ctx, left, right, weight, bias, heads, tails, mask):
-        # right=None: the tails index into ``left`` too (one input, gradients summed in backward)
-        ctx.shared = right is None
-        if right is None:
-            right = left
-        B, N, d1 = left.shape
-        M, d2 = right.shape[1], right.shape[2]
-        o = weight.shape[0]
-        P = heads.shape[1]
+        right, (B, N, M, d1, d2, o, P) = _forward_inputs(ctx, left, right, weight, heads)
         interpret = left.device.type != "cuda"
         left_c = left.contiguous()
         heads_c = heads.contiguous()
         tails_c = tails.contiguous()
         mask_c = mask.to(torch.int8).contiguous()
-        U = (right.reshape(B * M, d2) @ weight.reshape(o * d1, d2).t()).contiguous()  # [B*M, o*d1]
+        U = _entity_weights(right.reshape(B * M, d2), weight).contiguous()  # [B*M, o*d1]
         out = torch.empty(B, P, o, device=left.device, dtype=left.dtype)
         if B * P > 0 and o > 0:
             bp, bo, bd = block_sizes(left.device, left.dtype)["fwd"]
@@ -247,14 +249,8 @@ class TritonPairBilinear(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_out):
-        left, right, weight, U, heads, tails, mask = ctx.saved_tensors
-        need_left, need_right, need_w, need_b = ctx.needs_input_grad[:4]
-        if ctx.shared:
-            right, need_right = left, need_left
-        B, N, d1 = left.shape
-        M, d2 = right.shape[1], right.shape[2]
-        o = weight.shape[0]
-        P = heads.shape[1]
+        (left, right, weight, U, heads, tails, mask), (need_left, need_right, need_w, need_b) = _saved_inputs(ctx)
+        B, N, M, d1, d2, o, P = _pair_dims(left, right, weight, heads)
         device = left.device
         interpret = device.type != "cuda"
         G = grad_out.contiguous()
@@ -282,15 +278,8 @@ class TritonPairBilinear(torch.autograd.Function):
                     USE_DOT=_use_dot(left.dtype, device), DOT_PREC=_dot_precision(left.dtype), IS_FP64=is64,
                     BLOCK_P=bp, BLOCK_O=bo, BLOCK_D=bd,
                 )
-            gU2 = gU.view(B * M, o * d1)
-            if need_w:
-                grad_w = (gU2.t() @ right.reshape(B * M, d2)).view(o, d1, d2)
-            if need_right:
-                grad_right = (gU2 @ weight.reshape(o * d1, d2)).view(B, M, d2)
-        if ctx.shared:
-            grad_left = grad_right if grad_left is None else grad_left + grad_right
-            grad_right = None
-        return grad_left, grad_right, grad_w, grad_b, None, None, None
+            grad_w, grad_right = _entity_weight_grads(gU, right, weight, need_w, need_right)
+        return _input_grads(ctx, grad_left, grad_right, grad_w, grad_b)
 
 
 def triton_pair_bilinear(left, right, weight, bias, heads, tails, mask) -> Tensor:
