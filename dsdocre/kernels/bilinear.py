@@ -72,11 +72,11 @@ smaller than that of ``right`` the op factors through the left instead (same cod
 
 Measured (``benchmarks/bilinear.py``, 2 CPU cores, fp32, d = 768, o = 256, N = 42, all 1722
 pairs): forward+backward 0.40 s factored vs 284 s gathered ``nn.Bilinear`` (~720x). Peak working
-memory of forward+backward (beyond the model states W and ``grad W``) 68 MB vs 3.3 GB (49x);
-counting the returned ``grad W`` [o, d, d] (604 MB, the same for every implementation) 645 MB vs
-3.9 GB (6x, where ~6.8x is the bound). Forward alone, the factored path holds U ([M, o, d1],
-33 MB) where the gathered one (``_trilinear`` unrolled over o) holds ~17 MB; at N = 10 its
-forward+backward working memory is also larger (15 MB vs 3.5 MB).
+memory of forward+backward (beyond the model states W and ``grad W``) 72 MB vs 3.48 GB (49x);
+counting the returned ``grad W`` [o, d, d] (604 MB, the same for every implementation) 676 MB vs
+4.09 GB (6x, where ~6.8x is the bound). Forward alone, the factored path holds U ([M, o, d1],
+33 MB) where the gathered one (``_trilinear`` unrolled over o) holds ~16 MB; at N = 10 its
+forward+backward working memory is also larger (16 MB vs 3.6 MB).
 
 Fused classifier
 ----------------
