@@ -55,7 +55,7 @@ __all__ = ["triton_pair_bilinear", "TritonPairBilinear", "block_sizes"]
 
 
 def _pair_fwd_kernel(L, U, H, T, MASK, BIAS, OUT, P, N, M, O, D,
-                     HAS_BIAS: tl.constexpr, IS_FP64: tl.constexpr,
+                     HAS_BIAS: tl.constexpr, ACC_DTYPE: tl.constexpr,
                      BLOCK_P: tl.constexpr, BLOCK_O: tl.constexpr, BLOCK_D: tl.constexpr):
     # L [B, N, D], U [B*M, O, D], H/T/MASK [B, P], BIAS [O], OUT [B, P, O]; all contiguous
     b = tl.program_id(0).to(tl.int64)  # 64-bit offsets: B*P*O or B*M*O*D may pass 2**31
@@ -70,10 +70,7 @@ def _pair_fwd_kernel(L, U, H, T, MASK, BIAS, OUT, P, N, M, O, D,
     t = tl.load(T + b * P + offs_p, mask=valid, other=0)
     l_row = (b * N + h) * D
     u_row = (b * M + t) * (O * D)
-    if IS_FP64:
-        acc = tl.full((BLOCK_P, BLOCK_O), 0.0, tl.float64)
-    else:
-        acc = tl.full((BLOCK_P, BLOCK_O), 0.0, tl.float32)
+    acc = tl.full((BLOCK_P, BLOCK_O), 0.0, ACC_DTYPE)
     uk_mask = valid[:, None, None] & k_in[None, :, None]
     for d0 in range(0, D, BLOCK_D):
         offs_d = d0 + tl.arange(0, BLOCK_D)
@@ -91,7 +88,7 @@ def _pair_fwd_kernel(L, U, H, T, MASK, BIAS, OUT, P, N, M, O, D,
 
 
 def _pair_bwd_left_kernel(G, U, T, PERM, SEG, GL, P, N, M, O, D,
-                          IS_FP64: tl.constexpr,
+                          ACC_DTYPE: tl.constexpr,
                           BLOCK_P: tl.constexpr, BLOCK_O: tl.constexpr, BLOCK_D: tl.constexpr):
     # one program per (entity b*N+h, block of D): GL[b, h, :] = sum_{p: h_p = h} sum_k G[p, k] U[t_p, k, :]
     s = tl.program_id(0).to(tl.int64)
@@ -101,10 +98,7 @@ def _pair_bwd_left_kernel(G, U, T, PERM, SEG, GL, P, N, M, O, D,
     end = tl.load(SEG + s + 1)
     offs_d = pid_d * BLOCK_D + tl.arange(0, BLOCK_D)
     d_in = offs_d < D
-    if IS_FP64:
-        acc = tl.full((BLOCK_P, BLOCK_D), 0.0, tl.float64)
-    else:
-        acc = tl.full((BLOCK_P, BLOCK_D), 0.0, tl.float32)
+    acc = tl.full((BLOCK_P, BLOCK_D), 0.0, ACC_DTYPE)
     for p0 in range(start, end, BLOCK_P):
         offs = p0 + tl.arange(0, BLOCK_P)
         p_in = offs < end
@@ -123,7 +117,7 @@ def _pair_bwd_left_kernel(G, U, T, PERM, SEG, GL, P, N, M, O, D,
 
 
 def _pair_bwd_u_kernel(G, L, H, PERM, SEG, GU, P, N, M, O, D,
-                       USE_DOT: tl.constexpr, DOT_PREC: tl.constexpr, IS_FP64: tl.constexpr,
+                       USE_DOT: tl.constexpr, DOT_PREC: tl.constexpr, ACC_DTYPE: tl.constexpr,
                        BLOCK_P: tl.constexpr, BLOCK_O: tl.constexpr, BLOCK_D: tl.constexpr):
     # one program per (entity b*M+t, block of O, block of D):
     #   GU[b*M+t, k, d] = sum_{p: t_p = t} G[p, k] L[b, h_p, d]
@@ -137,10 +131,7 @@ def _pair_bwd_u_kernel(G, L, H, PERM, SEG, GU, P, N, M, O, D,
     offs_d = pid_d * BLOCK_D + tl.arange(0, BLOCK_D)
     k_in = offs_k < O
     d_in = offs_d < D
-    if IS_FP64:
-        acc = tl.full((BLOCK_O, BLOCK_D), 0.0, tl.float64)
-    else:
-        acc = tl.full((BLOCK_O, BLOCK_D), 0.0, tl.float32)
+    acc = tl.full((BLOCK_O, BLOCK_D), 0.0, ACC_DTYPE)
     for p0 in range(start, end, BLOCK_P):
         offs = p0 + tl.arange(0, BLOCK_P)
         p_in = offs < end
@@ -207,6 +198,11 @@ def _segments(index: Tensor, mask: Tensor, rows_per_doc: int):
     return perm.contiguous(), seg
 
 
+def _acc_dtype(dtype: torch.dtype):
+    # accumulate in fp32 (fp64 for fp64 inputs)
+    return tl.float64 if dtype == torch.float64 else tl.float32
+
+
 def _use_dot(dtype: torch.dtype, device: torch.device) -> bool:
     # tl.dot needs >= 16x16 tiles and fp16/bf16/fp32 operands; fp64 uses FMA sums. The interpreter
     # (numpy) multiplies 16-bit floats wrongly in tl.dot, so there only fp32 takes the dot branch
@@ -240,7 +236,7 @@ class TritonPairBilinear(torch.autograd.Function):
             _kernel("fwd", interpret)[grid](
                 left_c, U, heads_c, tails_c, mask_c, bias if bias is not None else U, out,
                 P, N, M, o, d1,
-                HAS_BIAS=bias is not None, IS_FP64=left.dtype == torch.float64,
+                HAS_BIAS=bias is not None, ACC_DTYPE=_acc_dtype(left.dtype),
                 BLOCK_P=bp, BLOCK_O=bo, BLOCK_D=bd,
             )
         ctx.has_bias = bias is not None
@@ -257,7 +253,7 @@ class TritonPairBilinear(torch.autograd.Function):
         grad_left = grad_right = grad_w = grad_b = None
         if need_b and ctx.has_bias:
             grad_b = (G * mask.unsqueeze(-1).to(G.dtype)).sum((0, 1))
-        is64 = left.dtype == torch.float64
+        acc_dtype = _acc_dtype(left.dtype)
         sizes = block_sizes(device, left.dtype)
         if need_left:
             grad_left = torch.empty(B, N, d1, device=device, dtype=left.dtype)
@@ -266,7 +262,7 @@ class TritonPairBilinear(torch.autograd.Function):
                 bp, bo, bd = sizes["bwd_left"]
                 _kernel("bwd_left", interpret)[(B * N, triton.cdiv(d1, bd))](
                     G, U, tails.reshape(-1), perm, seg, grad_left, P, N, M, o, d1,
-                    IS_FP64=is64, BLOCK_P=bp, BLOCK_O=bo, BLOCK_D=bd,
+                    ACC_DTYPE=acc_dtype, BLOCK_P=bp, BLOCK_O=bo, BLOCK_D=bd,
                 )
         if need_right or need_w:
             gU = torch.empty(B * M, o, d1, device=device, dtype=U.dtype)
@@ -275,7 +271,7 @@ class TritonPairBilinear(torch.autograd.Function):
                 bp, bo, bd = sizes["bwd_u"]
                 _kernel("bwd_u", interpret)[(B * M, triton.cdiv(o, bo), triton.cdiv(d1, bd))](
                     G, left, heads.reshape(-1), perm, seg, gU, P, N, M, o, d1,
-                    USE_DOT=_use_dot(left.dtype, device), DOT_PREC=_dot_precision(left.dtype), IS_FP64=is64,
+                    USE_DOT=_use_dot(left.dtype, device), DOT_PREC=_dot_precision(left.dtype), ACC_DTYPE=acc_dtype,
                     BLOCK_P=bp, BLOCK_O=bo, BLOCK_D=bd,
                 )
             grad_w, grad_right = _entity_weight_grads(gU, right, weight, need_w, need_right)
