@@ -29,7 +29,7 @@ def _row(dtype, impls):
             "impls": {name: {"fwd": _phase(*fwd), "fwd_bwd": _phase(*fb)} for name, (fwd, fb) in impls.items()}}
 
 
-def test_cpu_summary_separates_working_memory_from_returned_gradients():
+def test_cpu_summary_reports_total_and_working_memory():
     grads = 600
     row = _row("float32", {
         "factored": ((0.1, 40, 38), (0.4, grads + 70, 70)),
@@ -38,13 +38,15 @@ def test_cpu_summary_separates_working_memory_from_returned_gradients():
     })
     s = bench.cpu_summary([row])
     assert s["speedup_fwd_bwd"] == pytest.approx(750.0)
-    assert s["memory_ratio"] == pytest.approx(3500 / 70)
-    assert s["memory_ratio_with_returned_grads"] == pytest.approx(4100 / 670)
+    assert s["memory_ratio"] == pytest.approx(4100 / 670)
     # no implementation can go below the returned gradients themselves
-    assert s["memory_ratio_with_returned_grads_upper_bound"] == pytest.approx(4100 / 600)
+    assert s["memory_ratio_upper_bound"] == pytest.approx(4100 / 600)
+    assert s["working_memory_ratio"] == pytest.approx(3500 / 70)
     assert s["returned_grad_bytes"] == grads
-    assert s["einsum_memory_ratio"] == pytest.approx(3500 / 600)
-    assert s["accept_speedup_50x"] and s["accept_memory_10x"]
+    assert s["einsum_memory_ratio"] == pytest.approx(4100 / 1200)
+    assert s["einsum_working_memory_ratio"] == pytest.approx(3500 / 600)
+    assert s["accept_speedup_50x"] and s["accept_working_memory_10x"]
+    assert not s["accept_memory_10x"]
     assert bench.cpu_summary([_row("float32", {"factored": ((1, 1, 1), (1, 1, 1))})]) is None
 
 
@@ -58,7 +60,8 @@ def test_gpu_summary_compares_triton_with_gathered_and_the_best_plain_torch_form
     s = bench.gpu_summary(rows)
     assert s["speedup_fwd_bwd_bf16"] == pytest.approx(50.0)
     assert s["speedup_vs_best_plain_torch_fwd_bwd_bf16"] == pytest.approx(2.0)  # einsum is the faster plain form
-    assert s["memory_ratio_bf16"] == pytest.approx(350.0)
+    assert s["memory_ratio_bf16"] == pytest.approx(4100 / 610)
+    assert s["working_memory_ratio_bf16"] == pytest.approx(350.0)
     assert s["fraction_of_peak"] == 0.5
     assert "speedup_fwd_bwd_fp32" not in s
     assert bench.gpu_summary([]) is None
@@ -86,7 +89,7 @@ def test_bilinear_quick_run_writes_the_result_keys(tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     result = json.loads(out.read_text())
     assert result["gpu"] is None
-    for key in ("speedup_fwd_bwd", "memory_ratio", "memory_ratio_with_returned_grads"):
+    for key in ("speedup_fwd_bwd", "memory_ratio", "working_memory_ratio"):
         assert result["cpu"][key] > 0
     assert result["machine"]["command"].startswith("python")
     assert result["machine"]["date"]
