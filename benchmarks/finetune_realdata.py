@@ -49,6 +49,7 @@ def main() -> int:
     epochs = [json.loads(line) for line in open(Path(config["output_dir"]) / "metrics.jsonl")]
     first = epochs[0]["valid"]
     keys = ("precision", "recall", "f1", "ign_f1", "intra_f1", "inter_f1")
+    machine = machine_info()
     result = {
         "valid": {k: best["valid"][k] for k in keys},
         "best_epoch": best["epoch"],
@@ -66,9 +67,9 @@ def main() -> int:
         if config["model"].get("encoder", "default") == "default" else config["model"]["encoder"],
         "config": config,
         "threads": threads,
-        "machine": machine_info(),
-        "command": " ".join(["python"] + sys.argv),
-        "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+        "machine": machine,
+        "command": machine["command"],
+        "date": machine["date"],
     }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2))

@@ -42,8 +42,11 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from _common import machine_info  # noqa: E402
 
-PINNED = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "RAYON_NUM_THREADS": "1",
-          "TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": "1"}
+from sharding.ray_setup import WORKER_ENV  # noqa: E402
+
+# The same one-thread-per-worker environment the shard workers get; applied to this process and
+# its measurement children too, so the single-process baseline is one core as well.
+PINNED = WORKER_ENV
 
 
 # --------------------------------------------------------------------------------------------
@@ -189,7 +192,7 @@ def _measure(input_path: str, out_dir: str, workers: int, docs_per_shard: int) -
 
 def run_child(input_path: Path, out_dir: Path, workers: int, docs_per_shard: int, log) -> dict:
     shutil.rmtree(out_dir, ignore_errors=True)
-    env = {**os.environ, **PINNED}
+    env = dict(os.environ)  # main() has applied PINNED to it
     cmd = [sys.executable, __file__, "--_child", str(input_path), str(out_dir), str(workers), str(docs_per_shard)]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=ROOT)
     if proc.returncode != 0:

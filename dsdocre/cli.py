@@ -35,7 +35,6 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     for name, (module_name, help_text) in COMMANDS.items():
         p = sub.add_parser(name, help=help_text, description=help_text)
         if only is None or name == only:
-            p.set_defaults(command=name)
             importlib.import_module(module_name).add_arguments(p)
     return parser
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
 
 import yaml
 
@@ -32,12 +31,9 @@ def apply_override(config: dict, item: str) -> None:
     node[leaf] = yaml.safe_load(value)
 
 
-def load_deepspeed_config(path: str | Path, overrides: dict[str, Any] | None = None) -> dict:
+def load_deepspeed_config(path: str | Path) -> dict:
     """The DeepSpeed JSON: ZeRO stage, precision, optimizer, batch size, clipping live there."""
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"DeepSpeed config {path} does not exist")
-    config = json.loads(path.read_text())
-    for key, value in (overrides or {}).items():
-        config[key] = value
-    return config
+    return json.loads(path.read_text())

@@ -100,5 +100,5 @@ def epoch_batches(lengths: list[int], batch_size: int, seed: int, epoch: int, ra
         batches.extend(chunk[i:i + batch_size] for i in range(0, len(chunk), batch_size))
     if shuffle:
         rng.shuffle(batches)
-    per_rank = len(batches) // world_size if world_size > 1 else len(batches)
-    return batches[rank * per_rank:(rank + 1) * per_rank] if world_size > 1 else batches
+    per_rank = len(batches) // world_size
+    return batches[rank * per_rank:(rank + 1) * per_rank]

@@ -40,13 +40,3 @@ def world_size() -> int:
 
 def is_main_process() -> bool:
     return rank() == 0
-
-
-def device():
-    import torch
-    from deepspeed.accelerator import get_accelerator
-
-    name = get_accelerator().device_name()
-    if name == "cpu":
-        return torch.device("cpu")
-    return torch.device(name, int(os.environ.get("LOCAL_RANK", "0")))

@@ -25,8 +25,6 @@ from typing import Any, Iterable, Iterator
 
 from dsdocre.relations import relation_names
 
-ENTITY_TYPES = ("PER", "ORG", "LOC", "TIME", "NUM", "MISC")
-
 
 # --------------------------------------------------------------------------------------------
 # The typed model
@@ -338,9 +336,24 @@ class Rejection:
     title: str | None
     problems: list[Problem]
 
+    @classmethod
+    def of(cls, problems: list[Problem]) -> "Rejection":
+        """The rejection of the document these problems (all of one document, at least one) describe."""
+        first = problems[0]
+        return cls(first.source, first.index, first.title, problems)
+
     def to_json(self) -> dict:
         return {"source": self.source, "index": self.index, "title": self.title,
                 "reasons": [f"{p.field}: {p.message}" for p in self.problems]}
+
+
+def write_rejections(rejections: Iterable[Rejection], path: str | Path, append: bool = False) -> None:
+    """Rejections as JSON Lines, one per document, with every reason."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a" if append else "w") as f:
+        for rej in rejections:
+            f.write(json.dumps(rej.to_json()) + "\n")
 
 
 def load_valid_documents(paths: str | Path | Iterable[str | Path], *, require_labels: bool = False,
@@ -369,8 +382,7 @@ def load_valid_documents(paths: str | Path | Iterable[str | Path], *, require_la
                 duplicate = duplicate_title_problem(raw, index, source, titles)
                 problems += [duplicate] if duplicate else []
             if problems:
-                title = raw.get("title") if isinstance(raw, dict) and isinstance(raw.get("title"), str) else None
-                rejections.append(Rejection(source, index, title, problems))
+                rejections.append(Rejection.of(problems))
                 continue
             documents.append(Document.from_json(raw))
         n_rejected = sum(1 for r in rejections if r.source == source)
@@ -380,10 +392,7 @@ def load_valid_documents(paths: str | Path | Iterable[str | Path], *, require_la
             for rej in [r for r in rejections if r.source == source][:3]:
                 log(f"  rejected: {rej.problems[0]}")
     if rejected_path is not None and rejections:
-        Path(rejected_path).parent.mkdir(parents=True, exist_ok=True)
-        with open(rejected_path, "a") as f:
-            for rej in rejections:
-                f.write(json.dumps(rej.to_json()) + "\n")
+        write_rejections(rejections, rejected_path, append=True)
     return documents, rejections
 
 

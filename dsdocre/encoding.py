@@ -71,6 +71,11 @@ class EncodedDocument:
         return cls(d["input_ids"], d["mention_starts"], d.get("mention_sent_ids", []))
 
 
+def marker_tokens(max_entities: int) -> list[str]:
+    """The blank symbol and the start/end markers of ``max_entities`` entities."""
+    return [BLANK] + [tok for i in range(max_entities) for tok in (start_marker(i), end_marker(i))]
+
+
 class MarkerTokenizer:
     """Turns :class:`Document` objects into :class:`EncodedDocument` objects."""
 
@@ -87,12 +92,19 @@ class MarkerTokenizer:
         self.cls_id = tokenizer.cls_token_id
         self.sep_id = tokenizer.sep_token_id
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+        self._fingerprint: str | None = None
 
     def marker_tokens(self) -> list[str]:
-        return [BLANK] + [tok for i in range(self.max_entities) for tok in (start_marker(i), end_marker(i))]
+        return marker_tokens(self.max_entities)
 
     def fingerprint(self) -> str:
-        """Identifies the vocabulary and the marker scheme: shards and checkpoints must agree on it."""
+        """Identifies the vocabulary and the marker scheme: shards and checkpoints must agree on it.
+        Computed once (it hashes the whole vocabulary)."""
+        if self._fingerprint is None:
+            self._fingerprint = self._compute_fingerprint()
+        return self._fingerprint
+
+    def _compute_fingerprint(self) -> str:
         h = hashlib.sha256()
         h.update(json.dumps(sorted(self.tokenizer.get_vocab().items())).encode())
         h.update(json.dumps({"markers": "unused2i+1/2i+2", "blank": BLANK,
@@ -168,8 +180,7 @@ def load_tokenizer(encoder_dir: str | Path, max_entities: int = 128):
     tokenizer.model_max_length = 1 << 30  # long documents are windowed by the encoder, not cut here
     if not getattr(tokenizer, "is_fast", False):
         raise ValueError(f"{encoder_dir}: a fast (tokenizers-backed) tokenizer is required for word offsets")
-    wanted = [BLANK] + [tok for i in range(max_entities) for tok in (start_marker(i), end_marker(i))]
     vocab = tokenizer.get_vocab()
-    missing = [t for t in wanted if t not in vocab]
+    missing = [t for t in marker_tokens(max_entities) if t not in vocab]
     added = tokenizer.add_special_tokens({"additional_special_tokens": missing}) if missing else 0
     return MarkerTokenizer(tokenizer, max_entities), added

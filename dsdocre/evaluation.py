@@ -110,10 +110,6 @@ class GoldIndex:
             elif kind is False:
                 self.num_inter += 1
 
-    @property
-    def titles(self) -> set[str]:
-        return set(self.docs)
-
     def __len__(self) -> int:
         return len(self.facts)
 

@@ -71,8 +71,8 @@ def finetune(config: dict) -> dict:
     from dsdocre.data import build_examples, collate, epoch_batches
     from dsdocre.documents import load_valid_documents
     from dsdocre.encoding import load_tokenizer, resolve_encoder_dir
-    from dsdocre.evaluation import score_predictions, train_fact_set
-    from dsdocre.inference import choose_threshold, decode, predict_probabilities
+    from dsdocre.evaluation import GoldIndex, score_predictions, train_fact_set
+    from dsdocre.inference import choose_threshold, decode, predict_probabilities, write_submission
     from dsdocre.model import ModelConfig, RelationClassifier
 
     data_cfg, train_cfg = config["data"], config.get("training", {})
@@ -103,8 +103,8 @@ def finetune(config: dict) -> dict:
     train_examples = build_examples(train_docs, tokenizer, kept_pairs)
     valid_examples = build_examples(valid_docs, tokenizer, kept_pairs)
     facts_in_train = train_fact_set([d.to_json() for d in train_docs])
-    valid_gold = [d.to_json() for d in valid_docs]
-    num_valid_gold = len({(d.title, x.h, x.t, x.r) for d in valid_docs for x in d.labels})
+    valid_gold = GoldIndex(d.to_json() for d in valid_docs)  # built once, scored every epoch
+    num_valid_gold = len(valid_gold)
 
     # ---- model and engine ----------------------------------------------------------------
     model = RelationClassifier(model_cfg, encoder_dir=encoder_dir, added_tokens=added)
@@ -199,9 +199,7 @@ def finetune(config: dict) -> dict:
                                               tokenizer_fingerprint=tokenizer.fingerprint(), epoch=epoch,
                                               valid=record["valid"], train_file=str(data_cfg["train"]),
                                               valid_file=str(data_cfg["valid"]))
-                tmp = out_dir / "valid_predictions.json.tmp"
-                tmp.write_text(json.dumps([{k: p[k] for k in ("title", "h_idx", "t_idx", "r")} for p in predictions]))
-                tmp.replace(out_dir / "valid_predictions.json")
+                write_submission(predictions, out_dir / "valid_predictions.json")
         if world > 1:
             import deepspeed.comm as dist
 

@@ -8,6 +8,9 @@ candidate (pair, relation) probabilities once.
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import numpy as np
 import torch
 from tqdm.auto import tqdm
@@ -66,3 +69,17 @@ def decode(examples: list[PairExample], probs: list[np.ndarray], threshold: floa
             facts.append({"title": e.doc.title, "h_idx": int(e.heads[pair]), "t_idx": int(e.tails[pair]),
                           "r": rels[r], "score": round(float(p[pair, r]), 5)})
     return facts
+
+
+SUBMISSION_KEYS = ("title", "h_idx", "t_idx", "r")
+
+
+def write_submission(predictions: list[dict], path: str | Path) -> Path:
+    """Write predictions in DocRED's official submission format (atomically: a crash never leaves
+    a truncated file under the final name)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps([{k: p[k] for k in SUBMISSION_KEYS} for p in predictions]))
+    tmp.replace(path)
+    return path

@@ -19,12 +19,14 @@ A saved model is a directory in the ``save_pretrained`` style::
 from __future__ import annotations
 
 import json
+import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
 from torch import nn
 
+from dsdocre.encoding import resolve_encoder_dir
 from dsdocre.kernels import PairBilinear
 from dsdocre.relations import relation_ids
 
@@ -116,7 +118,8 @@ class RelationClassifier(nn.Module):
     def __init__(self, config: ModelConfig, encoder_dir: str | None = None, added_tokens: int = 0):
         super().__init__()
         self.config = config
-        self.encoder = DocumentEncoder(encoder_dir or config.encoder, config.window_overlap, added_tokens)
+        self.encoder = DocumentEncoder(resolve_encoder_dir(encoder_dir or config.encoder), config.window_overlap,
+                                       added_tokens)
         d = self.encoder.hidden_size
         self.dropout = nn.Dropout(config.dropout)
         if config.entity_projection:
@@ -153,8 +156,6 @@ class RelationClassifier(nn.Module):
         out_dir = Path(out_dir)
         tmp = out_dir.with_name(out_dir.name + ".tmp")
         if tmp.exists():
-            import shutil
-
             shutil.rmtree(tmp)
         tmp.mkdir(parents=True)
         self.encoder.model.save_pretrained(tmp / "encoder")
@@ -170,8 +171,6 @@ class RelationClassifier(nn.Module):
             old = out_dir.with_name(out_dir.name + ".old")
             out_dir.replace(old)
             tmp.replace(out_dir)
-            import shutil
-
             shutil.rmtree(old)
         else:
             tmp.replace(out_dir)

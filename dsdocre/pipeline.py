@@ -71,19 +71,15 @@ def run(args: argparse.Namespace) -> int:
     finetune(ft)
 
     # 4. evaluate on the held-out test set
-    from dsdocre.documents import load_valid_documents
-    from dsdocre.evaluation import format_metrics, score_predictions
-    from dsdocre.predict import run_model
+    from dsdocre.evaluation import format_metrics
+    from dsdocre.inference import write_submission
+    from dsdocre.predict import score_model
 
     print("== evaluate on the test set", flush=True)
     test_out = out / "test"
-    test_out.mkdir(parents=True, exist_ok=True)
-    _, predictions, threshold = run_model(str(out / "finetune" / "model"), str(corpus / "test.json"), require_labels=True)
-    (test_out / "result.json").write_text(json.dumps([{k: p[k] for k in ("title", "h_idx", "t_idx", "r")}
-                                                      for p in predictions]))
-    gold, train = (load_valid_documents(corpus / name, require_labels=True, log=None)[0]
-                   for name in ("test.json", "train_annotated.json"))
-    metrics = score_predictions(predictions, [d.to_json() for d in gold], [d.to_json() for d in train])
+    metrics, predictions, threshold = score_model(str(out / "finetune" / "model"), str(corpus / "test.json"),
+                                                  corpus / "train_annotated.json")
+    write_submission(predictions, test_out / "result.json")
     (test_out / "metrics.json").write_text(json.dumps({**metrics, "threshold": threshold}, indent=2))
     print(format_metrics(metrics))
     print(f"pipeline done in {(time.perf_counter() - started) / 60:.1f} min; outputs under {out}")

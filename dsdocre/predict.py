@@ -52,8 +52,6 @@ def _load_model(model_dir: str):
 def run_model(model_dir: str, input_path: str, threshold: float | None = None, batch_size: int = 4,
               require_labels: bool = False, kept_pairs: dict | None = None):
     """(documents, predictions, threshold) for a saved model on a DocRED file."""
-    import torch
-
     from dsdocre.data import build_examples
     from dsdocre.documents import load_valid_documents
     from dsdocre.inference import decode, predict_probabilities
@@ -65,9 +63,31 @@ def run_model(model_dir: str, input_path: str, threshold: float | None = None, b
               file=sys.stderr)
     examples = build_examples(docs, tokenizer, kept_pairs)
     threshold = meta.get("threshold", 0.5) if threshold is None else threshold
-    torch.set_grad_enabled(False)
     probs = predict_probabilities(model, examples, batch_size, tokenizer.pad_id)
     return docs, decode(examples, probs, threshold), threshold
+
+
+def annotated_documents(path: str | Path, role: str) -> list[dict]:
+    """The valid annotated documents of ``path`` as DocRED dicts (rejections reported, not scored)."""
+    from dsdocre.documents import load_valid_documents
+
+    docs, rejected = load_valid_documents(path, require_labels=True, log=None)
+    if rejected:
+        print(f"{path}: {len(rejected)} {role} documents rejected and left out of scoring; first: "
+              f"{rejected[0].problems[0]}", file=sys.stderr)
+    return [d.to_json() for d in docs]
+
+
+def score_model(model_dir: str, input_path: str, train_path: str | Path | None = None,
+                threshold: float | None = None, batch_size: int = 4, kept_pairs: dict | None = None):
+    """Run a saved model on annotated documents and score it with the official rules against the
+    same documents; returns (metrics, predictions, threshold)."""
+    from dsdocre.evaluation import score_predictions
+
+    docs, predictions, threshold = run_model(model_dir, input_path, threshold, batch_size,
+                                             require_labels=True, kept_pairs=kept_pairs)
+    train = annotated_documents(train_path, "training") if train_path else None
+    return score_predictions(predictions, [d.to_json() for d in docs], train), predictions, threshold
 
 
 def write_listing(docs, predictions: list[dict], path: Path) -> None:
@@ -88,50 +108,39 @@ def write_listing(docs, predictions: list[dict], path: Path) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from dsdocre.evaluation import format_metrics, score_predictions
+    from dsdocre.inference import write_submission
 
     if args.command == "predict":
         if not args.model:
             raise SystemExit("predict needs --model (a model directory written by `dsdocre finetune`)")
         docs, predictions, threshold = run_model(args.model, args.input, args.threshold, args.batch_size)
-        out = Path(args.out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps([{k: p[k] for k in ("title", "h_idx", "t_idx", "r")} for p in predictions]))
+        out = write_submission(predictions, args.out)
         write_listing(docs, predictions, out.with_suffix(".txt"))
         print(f"{len(predictions)} facts on {len(docs)} documents (threshold {threshold:.3f}) -> {out} "
               f"and {out.with_suffix('.txt')}")
         return 0
 
     # evaluate
-    from dsdocre.documents import load_valid_documents
-
-    def valid_raw(path: str, role: str) -> list[dict]:
-        docs, rejected = load_valid_documents(path, require_labels=True, log=None)
-        if rejected:
-            print(f"{path}: {len(rejected)} {role} documents rejected and left out of scoring; first: "
-                  f"{rejected[0].problems[0]}", file=sys.stderr)
-        return [d.to_json() for d in docs]
-
     if args.predictions and not args.input:
         raise SystemExit("evaluate --predictions needs --input (the gold documents)")
     meta = json.loads((Path(args.model) / "dsdocre_model.json").read_text()) if args.model else {}
+    train_path = args.train
+    if train_path is None and meta.get("train_file") and Path(meta["train_file"]).exists():
+        train_path = meta["train_file"]
     if args.predictions:
         predictions = json.loads(Path(args.predictions).read_text())
+        train = annotated_documents(train_path, "training") if train_path else None
+        metrics = score_predictions(predictions, annotated_documents(args.input, "gold"), train)
     elif args.model:
         args.input = args.input or meta.get("valid_file")
         if not args.input:
             raise SystemExit("evaluate needs --input (annotated documents to score against)")
         kept = json.loads(Path(args.kept_pairs).read_text()) if args.kept_pairs else None
-        _, predictions, _ = run_model(args.model, args.input, args.threshold, args.batch_size,
-                                      require_labels=True, kept_pairs=kept)
+        metrics, _, _ = score_model(args.model, args.input, train_path, args.threshold, args.batch_size, kept)
     else:
         raise SystemExit("evaluate needs --model or --predictions")
-    gold = valid_raw(args.input, "gold")
-    train = valid_raw(args.train, "training") if args.train else None
-    if train is None and meta.get("train_file") and Path(meta["train_file"]).exists():
-        train = valid_raw(meta["train_file"], "training")
-    metrics = score_predictions(predictions, gold, train)
     print(format_metrics(metrics))
-    if train is None:
+    if train_path is None:
         print("(no training annotations given: Ign F1 equals F1; pass --train)")
     if args.json_out:
         Path(args.json_out).write_text(json.dumps(metrics, indent=2))

@@ -139,7 +139,7 @@ class KnowledgeBase:
             found |= self.by_alias.get(name, set())
         return found
 
-    def label(self, doc: dict, known_relations: set[str] | None = None) -> list[dict]:
+    def label(self, doc: dict) -> list[dict]:
         """DS labels of one document: ``{"h", "t", "r", "evidence": []}`` sorted by (h, t, r)."""
         candidates = [self.match(ent) for ent in doc["vertexSet"]]
         doc_entities_of: dict[str, list[int]] = defaultdict(list)  # KB id -> document entities
@@ -156,8 +156,7 @@ class KnowledgeBase:
         labels = []
         for (h, t) in sorted(found):
             for r in sorted(found[(h, t)]):
-                if known_relations is None or r in known_relations:
-                    labels.append({"h": h, "t": t, "r": r, "evidence": []})
+                labels.append({"h": h, "t": t, "r": r, "evidence": []})
         return labels
 
 
@@ -167,23 +166,22 @@ def distant_label(kb: KnowledgeBase, inputs: Iterable[str | Path], out: str | Pa
     Invalid documents are not written: they go to ``<out>.rejected.jsonl`` with the reason.
     Existing labels of the inputs are replaced. Returns the counts.
     """
-    from dsdocre.documents import Rejection, iter_raw_documents, validate_document, write_documents
+    from dsdocre.documents import Rejection, iter_raw_documents, validate_document, write_documents, write_rejections
     from dsdocre.relations import relation_names
 
     known = set(relation_names())
     stats = {"documents": 0, "rejected": 0, "labelled_documents": 0, "labels": 0, "pairs": 0,
              "unknown_relation_labels_dropped": 0}
     rejected_path = Path(f"{out}.rejected.jsonl")
-    rejections: list[dict] = []
+    rejections: list[Rejection] = []
 
     def labelled() -> Iterator[dict]:
         for path in inputs:
             for index, doc in enumerate(iter_raw_documents(path)):
-                problems = validate_document({k: v for k, v in doc.items() if k != "labels"}
-                                             if isinstance(doc, dict) else doc, index, str(path))
+                unlabelled = {k: v for k, v in doc.items() if k != "labels"} if isinstance(doc, dict) else doc
+                problems = validate_document(unlabelled, index, str(path))
                 if problems:
-                    title = doc.get("title") if isinstance(doc, dict) else None
-                    rejections.append(Rejection(str(path), index, title, problems).to_json())
+                    rejections.append(Rejection.of(problems))
                     stats["rejected"] += 1
                     continue
                 all_labels = kb.label(doc)
@@ -193,13 +191,11 @@ def distant_label(kb: KnowledgeBase, inputs: Iterable[str | Path], out: str | Pa
                 stats["labels"] += len(labels)
                 stats["pairs"] += len({(x["h"], x["t"]) for x in labels})
                 stats["labelled_documents"] += bool(labels)
-                yield {**{k: v for k, v in doc.items() if k != "labels"}, "labels": labels}
+                yield {**unlabelled, "labels": labels}
 
     write_documents(labelled(), out)
     if rejections:
-        with open(rejected_path, "w") as f:
-            for r in rejections:
-                f.write(json.dumps(r) + "\n")
+        write_rejections(rejections, rejected_path)
     elif rejected_path.exists():
         rejected_path.unlink()
     if log:

@@ -44,10 +44,6 @@ def _bucket(text: str, n: int) -> int:
     return zlib.crc32(text.encode()) % n
 
 
-def _atomic_path(path: Path) -> Path:
-    return path.with_name(f"{path.name}.tmp-{os.getpid()}")
-
-
 def document_facts(doc: dict) -> dict[tuple[str, str], tuple[int, int, list[str]]]:
     """fact (head key, tail key) -> (h, t, relations) of one document.
 
@@ -112,7 +108,7 @@ def reduce_facts(part: int, out_dir: str, max_pairs_per_fact: int, seed: int, pa
     pair_parts: list[list[tuple]] = [[] for _ in range(partitions)]
     stats = {"facts": len(groups), "shared_facts": 0, "capped_facts": 0, "fact_pairs": 0}
     path = Path(out_dir) / FACTS_PATTERN.format(part)
-    tmp = _atomic_path(path)
+    tmp = mf.tmp_path(path)
     with open(tmp, "w") as f:
         for fact in sorted(groups):
             docs = sorted(groups[fact])
@@ -149,7 +145,7 @@ def write_pairs(part: int, out_dir: str, *pair_lists: list) -> dict:
                                               "b": {"key": kb, "shard": sb, "title": tb}, "shared_facts": []})
             rec["shared_facts"].append(fact)
     path = Path(out_dir) / PAIRS_PATTERN.format(part)
-    tmp = _atomic_path(path)
+    tmp = mf.tmp_path(path)
     with open(tmp, "wb") as f, wds.TarWriter(f, encoder=False, mtime=0, user="dsdocre", group="dsdocre") as sink:
         for ka, kb in sorted(pairs):
             rec = pairs[(ka, kb)]

@@ -31,10 +31,16 @@ def sha256_file(path: str | Path, block: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
+def tmp_path(path: str | Path) -> Path:
+    """Where a file is written before it is renamed into place (per process: never shared)."""
+    path = Path(path)
+    return path.with_name(f"{path.name}.tmp-{os.getpid()}")
+
+
 def write_json_atomic(path: str | Path, obj, indent: int | None = 1) -> None:
     """Write to a temporary name, then rename: readers see the old file or the new one, never half."""
     path = Path(path)
-    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
+    tmp = tmp_path(path)
     with open(tmp, "w") as f:
         json.dump(obj, f, indent=indent)
         f.write("\n")

@@ -54,7 +54,7 @@ def sample_key(file_index: int, position: int) -> str:
 # --------------------------------------------------------------------------------------------
 # Worker side: one chunk of documents -> one shard
 # --------------------------------------------------------------------------------------------
-_TOKENIZERS: dict[str, tuple] = {}  # encoder -> (MarkerTokenizer, fingerprint); one load per process
+_TOKENIZERS: dict = {}  # encoder -> MarkerTokenizer; one load per process
 
 
 def get_tokenizer(encoder: str | None):
@@ -64,13 +64,12 @@ def get_tokenizer(encoder: str | None):
     if key not in _TOKENIZERS:
         from dsdocre.encoding import load_tokenizer, resolve_encoder_dir
 
-        tok, _ = load_tokenizer(resolve_encoder_dir(encoder))
-        _TOKENIZERS[key] = (tok, tok.fingerprint())
+        _TOKENIZERS[key], _ = load_tokenizer(resolve_encoder_dir(encoder))
     return _TOKENIZERS[key]
 
 
 def tokenizer_fingerprint(encoder: str | None) -> str:
-    return get_tokenizer(encoder)[1]
+    return get_tokenizer(encoder).fingerprint()
 
 
 def chunk_digest(chunk: list[tuple[int, int, bytes]]) -> str:
@@ -82,25 +81,24 @@ def chunk_digest(chunk: list[tuple[int, int, bytes]]) -> str:
     return h.hexdigest()
 
 
-def _parse_and_check(raw: bytes, file_index: int, position: int, source: str, tokenizer):
+def _parse_and_check(raw: bytes, position: int, source: str, tokenizer):
     """(document dict, encoding dict, None) or (None, None, Rejection)."""
     from dsdocre.documents import Document, Problem, Rejection, validate_document
 
-    def reject(title, problems):
-        return None, None, Rejection(source, position, title, problems)
+    def reject(problems):
+        return None, None, Rejection.of(problems)
 
     try:
         doc = json.loads(raw)
     except (json.JSONDecodeError, UnicodeDecodeError) as err:  # a bad .jsonl line
-        return reject(None, [Problem(source, position, None, "<document>", f"not valid JSON: {err}")])
+        return reject([Problem(source, position, None, "<document>", f"not valid JSON: {err}")])
     problems = validate_document(doc, position, source)
     if problems:
-        title = doc.get("title") if isinstance(doc, dict) and isinstance(doc.get("title"), str) else None
-        return reject(title, problems)
+        return reject(problems)
     try:
         encoded = tokenizer.encode(Document.from_json(doc))
     except ValueError as err:  # e.g. more entities than the marker vocabulary has
-        return reject(doc["title"], [Problem(source, position, doc["title"], "vertexSet", str(err))])
+        return reject([Problem(source, position, doc["title"], "vertexSet", str(err))])
     return doc, encoded.to_json(), None
 
 
@@ -115,7 +113,8 @@ def write_shard(out_dir: str, shard_index: int, chunk: list[tuple[int, int, byte
     """
     import webdataset as wds
 
-    tokenizer, fingerprint = get_tokenizer(encoder)
+    tokenizer = get_tokenizer(encoder)
+    fingerprint = tokenizer.fingerprint()
     out = Path(out_dir)
     name = SHARD_PATTERN.format(shard_index)
     tmp = out / f"{name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
@@ -126,7 +125,7 @@ def write_shard(out_dir: str, shard_index: int, chunk: list[tuple[int, int, byte
                                                  group="dsdocre") as sink:
             for file_index, position, raw in chunk:
                 source = sources[file_index]
-                doc, encoding, rejection = _parse_and_check(raw, file_index, position, source, tokenizer)
+                doc, encoding, rejection = _parse_and_check(raw, position, source, tokenizer)
                 key = sample_key(file_index, position)
                 if rejection is not None:
                     rejected.append({"key": key, "shard": name, **rejection.to_json()})
@@ -148,20 +147,23 @@ def write_shard(out_dir: str, shard_index: int, chunk: list[tuple[int, int, byte
               "sha256": mf.sha256_file(out / name), "input_documents": len(chunk),
               "input_sha256": input_sha256, "tokenizer_fingerprint": fingerprint,
               "format_version": mf.FORMAT_VERSION, "rejected": rejected}
-    progress = out / PROGRESS_DIR
-    progress.mkdir(exist_ok=True)
-    mf.write_json_atomic(progress / f"{name[:-4]}.json", record, indent=None)
+    progress = _progress_path(out, name)
+    progress.parent.mkdir(exist_ok=True)
+    mf.write_json_atomic(progress, record, indent=None)
     # Peak memory of this worker process so far (KiB on Linux): the benchmark reports it.
     record["stats"] = {"pid": os.getpid(), "max_rss_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}
     return record
 
 
+def _progress_path(out: Path, shard_name: str) -> Path:
+    """The progress record of a finished shard: written last by its task, read on re-runs."""
+    return out / PROGRESS_DIR / f"{Path(shard_name).stem}.json"
+
+
 def _reusable(out: Path, shard_index: int, input_sha256: str, fingerprint: str) -> dict | None:
     """The record of a shard that a previous run finished for exactly this input, if it verifies."""
-    name = SHARD_PATTERN.format(shard_index)
-    path = out / PROGRESS_DIR / f"{name[:-4]}.json"
     try:
-        record = json.loads(path.read_text())
+        record = json.loads(_progress_path(out, SHARD_PATTERN.format(shard_index)).read_text())
     except (OSError, json.JSONDecodeError):
         return None
     if (record.get("input_sha256") != input_sha256 or record.get("tokenizer_fingerprint") != fingerprint
@@ -308,10 +310,9 @@ def shard_corpus(inputs: Iterable[str | Path], out_dir: str | Path, *, docs_per_
 
     def collect(done: list[dict]) -> None:
         for rec in done:
-            stats = rec.pop("stats", {})
-            if stats:
-                pid = stats["pid"]
-                summary.worker_max_rss_kb[pid] = max(summary.worker_max_rss_kb.get(pid, 0), stats["max_rss_kb"])
+            stats = rec.pop("stats")  # every freshly written record has them
+            pid = stats["pid"]
+            summary.worker_max_rss_kb[pid] = max(summary.worker_max_rss_kb.get(pid, 0), stats["max_rss_kb"])
             # Only the summary stays in the driver; the rejections are read back from the shard's
             # progress record at the end, so the driver's memory does not grow with the input.
             rec["rejected"] = len(rec["rejected"])
@@ -374,13 +375,13 @@ def _finish(out: Path, paths, sizes, counts, records: dict[int, dict], fingerpri
     for stale in out.glob("*.tmp-*"):  # a dead worker's half-written shard (its task was re-run)
         stale.unlink()
 
-    tmp = out / f"{mf.REJECTED}.tmp-{os.getpid()}"
+    tmp = mf.tmp_path(out / mf.REJECTED)
     n_rejected = 0
     with open(tmp, "w") as f:
         for rec in ordered:
             if not rec["rejected"]:
                 continue
-            progress = json.loads((out / PROGRESS_DIR / f"{rec['name'][:-4]}.json").read_text())
+            progress = json.loads(_progress_path(out, rec["name"]).read_text())
             for rej in progress["rejected"]:
                 f.write(json.dumps(rej) + "\n")
                 n_rejected += 1
