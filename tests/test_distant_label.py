@@ -84,7 +84,9 @@ def test_synthetic_kb_reproduces_the_synthetic_distant_labels(tmp_path):
     unlabeled = [{k: v for k, v in d.items() if k != "labels"} for d in docs]
     (tmp_path / "unlabeled.json").write_text(json.dumps(unlabeled))
     distant_label(kb, [tmp_path / "unlabeled.json"], tmp_path / "ds.json", log=None)
-    for ours, theirs in zip(json.loads((tmp_path / "ds.json").read_text()), docs):
+    labelled = json.loads((tmp_path / "ds.json").read_text())
+    assert len(labelled) == len(docs)
+    for ours, theirs in zip(labelled, docs):
         assert sorted((x["h"], x["t"], x["r"]) for x in ours["labels"]) == \
             sorted((x["h"], x["t"], x["r"]) for x in theirs["labels"])
 

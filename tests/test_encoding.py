@@ -122,5 +122,8 @@ def test_save_and_load_pretrained(tmp_path, tokenizer, encoder_dir):
     batch = collate(build_examples([long_document(5)], tokenizer), tokenizer.pad_id)
     with torch.no_grad():
         assert torch.allclose(model(batch), loaded(batch), atol=1e-5)
-    assert AutoModel.from_pretrained(tmp_path / "m" / "encoder") is not None  # plain transformers loads it
+    plain = AutoModel.from_pretrained(tmp_path / "m" / "encoder")  # plain transformers loads the encoder
+    plain_weights = plain.state_dict()
+    for name, weight in model.encoder.model.state_dict().items():
+        assert torch.equal(plain_weights[name], weight), name
     assert not (tmp_path / "m.tmp").exists()
