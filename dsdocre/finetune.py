@@ -126,7 +126,9 @@ def finetune(config: dict) -> dict:
     accumulation = int(ds_config.get("gradient_accumulation_steps", 1))
     world, rank = distributed.world_size(), distributed.rank()
     epochs = int(train_cfg.get("epochs", 10))
-    steps_per_epoch = max(1, len(train_examples) // (micro_batch * world) // accumulation)
+    lengths = [len(e.encoded.input_ids) for e in train_examples]
+    # optimizer steps per epoch, counted on the batches the loop really runs (a partial last batch too)
+    steps_per_epoch = max(1, len(epoch_batches(lengths, micro_batch, seed, 1, rank, world)) // accumulation)
     total_steps = steps_per_epoch * epochs
     warmup = int(float(train_cfg.get("warmup_ratio", 0.06)) * total_steps)
 
@@ -149,11 +151,11 @@ def finetune(config: dict) -> dict:
     from tqdm.auto import tqdm
 
     budget_s = float(train_cfg.get("max_train_minutes", 0)) * 60 or math.inf
-    lengths = [len(e.encoded.input_ids) for e in train_examples]
     metrics_path = out_dir / "metrics.jsonl"
     if distributed.is_main_process():
         metrics_path.unlink(missing_ok=True)
     best: dict | None = None
+    best_f1 = -1.0  # unrounded: the record keeps F1 rounded for display
     train_seconds = 0.0
     docs_seen = 0
     for epoch in range(1, epochs + 1):
@@ -193,8 +195,8 @@ def finetune(config: dict) -> dict:
                  f"R {scores['recall'] * 100:.2f}  (threshold {threshold:.3f}, {train_seconds:.0f}s)")
             with open(metrics_path, "a") as f:
                 f.write(json.dumps(record) + "\n")
-            if best is None or scores["f1"] > best["valid"]["f1"] / 100:
-                best = record
+            if scores["f1"] > best_f1:
+                best, best_f1 = record, scores["f1"]
                 engine.module.save_pretrained(out_dir / "model", tokenizer=tokenizer.tokenizer, threshold=threshold,
                                               tokenizer_fingerprint=tokenizer.fingerprint(), epoch=epoch,
                                               valid=record["valid"], train_file=str(data_cfg["train"]),
