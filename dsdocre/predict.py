@@ -2,7 +2,8 @@
 
 predict:  a saved model + documents -> ``result.json`` (DocRED's official submission format,
           ``[{"title", "h_idx", "t_idx", "r"}]``) and ``result.txt``, a readable listing with
-          entity and relation names.
+          entity and relation names; documents that fail validation are listed, with every
+          reason, in ``result.rejected.jsonl``.
 evaluate: prints P, R, F1, Ign F1, Intra / Inter F1 exactly as DocRED's official scorer computes
           them, either for a saved model run on annotated documents (``--model``) or for an
           existing submission file (``--predictions``).
@@ -50,16 +51,20 @@ def _load_model(model_dir: str):
 
 
 def run_model(model_dir: str, input_path: str, threshold: float | None = None, batch_size: int = 4,
-              require_labels: bool = False, kept_pairs: dict | None = None):
-    """(documents, predictions, threshold) for a saved model on a DocRED file."""
+              require_labels: bool = False, kept_pairs: dict | None = None,
+              rejected_path: str | Path | None = None):
+    """(documents, predictions, threshold) for a saved model on a DocRED file; invalid documents
+    are reported, and appended to ``rejected_path`` (JSON Lines) when given."""
     from dsdocre.data import build_examples
     from dsdocre.documents import load_valid_documents
     from dsdocre.inference import decode, predict_probabilities
 
     model, meta, tokenizer = _load_model(model_dir)
-    docs, rejected = load_valid_documents(input_path, require_labels=require_labels, log=lambda m: print(m, file=sys.stderr))
+    docs, rejected = load_valid_documents(input_path, require_labels=require_labels, rejected_path=rejected_path,
+                                          log=lambda m: print(m, file=sys.stderr))
     if rejected:
-        print(f"{len(rejected)} documents rejected (not scored): first reason: {rejected[0].problems[0]}",
+        print(f"{len(rejected)} documents rejected and left out: first reason: {rejected[0].problems[0]}"
+              + (f" (all reasons in {rejected_path})" if rejected_path else ""),
               file=sys.stderr)
     examples = build_examples(docs, tokenizer, kept_pairs)
     threshold = meta.get("threshold", 0.5) if threshold is None else threshold
@@ -113,8 +118,12 @@ def run(args: argparse.Namespace) -> int:
     if args.command == "predict":
         if not args.model:
             raise SystemExit("predict needs --model (a model directory written by `dsdocre finetune`)")
-        docs, predictions, threshold = run_model(args.model, args.input, args.threshold, args.batch_size)
-        out = write_submission(predictions, args.out)
+        out = Path(args.out)
+        rejected_path = out.with_name(f"{out.stem}.rejected.jsonl")
+        rejected_path.unlink(missing_ok=True)  # this run's rejections only
+        docs, predictions, threshold = run_model(args.model, args.input, args.threshold, args.batch_size,
+                                                 rejected_path=rejected_path)
+        write_submission(predictions, out)
         write_listing(docs, predictions, out.with_suffix(".txt"))
         print(f"{len(predictions)} facts on {len(docs)} documents (threshold {threshold:.3f}) -> {out} "
               f"and {out.with_suffix('.txt')}")

@@ -70,6 +70,16 @@ def test_predict_writes_official_submission_and_listing(trained, corpus, tmp_pat
     assert facts and all(set(f) == {"title", "h_idx", "t_idx", "r"} and f["title"] in titles for f in facts)
     listing = out.with_suffix(".txt").read_text()
     assert "# " in listing and "-->" in listing  # readable: entity and relation names
+    assert not (tmp_path / "result.rejected.jsonl").exists()
+
+
+def test_predict_lists_rejected_documents_with_reasons(trained, corpus, tmp_path):
+    out = tmp_path / "train_result.json"
+    _cli("predict", "--model", trained / "model", "--input", corpus / "train_annotated.json", "--out", out)
+    rejected = [json.loads(line) for line in (tmp_path / "train_result.rejected.jsonl").read_text().splitlines()]
+    assert [r["index"] for r in rejected] == [3] and "out of range" in rejected[0]["reasons"][0]
+    predicted_titles = {f["title"] for f in json.loads(out.read_text())}
+    assert rejected[0]["title"] not in predicted_titles
 
 
 def test_evaluate_model_and_submission_agree(trained, corpus, tmp_path):
