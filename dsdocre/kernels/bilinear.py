@@ -71,7 +71,7 @@ smaller than that of ``right`` the op factors through the left instead (same cod
 ``right, tails, heads, W^T``, paying one copy of W).
 
 Measured (``benchmarks/bilinear.py``, 2 CPU cores, fp32, d = 768, o = 256, N = 42, all 1722
-pairs): forward+backward 0.40 s factored vs 284 s gathered ``nn.Bilinear`` (~720x). Peak working
+pairs): forward+backward 0.40 s factored vs 370 s gathered ``nn.Bilinear`` (~930x). Peak working
 memory of forward+backward (beyond the model states W and ``grad W``) 72 MB vs 3.48 GB (49x);
 counting the returned ``grad W`` [o, d, d] (604 MB, the same for every implementation) 676 MB vs
 4.09 GB (6x, where ~6.8x is the bound). Forward alone, the factored path holds U ([M, o, d1],
