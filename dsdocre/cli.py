@@ -13,8 +13,8 @@ import sys
 # sub-command -> (module, one-line help). The module defines ``add_arguments(parser)`` and
 # ``run(args) -> int`` (the exit code); ``args.command`` holds the sub-command's name.
 COMMANDS: dict[str, tuple[str, str]] = {
-    "validate": ("dsdocre.documents", "check DocRED-format JSON files and report every problem"),
-    "synth": ("dsdocre.synth", "write a synthetic annotated + distantly supervised corpus"),
+    "validate": ("dsdocre.validate", "check DocRED-format JSON files and report every problem"),
+    "synth": ("dsdocre.synth.command", "write a synthetic annotated + distantly supervised corpus"),
     "finetune": ("dsdocre.finetune", "fine-tune the relation classifier (DeepSpeed engine)"),
     "evaluate": ("dsdocre.predict", "score a checkpoint or a submission file: P/R/F1/Ign F1/Intra/Inter"),
     "predict": ("dsdocre.predict", "write the official submission file and a readable listing"),

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from dsdocre import distributed
+from dsdocre.train import distributed
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -68,9 +68,9 @@ def finetune(config: dict) -> dict:
     import torch
 
     from dsdocre.config import load_deepspeed_config
-    from dsdocre.data import build_examples, collate, epoch_batches
-    from dsdocre.documents import load_valid_documents
-    from dsdocre.encoding import load_tokenizer, resolve_encoder_dir
+    from dsdocre.data.examples import build_examples, collate, epoch_batches
+    from dsdocre.data.documents import load_valid_documents
+    from dsdocre.data.encoding import load_tokenizer, resolve_encoder_dir
     from dsdocre.evaluation import GoldIndex, score_predictions, train_fact_set
     from dsdocre.inference import choose_threshold, decode, predict_probabilities, write_submission
     from dsdocre.model import ModelConfig, RelationClassifier

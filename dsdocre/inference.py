@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from dsdocre.data import PairExample, collate, epoch_batches
+from dsdocre.data.examples import PairExample, collate, epoch_batches
 from dsdocre.relations import relation_ids
 
 # Probabilities below this never become predictions; it bounds the candidates sorted for the

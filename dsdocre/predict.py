@@ -37,7 +37,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _load_model(model_dir: str):
-    from dsdocre.encoding import load_tokenizer
+    from dsdocre.data.encoding import load_tokenizer
     from dsdocre.model import RelationClassifier
 
     model, meta = RelationClassifier.from_pretrained(model_dir)
@@ -55,8 +55,8 @@ def run_model(model_dir: str, input_path: str, threshold: float | None = None, b
               rejected_path: str | Path | None = None):
     """(documents, predictions, threshold) for a saved model on a DocRED file; invalid documents
     are reported, and appended to ``rejected_path`` (JSON Lines) when given."""
-    from dsdocre.data import build_examples
-    from dsdocre.documents import load_valid_documents
+    from dsdocre.data.examples import build_examples
+    from dsdocre.data.documents import load_valid_documents
     from dsdocre.inference import decode, predict_probabilities
 
     model, meta, tokenizer = _load_model(model_dir)
@@ -74,7 +74,7 @@ def run_model(model_dir: str, input_path: str, threshold: float | None = None, b
 
 def annotated_documents(path: str | Path, role: str) -> list[dict]:
     """The valid annotated documents of ``path`` as DocRED dicts (rejections reported, not scored)."""
-    from dsdocre.documents import load_valid_documents
+    from dsdocre.data.documents import load_valid_documents
 
     docs, rejected = load_valid_documents(path, require_labels=True, log=None)
     if rejected:

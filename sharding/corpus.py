@@ -2,7 +2,7 @@
 
 The sharding driver only has to cut the input into documents; parsing, validation and
 tokenization happen in the Ray workers. So the driver does not build Python objects with
-:func:`dsdocre.documents.iter_raw_documents` (ijson, ~60 us/document) and re-serialize them: it
+:func:`dsdocre.data.documents.iter_raw_documents` (ijson, ~60 us/document) and re-serialize them: it
 finds each array element's exact byte span with the C JSON scanner (``raw_decode``, ~20 us per
 document), which is what lets two workers scale on two cores, and keeps every document byte for
 byte as it was in the input (the shards store those bytes).

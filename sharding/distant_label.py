@@ -107,7 +107,7 @@ class KnowledgeBase:
     @classmethod
     def from_annotated(cls, paths: Iterable[str | Path], log=print) -> "KnowledgeBase":
         """Every labelled fact of annotated documents as a triple (see the module docstring)."""
-        from dsdocre.documents import iter_raw_documents, validate_document
+        from dsdocre.data.documents import iter_raw_documents, validate_document
 
         kb = cls()
         for path in paths:
@@ -166,7 +166,7 @@ def distant_label(kb: KnowledgeBase, inputs: Iterable[str | Path], out: str | Pa
     Invalid documents are not written: they go to ``<out>.rejected.jsonl`` with the reason.
     Existing labels of the inputs are replaced. Returns the counts.
     """
-    from dsdocre.documents import Rejection, iter_raw_documents, validate_document, write_documents, write_rejections
+    from dsdocre.data.documents import Rejection, iter_raw_documents, validate_document, write_documents, write_rejections
     from dsdocre.relations import relation_names
 
     known = set(relation_names())

@@ -39,7 +39,7 @@ def entity_names(mentions: list[dict]) -> set[str]:
 def entity_key(mentions: list[dict]) -> str | None:
     """One key per entity: ``kb:<id>`` when a mention carries a KB id, else ``name:<name>`` with the
     longest normalized mention name (ties: alphabetical first): the most specific name, which is
-    also what :meth:`dsdocre.documents.Document.entity_name` shows. None when it has no name."""
+    also what :meth:`dsdocre.data.documents.Document.entity_name` shows. None when it has no name."""
     kb_id = entity_kb_id(mentions)
     if kb_id is not None:
         return f"kb:{kb_id}"

@@ -62,7 +62,7 @@ def get_tokenizer(encoder: str | None):
     transformers/torch import) costs seconds."""
     key = encoder or "default"
     if key not in _TOKENIZERS:
-        from dsdocre.encoding import load_tokenizer, resolve_encoder_dir
+        from dsdocre.data.encoding import load_tokenizer, resolve_encoder_dir
 
         _TOKENIZERS[key], _ = load_tokenizer(resolve_encoder_dir(encoder))
     return _TOKENIZERS[key]
@@ -83,7 +83,7 @@ def chunk_digest(chunk: list[tuple[int, int, bytes]]) -> str:
 
 def _parse_and_check(raw: bytes, position: int, source: str, tokenizer):
     """(document dict, encoding dict, None) or (None, None, Rejection)."""
-    from dsdocre.documents import Document, Problem, Rejection, validate_document
+    from dsdocre.data.documents import Document, Problem, Rejection, validate_document
 
     def reject(problems):
         return None, None, Rejection.of(problems)

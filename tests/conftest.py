@@ -16,7 +16,7 @@ SHARED_DATA = ROOT.parent / "shared" / "data"
 
 @pytest.fixture(scope="session")
 def encoder_dir() -> str:
-    from dsdocre.encoding import default_encoder_dir
+    from dsdocre.data.encoding import default_encoder_dir
 
     return default_encoder_dir()
 

@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from dsdocre.documents import (Document, iter_raw_documents, load_valid_documents, validate_document,
+from dsdocre.data.documents import (Document, iter_raw_documents, load_valid_documents, validate_document,
                                write_documents)
 
 

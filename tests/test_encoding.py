@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from dsdocre.documents import Document
-from dsdocre.encoding import BLANK, end_marker, load_tokenizer, start_marker
+from dsdocre.data.documents import Document
+from dsdocre.data.encoding import BLANK, end_marker, load_tokenizer, start_marker
 
 
 @pytest.fixture(scope="module")
@@ -60,7 +60,7 @@ def long_document(n_filler_sents: int = 60) -> Document:
 
 
 def test_mention_past_token_512_gets_a_representation(tokenizer, encoder_dir):
-    from dsdocre.data import build_examples, collate
+    from dsdocre.data.examples import build_examples, collate
     from dsdocre.model import ModelConfig, RelationClassifier
 
     doc = long_document()
@@ -93,7 +93,7 @@ def test_mention_past_token_512_gets_a_representation(tokenizer, encoder_dir):
 
 
 def test_short_and_long_documents_batch_together(tokenizer, encoder_dir):
-    from dsdocre.data import build_examples, collate
+    from dsdocre.data.examples import build_examples, collate
     from dsdocre.model import ModelConfig, RelationClassifier
 
     short = doc_with([["Ada", "met", "Bob", "."]], [[{"name": "Ada", "pos": [0, 1], "sent_id": 0, "type": "PER"}],
@@ -110,7 +110,7 @@ def test_short_and_long_documents_batch_together(tokenizer, encoder_dir):
 def test_save_and_load_pretrained(tmp_path, tokenizer, encoder_dir):
     from transformers import AutoModel
 
-    from dsdocre.data import build_examples, collate
+    from dsdocre.data.examples import build_examples, collate
     from dsdocre.model import ModelConfig, RelationClassifier
 
     model = RelationClassifier(ModelConfig(dropout=0.0), encoder_dir=encoder_dir).eval()

@@ -22,7 +22,7 @@ for _var in ("OMP_NUM_THREADS", "RAYON_NUM_THREADS"):
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from dsdocre.documents import Document, iter_raw_documents  # noqa: E402
+from dsdocre.data.documents import Document, iter_raw_documents  # noqa: E402
 from sharding import manifest as mf  # noqa: E402
 from sharding.corpus import iter_document_bytes  # noqa: E402
 from sharding.shard import iter_samples, sample_key, shard_corpus  # noqa: E402
@@ -117,7 +117,7 @@ def test_counts_conserved_and_rejections_explained(corpus, local_run):
 
 
 def test_round_trip_document_to_shard_to_identical_document(corpus, local_run):
-    from dsdocre.encoding import load_tokenizer, resolve_encoder_dir
+    from dsdocre.data.encoding import load_tokenizer, resolve_encoder_dir
 
     samples = {key: (doc, enc) for key, doc, enc in iter_samples(local_run["out"])}
     assert len(samples) == local_run["manifest"]["counts"]["sharded"]

@@ -12,8 +12,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from dsdocre.documents import Document
-from dsdocre.encoding import EncodedDocument, MarkerTokenizer
+from dsdocre.data.documents import Document
+from dsdocre.data.encoding import EncodedDocument, MarkerTokenizer
 from dsdocre.relations import NUM_CLASSES, relation_index
 
 

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable
 
-from dsdocre.documents import Document
+from dsdocre.data.documents import Document
 
 BLANK = "[unused0]"
 

@@ -10,15 +10,13 @@ A DocRED file is a JSON array (or JSON Lines) of documents::
 and written back unchanged, so ``Document.from_json(d).to_json() == d`` for every valid ``d``.
 
 Validation names the document (index in its file and title), the field (a JSON path such as
-``vertexSet[3][0].pos``) and the problem. ``dsdocre validate FILE...`` prints every problem;
+``vertexSet[3][0].pos``) and the problem. ``dsdocre validate FILE...`` (:mod:`dsdocre.validate`) prints every problem;
 training commands reject bad documents with the same messages (see :func:`load_valid_documents`).
 """
 
 from __future__ import annotations
 
-import argparse
 import json
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Iterator
@@ -407,38 +405,3 @@ def write_documents(documents: Iterable[Document | dict], path: str | Path) -> N
             f.write(("," if i else "") + json.dumps(doc.to_json() if isinstance(doc, Document) else doc))
         f.write("]")
     tmp.replace(path)
-
-
-# --------------------------------------------------------------------------------------------
-# `dsdocre validate`
-# --------------------------------------------------------------------------------------------
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("files", nargs="+", metavar="FILE", help="DocRED-format .json arrays or .jsonl files")
-    parser.add_argument("--max-problems", type=int, default=0,
-                        help="print at most this many problems per file (0 = all); the count is always exact")
-    parser.add_argument("--json", action="store_true", help="print problems as JSON Lines")
-
-
-def run(args: argparse.Namespace) -> int:
-    total = 0
-    for path in args.files:
-        n_docs = n_bad = n_problems = 0
-        titles: dict[str, int] = {}
-        try:
-            for index, raw in enumerate(iter_raw_documents(path)):
-                n_docs += 1
-                problems = validate_document(raw, index, str(path))
-                duplicate = duplicate_title_problem(raw, index, str(path), titles)
-                problems += [duplicate] if duplicate else []
-                n_bad += bool(problems)
-                for p in problems:
-                    n_problems += 1
-                    if not args.max_problems or n_problems <= args.max_problems:
-                        print(json.dumps(p.to_json()) if args.json else str(p))
-        except (OSError, ValueError) as err:
-            print(f"{path}: cannot read: {err}", file=sys.stderr)
-            total += 1
-            continue
-        print(f"{path}: {n_docs} documents, {n_bad} with problems, {n_problems} problems", file=sys.stderr)
-        total += n_problems
-    return 1 if total else 0
