@@ -380,3 +380,88 @@ def test_out_of_range_pairs_raise_on_cpu():
     out = pair_bilinear(left, torch.tensor([[0, 3]]), torch.tensor([[1, 1]]), weight,
                         pair_mask=torch.tensor([[True, False]]), impl="factored")
     assert (out[0, 1] == 0).all()
+
+
+def test_auto_on_cuda_resolves_to_factored(monkeypatch):
+    # No GPU benchmark has run (benchmarks/results/bilinear.json: "gpu": null), so on CUDA "auto" must
+    # take the dense-GEMM factored path; Triton only when asked for. Resolved from the device type
+    # alone: no CUDA tensor (or GPU) is needed.
+    monkeypatch.delenv("DSDOCRE_BILINEAR_IMPL", raising=False)
+    shape = dict(B=1, N=42, M=42, P=42 * 41, d1=768, d2=768, o=256)
+    for dev in (torch.device("cuda"), torch.device("cuda", 1), "cuda"):
+        assert resolve_impl("auto", dev, **shape) == "factored"
+        # the FLOP-estimate choice of the gathered baseline is unchanged
+        assert resolve_impl("auto", dev, **{**shape, "P": 3}) == "gathered"
+    # CPU: unchanged (what the CPU benchmark measured)
+    assert resolve_impl("auto", "cpu", **shape) == "factored"
+    assert resolve_impl("auto", torch.device("cpu"), **{**shape, "P": 3}) == "gathered"
+    # triton only when asked for explicitly: argument, module-wide switch, environment
+    assert resolve_impl("triton", "cuda", **shape) == "triton"
+    with default_impl("triton"):
+        assert resolve_impl("auto", "cuda", **shape) == "triton"
+    monkeypatch.setenv("DSDOCRE_BILINEAR_IMPL", "triton")
+    assert resolve_impl("auto", "cuda", **shape) == "triton"
+    monkeypatch.delenv("DSDOCRE_BILINEAR_IMPL")
+    # the rule is a table: once a GPU measurement shows triton faster, one entry changes it
+    table = dict(pb_mod.AUTO_IMPL_BY_DEVICE)
+    monkeypatch.setattr(pb_mod, "AUTO_IMPL_BY_DEVICE", {**table, "cuda": "triton"})
+    assert resolve_impl("auto", "cuda", **shape) == ("triton" if HAS_TRITON else "factored")
+    assert resolve_impl("auto", "cuda", **{**shape, "P": 3}) == "gathered"
+    assert resolve_impl("auto", "cpu", **shape) == "factored"
+
+
+def _kernel_import_graph():
+    """{module: {imported dsdocre.kernels modules}} from the source of dsdocre/kernels/*.py, counting
+    every import statement (module level or inside a function, absolute or relative)."""
+    import ast
+    from pathlib import Path
+
+    import dsdocre.kernels as pkg
+
+    pkg_name = "dsdocre.kernels"
+    root = Path(pkg.__file__).parent
+    modules = {(pkg_name if p.stem == "__init__" else f"{pkg_name}.{p.stem}"): p for p in root.glob("*.py")}
+    graph = {}
+    for name, path in modules.items():
+        is_pkg = path.stem == "__init__"
+        base = name if is_pkg else name.rsplit(".", 1)[0]
+        targets = set()
+        for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+            if isinstance(node, ast.Import):
+                candidates = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                if node.level:
+                    anchor = base.rsplit(".", node.level - 1)[0] if node.level > 1 else base
+                    mod = f"{anchor}.{node.module}" if node.module else anchor
+                else:
+                    mod = node.module or ""
+                # "from . import x" / "from pkg import x": x may be a submodule
+                candidates = [mod] + [f"{mod}.{a.name}" for a in node.names]
+            else:
+                continue
+            for cand in candidates:
+                if cand in modules and cand != name:
+                    targets.add(cand)
+        graph[name] = targets
+    return graph
+
+
+def test_kernel_modules_import_graph_is_acyclic():
+    graph = _kernel_import_graph()
+    assert "dsdocre.kernels.triton_bilinear" in graph
+    assert "dsdocre.kernels.bilinear" in graph["dsdocre.kernels"]  # the parser sees relative imports
+    state = {}  # 1: on the stack, 2: done
+
+    def visit(node, stack):
+        state[node] = 1
+        for nxt in sorted(graph[node]):
+            if state.get(nxt) == 1:
+                cycle = stack[stack.index(nxt):] + [nxt]
+                pytest.fail("import cycle among dsdocre.kernels modules: " + " -> ".join(cycle))
+            if nxt not in state:
+                visit(nxt, stack + [nxt])
+        state[node] = 2
+
+    for mod in sorted(graph):
+        if mod not in state:
+            visit(mod, [mod])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import json
 from pathlib import Path
@@ -76,6 +77,50 @@ def test_deterministic_for_a_seed(corpus, tmp_path):
         assert (corpus / name).read_bytes() != (tmp_path / "other" / name).read_bytes(), name
 
 
+# sha256 of each file of generate_corpus(out, 12, SEED, dev_docs=4, test_docs=4, distant_docs=12),
+# computed with the single-module dsdocre/synth.py before it became a package: the output of a seed
+# must not change (a deliberate change of the generator updates these).
+PINNED_SHA256 = {
+    "train_annotated.json": "2a06f668a694b20b606b330df094a294a35996c313f13d186c771efea9167379",
+    "dev.json": "c1ca4fd020364386dbfe8e297669f458971a84ab549c2e30598b1fde93be4d19",
+    "test.json": "63aa5ef81a0a5e05f9b70f4e9bc4c7e7844095fe384561ec377d325d21898d1f",
+    "train_distant.json": "0ff0947c66abe3f9f45043068b9207f5075c78fa2d5a89786ee1f6ed64ca41a1",
+    "train_distant_truth.jsonl": "13112e848a3447fdabba5c9f6f95ab5b3fc7340eda4979c079c6bbf1e3fc08f6",
+    "kb.json": "c90043aa9853f4ba6c7fb0f6ded3c66f965f9681c765462f082a9a5e8855985d",
+    "stats.json": "ef2b70942a32b5ad3049f29809f4af4db1174312e6a872482c30f4f8902030f9",
+}
+
+
+def test_corpus_bytes_are_pinned(tmp_path):
+    generate_corpus(tmp_path, 12, SEED, dev_docs=4, test_docs=4, distant_docs=12, progress=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(PINNED_SHA256)
+    got = {name: hashlib.sha256((tmp_path / name).read_bytes()).hexdigest() for name in PINNED_SHA256}
+    assert got == PINNED_SHA256
+
+
+def test_package_layout():
+    """The public names stay importable from dsdocre.synth; the library modules do not load the
+    command-line code, and the command module keeps the CLI hooks."""
+    import argparse
+    import subprocess
+    import sys
+
+    from dsdocre.synth import SPLITS, KnowledgeBase, command, get_kb
+    from dsdocre.synth import builder, corpus, kb, splits
+
+    assert SPLITS is splits.SPLITS == ("train_annotated", "dev", "test", "train_distant")
+    assert KnowledgeBase is kb.KnowledgeBase and get_kb is kb.get_kb and synth._KB_CACHE is kb._KB_CACHE
+    assert generate_corpus is corpus.generate_corpus and iter_documents is builder.iter_documents
+    parser = argparse.ArgumentParser(prog="dsdocre synth")
+    command.add_arguments(parser)
+    assert parser.parse_args(["--out", "x"]).docs == 1000
+    code = ("import sys, dsdocre.synth; "
+            "bad = [m for m in sys.modules if m.split('.')[0] in ('argparse', 'ray', 'sharding', 'torch') "
+            "or m == 'dsdocre.synth.command']; print(bad); sys.exit(bool(bad))")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert res.returncode == 0, res.stdout + res.stderr
+
+
 def test_documents_are_independent_of_their_range():
     whole = list(iter_documents("train_distant", SEED, 12))
     part = list(iter_documents("distant", SEED, 4, start=8))
@@ -123,7 +168,7 @@ def test_mentions_do_not_overlap(corpus):
 
 
 def test_documents_module_validator_accepts_them(corpus):
-    from dsdocre import documents
+    from dsdocre.data import documents
 
     for name in DOC_FILES:
         for i, doc in enumerate(load(corpus / name)):

@@ -39,21 +39,26 @@ so forward + backward is three entity-level GEMMs plus pair work linear in ``P.o
 
 Implementations (``impl=``)
 ---------------------------
-``"factored"`` (CPU, also valid on CUDA): the pair part is done densely per document with one
-batched GEMM ``S[b] = left[b] @ U[b]^T`` ([N, M*o], ``N.M.o.d1``) followed by a gather of the
-requested (h, t) cells; the backward scatters G into the same dense layout and uses two batched
+``"factored"`` (CPU and CUDA; what "auto" runs on both): the pair part is done densely per document
+with one batched GEMM ``S[b] = left[b] @ U[b]^T`` ([N, M*o], ``N.M.o.d1``) followed by a gather of
+the requested (h, t) cells; the backward scatters G into the same dense layout and uses two batched
 GEMMs. The dense pair GEMM costs ``N/d2`` of the U GEMM (<= 11% for N <= 42, d >= 384) and is far
-faster per operation than per-pair gathers on a CPU; its [B, N, M*o] buffers are chunked over N
-when large. Implemented as a ``torch.autograd.Function`` (plain torch ops, ``torch.compile``
-traceable), U is kept for backward unless it exceeds ``SAVE_BUDGET_BYTES`` (then recomputed).
+faster per operation than per-pair gathers on a CPU; its [B, N, M*o] buffers are chunked over N when
+large. Implemented as a ``torch.autograd.Function`` (plain torch ops, ``torch.compile`` traceable),
+U is kept for backward unless it exceeds ``SAVE_BUDGET_BYTES`` (then recomputed).
+The entity GEMMs and the input/gradient bookkeeping it shares with the Triton path live in
+:mod:`dsdocre.kernels._autograd`, which both implementations import (neither imports the other's
+module at load time; this one imports ``triton_bilinear`` lazily, on the first triton call).
 
-``"triton"`` (CUDA; on CPU tensors it runs under the Triton interpreter, for tests): U and the
-two weight/right GEMMs go to cuBLAS (``torch.matmul``); the pair parts are Triton kernels
-(``triton_bilinear.py``): a forward kernel that gathers rows of ``left`` and ``U`` for a block
-of pairs and reduces over d1 (masked, ragged), and two backward kernels that scatter-reduce into
-``grad_left`` and ``gU`` per entity *segment* (pairs sorted by head, resp. tail) -- deterministic,
-no atomics, and the ``gU`` one is a ``tl.dot`` over pairs. Only valid (unmasked) pairs are touched,
-so sparse pair lists cost ``P``, not ``N.M``.
+``"triton"`` (CUDA, only when asked for: ``impl="triton"``, ``set_default_impl("triton")`` or env
+``DSDOCRE_BILINEAR_IMPL=triton``; on CPU tensors it runs under the Triton interpreter, for tests;
+never benchmarked on a GPU, see "auto" below): U and the two weight/right GEMMs go to cuBLAS
+(``torch.matmul``); the pair parts are Triton kernels (``triton_bilinear.py``): a forward kernel
+that gathers rows of ``left`` and ``U`` for a block of pairs and reduces over d1 (masked, ragged),
+and two backward kernels that scatter-reduce into ``grad_left`` and ``gU`` per entity *segment*
+(pairs sorted by head, resp. tail) -- deterministic, no atomics, and the ``gU`` one is a ``tl.dot``
+over pairs. The forward kernel has no ``tl.dot`` (a gather and a reduction per pair). Only valid
+(unmasked) pairs are touched, so sparse pair lists cost ``P``, not ``N.M``.
 
 ``"gathered"``: ``F.bilinear(left[h], right[t], W, b)`` -- exactly the ``nn.Bilinear`` baseline, for
 comparison (and the "auto" pick when there are fewer pairs than entities, where the factored
@@ -61,9 +66,15 @@ precompute ``M.o.d1.d2`` exceeds ``P.o.d1.d2``).
 
 ``"auto"``: the module-wide override (:func:`set_default_impl`, env ``DSDOCRE_BILINEAR_IMPL``) if
 set -- this is the config switch that forces the plain ``nn.Bilinear`` path for comparison --,
-else by FLOP estimate (:func:`estimate_cost`): gathered when ``B.P.o.d1.d2`` is below the factored
-``B.M.o.d1.d2 + B.N.M.o.d1`` (roughly: fewer pair slots than entities), otherwise triton on CUDA
-(when Triton imports) and factored elsewhere.
+else, by FLOP estimate (:func:`estimate_cost`), gathered when ``B.P.o.d1.d2`` is below the factored
+``B.M.o.d1.d2 + B.N.M.o.d1`` (roughly: fewer pair slots than entities), otherwise the implementation
+measured fastest for the device type in ``AUTO_IMPL_BY_DEVICE`` (measurements:
+``benchmarks/results/bilinear.json``; unlisted types: factored). Today that is factored on CPU (as
+measured) and on CUDA too: no GPU benchmark has run, and the factored forward is dense matrix
+products on tensor cores while the Triton forward is the gather-reduce loop above. Triton becomes the
+CUDA default by changing that table entry once a GPU benchmark shows it faster.
+:func:`resolve_impl` takes a device or a device type string, so the choice can be checked without
+the device.
 
 The precompute goes through ``right`` (``W.view(o*d1, d2)`` contracts d2 with one GEMM and no copy
 of W; going through ``left`` first needs ``W`` permuted). When the entity set of ``left`` is
@@ -103,6 +114,15 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from ._autograd import (
+    _entity_weight_grads,
+    _entity_weights,
+    _forward_inputs,
+    _input_grads,
+    _pair_dims,
+    _saved_inputs,
+)
 
 __all__ = [
     "IMPLS",
@@ -186,9 +206,40 @@ def estimate_cost(B: int, N: int, M: int, P: int, d1: int, d2: int, o: int) -> d
     }
 
 
-def resolve_impl(impl: str, device: torch.device, B: int, N: int, M: int, P: int, d1: int, d2: int,
+#: What ``impl="auto"`` runs on each device type when the FLOP estimate (:func:`estimate_cost`)
+#: favours factoring through the entities (otherwise it runs "gathered"). An entry names only an
+#: implementation *measured* faster on that device type by ``python benchmarks/bilinear.py``, whose
+#: results are in ``benchmarks/results/bilinear.json``:
+#:
+#: * "cpu": "factored" -- that file's "cpu" and "grid" sections (2 cores, fp32): 56x-930x faster than
+#:   the gathered ``nn.Bilinear`` forward+backward, 1.9x faster than a plain einsum. (On CPU Triton
+#:   only runs under its interpreter.)
+#: * "cuda": "factored" -- no GPU benchmark has run yet (the file's "gpu" section is null), so nothing
+#:   has been measured faster than the factored path, whose forward is dense matrix products (tensor
+#:   cores); the Triton forward is a gather-reduce loop without ``tl.dot``. Change this entry to
+#:   "triton" only when a GPU run of the benchmark shows Triton faster.
+#:
+#: Device types not listed here use "factored". A "triton" entry falls back to "factored" when
+#: Triton does not import. ``impl="triton"``, ``set_default_impl("triton")`` and
+#: ``DSDOCRE_BILINEAR_IMPL=triton`` use Triton whatever this table says.
+AUTO_IMPL_BY_DEVICE: dict[str, str] = {
+    "cpu": "factored",
+    "cuda": "factored",
+}
+
+
+def resolve_impl(impl: str, device: torch.device | str, B: int, N: int, M: int, P: int, d1: int, d2: int,
                  o: int) -> str:
-    """What ``impl`` means for these shapes (see the module docstring)."""
+    """What ``impl`` means for these shapes on ``device`` (see the module docstring).
+
+    ``device`` is a ``torch.device`` or a device string (``"cuda"``, ``"cuda:1"``, ``"cpu"``); only its
+    type is used, so the choice for a device can be queried without that device being present.
+    An explicit ``impl``, else the module-wide override (:func:`set_default_impl`, env
+    ``DSDOCRE_BILINEAR_IMPL``), is returned as is. For ``"auto"``: "gathered" when the FLOP estimate
+    of the gathered baseline is below the factored one, otherwise ``AUTO_IMPL_BY_DEVICE`` for the
+    device type ("factored" when the type is not listed, or when the entry is "triton" and Triton
+    does not import).
+    """
     _check_impl(impl)
     if impl == "auto":
         impl = get_default_impl()
@@ -197,9 +248,11 @@ def resolve_impl(impl: str, device: torch.device, B: int, N: int, M: int, P: int
     cost = estimate_cost(B, N, M, P, d1, d2, o)
     if cost["gathered"] < cost["factored"]:
         return "gathered"
-    if device.type == "cuda" and _triton_available():
-        return "triton"
-    return "factored"
+    device_type = device.type if isinstance(device, torch.device) else torch.device(device).type
+    chosen = _check_impl(AUTO_IMPL_BY_DEVICE.get(device_type, "factored"))
+    if chosen == "auto" or (chosen == "triton" and not _triton_available()):
+        return "factored"
+    return chosen
 
 
 # --------------------------------------------------------------------------------------------
@@ -207,59 +260,10 @@ def resolve_impl(impl: str, device: torch.device, B: int, N: int, M: int, P: int
 # --------------------------------------------------------------------------------------------
 
 
-def _entity_weights(right2d: Tensor, weight: Tensor) -> Tensor:
-    """U = right2d @ W.view(o*d1, d2)^T -> [B*M, o*d1] (no copy of W when it is contiguous)."""
-    o, d1, d2 = weight.shape
-    return right2d @ weight.reshape(o * d1, d2).t()
-
-
-def _entity_weight_grads(gU: Tensor, right: Tensor, weight: Tensor, need_w: bool, need_right: bool):
-    """Backward of :func:`_entity_weights` from gU [B*M, o, d1] (any view of it):
-    (grad_W = gU^T @ right2d, grad_right = gU @ W.view(o*d1, d2)), None where not needed."""
-    o, d1, d2 = weight.shape
-    B, M = right.shape[0], right.shape[1]
-    gU2 = gU.reshape(B * M, o * d1)
-    grad_w = (gU2.t() @ right.reshape(B * M, d2)).view(o, d1, d2) if need_w else None
-    grad_right = (gU2 @ weight.reshape(o * d1, d2)).view(B, M, d2) if need_right else None
-    return grad_w, grad_right
-
-
 def _n_chunks(B: int, N: int, M: int, o: int) -> list[tuple[int, int]]:
     per_row = max(1, B * M * o)
     rows = max(1, min(N, DENSE_CHUNK_ELEMENTS // per_row))
     return [(n0, min(N, n0 + rows)) for n0 in range(0, N, rows)] or [(0, 0)]
-
-
-def _pair_dims(left: Tensor, right: Tensor, weight: Tensor, heads: Tensor) -> tuple[int, ...]:
-    """(B, N, M, d1, d2, o, P) of one call."""
-    B, N, d1 = left.shape
-    return B, N, right.shape[1], d1, right.shape[2], weight.shape[0], heads.shape[1]
-
-
-def _forward_inputs(ctx, left: Tensor, right: Optional[Tensor], weight: Tensor, heads: Tensor):
-    """``right=None``: the tails index into ``left`` too (one input, whose gradients add up in
-    backward; remembered in ``ctx.shared``). Returns (right, dims)."""
-    ctx.shared = right is None
-    right = left if right is None else right
-    return right, _pair_dims(left, right, weight, heads)
-
-
-def _saved_inputs(ctx):
-    """The saved (left, right, weight, U, heads, tails, mask) and which of left/right/W/bias need a
-    gradient, with ``right`` resolved to ``left`` when the tails index into ``left`` (ctx.shared)."""
-    left, right, weight, U, heads, tails, mask = ctx.saved_tensors
-    need_left, need_right, need_w, need_b = ctx.needs_input_grad[:4]
-    if ctx.shared:
-        right, need_right = left, need_left
-    return (left, right, weight, U, heads, tails, mask), (need_left, need_right, need_w, need_b)
-
-
-def _input_grads(ctx, grad_left, grad_right, grad_w, grad_b):
-    """Gradients in ``forward``'s argument order; with a shared input both sides add up in ``left``."""
-    if ctx.shared:
-        grad_left = grad_right if grad_left is None else (grad_left if grad_right is None else grad_left + grad_right)
-        grad_right = None
-    return grad_left, grad_right, grad_w, grad_b, None, None, None
 
 
 class _FactoredPairBilinear(torch.autograd.Function):

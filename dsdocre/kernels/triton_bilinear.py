@@ -20,14 +20,19 @@ The split (see the algebra in :mod:`dsdocre.kernels.bilinear`):
   with padding pairs sent past the last segment, so every output row is written by exactly one
   program -- no atomics, deterministic gradients, and rows without pairs get exact zeros.
 
-All of it is wrapped in a ``torch.autograd.Function``. On CUDA tensors the kernels are compiled with
-``triton.jit``; on CPU tensors they run under the Triton interpreter (what ``TRITON_INTERPRET=1``
-does), with small blocks -- that is how the tests check them on a machine without a GPU. The kernel
-functions are kept undecorated and wrapped per mode on first use, and use only Triton *builtins*
-(``tl.full``, ``tl.reduce(..., tl.standard._sum_combine)`` rather than the jit-defined ``tl.zeros`` /
-``tl.sum``), so the interpreter works whether or not ``TRITON_INTERPRET=1`` was set before
-``import triton``. Interpreter limitation: its ``tl.dot`` multiplies 16-bit floats as raw integers
-(numpy has no bfloat16), so on CPU only fp32 takes the ``tl.dot`` branch.
+All of it is wrapped in a ``torch.autograd.Function``; the entity GEMMs and the input/gradient
+bookkeeping (shared input, saved tensors, gradient order) are the helpers of
+:mod:`dsdocre.kernels._autograd`, shared with the factored path (this module does not import
+:mod:`dsdocre.kernels.bilinear`). ``impl="auto"`` does not pick this path (no GPU benchmark yet; see
+``AUTO_IMPL_BY_DEVICE`` in :mod:`dsdocre.kernels.bilinear`): it runs when asked for explicitly. On
+CUDA tensors the kernels are compiled with ``triton.jit``; on CPU tensors they run under the Triton
+interpreter (what ``TRITON_INTERPRET=1`` does), with small blocks -- that is how the tests check
+them on a machine without a GPU. The kernel functions are kept undecorated and wrapped per mode on
+first use, and use only Triton *builtins* (``tl.full``, ``tl.reduce(..., tl.standard._sum_combine)``
+rather than the jit-defined ``tl.zeros`` / ``tl.sum``), so the interpreter works whether or not
+``TRITON_INTERPRET=1`` was set before ``import triton``. Interpreter limitation: its ``tl.dot``
+multiplies 16-bit floats as raw integers (numpy has no bfloat16), so on CPU only fp32 takes the
+``tl.dot`` branch.
 """
 
 from __future__ import annotations
@@ -37,7 +42,7 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-from .bilinear import (
+from ._autograd import (
     _entity_weight_grads,
     _entity_weights,
     _forward_inputs,
