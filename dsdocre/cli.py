@@ -53,8 +53,19 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 2
+    from dsdocre.errors import UserError
+
     # A module that serves two commands (evaluate/predict) reads ``args.command``.
-    return int(importlib.import_module(COMMANDS[args.command][0]).run(args) or 0)
+    try:
+        return int(importlib.import_module(COMMANDS[args.command][0]).run(args) or 0)
+    except UserError as err:  # a user's mistake: one line, no traceback (those are for bugs)
+        print(f"dsdocre {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    except OSError as err:
+        if err.filename is None:
+            raise
+        print(f"dsdocre {args.command}: error: {err.filename}: {err.strerror}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -17,6 +17,37 @@ import argparse
 import json
 import time
 from pathlib import Path
+from typing import Optional
+
+from dsdocre.config import Section
+
+
+class SynthConfig(Section):
+    docs: int = 400  # annotated training documents
+    dev_docs: int = 80
+    test_docs: int = 80
+    distant_docs: int = 400  # distantly supervised documents (noise truth kept beside them)
+    noise_rate: float = 0.6  # fraction of inter-sentence DS labels that are noise
+    seed: int = 0
+
+
+class ShardConfig(Section):
+    docs_per_shard: int = 100  # documents per WebDataset tar
+    workers: Optional[int] = 2  # Ray workers (local Ray; 0 = no Ray)
+
+
+class FactJoinConfig(Section):
+    max_pairs_per_fact: int = 8  # cap per fact so that common facts cannot dominate pre-training
+    seed: int = 0
+
+
+class PipelineConfig(Section):
+    output_dir: str = "runs/pipeline"
+    synth: SynthConfig = SynthConfig()
+    shard: ShardConfig = ShardConfig()
+    fact_join: FactJoinConfig = FactJoinConfig()
+    finetune: str = "configs/finetune.yaml"  # its data paths and output_dir are set to this run's
+    device: str = "auto"  # where the test set is scored: auto (CUDA when available), cpu, cuda:N
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -31,42 +62,39 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from dsdocre.config import load_config
 
-    config = load_config(args.config, args.overrides)
-    out = Path(config.get("output_dir", "runs/pipeline"))
+    config = load_config(PipelineConfig, args.config, args.overrides)
+    out = Path(config.output_dir)
     started = time.perf_counter()
 
     # 1. synthetic corpus
     from dsdocre.synth import generate_corpus
 
-    s = config["synth"]
+    s = config.synth
     corpus = out / "corpus"
-    print(f"== synth: {s['docs']} annotated + {s['distant_docs']} distant documents -> {corpus}", flush=True)
-    generate_corpus(corpus, s["docs"], s["seed"], noise_rate=s["noise_rate"], dev_docs=s["dev_docs"],
-                    test_docs=s["test_docs"], distant_docs=s["distant_docs"], progress=False)
+    print(f"== synth: {s.docs} annotated + {s.distant_docs} distant documents -> {corpus}", flush=True)
+    generate_corpus(corpus, s.docs, s.seed, noise_rate=s.noise_rate, dev_docs=s.dev_docs,
+                    test_docs=s.test_docs, distant_docs=s.distant_docs, progress=False)
 
     # 2. shard the distantly supervised documents on Ray, then pair documents that share a fact
     from sharding.fact_join import fact_join
     from sharding.shard import shard_corpus
 
-    sh = config.get("shard", {})
     print(f"== shard: {corpus / 'train_distant.json'} -> {out / 'shards'}", flush=True)
-    summary = shard_corpus([corpus / "train_distant.json"], out / "shards", docs_per_shard=sh.get("docs_per_shard", 100),
-                           encoder=args.encoder, workers=sh.get("workers"), progress=False)
+    summary = shard_corpus([corpus / "train_distant.json"], out / "shards", docs_per_shard=config.shard.docs_per_shard,
+                           encoder=args.encoder, workers=config.shard.workers, progress=False)
     print(f"   {summary.counts}", flush=True)
-    fj = config.get("fact_join", {})
     print(f"== fact-join -> {out / 'pairs'}", flush=True)
-    fact_join(out / "shards", out / "pairs", max_pairs_per_fact=fj.get("max_pairs_per_fact", 8),
-              seed=fj.get("seed", 0), workers=sh.get("workers"))
+    fact_join(out / "shards", out / "pairs", max_pairs_per_fact=config.fact_join.max_pairs_per_fact,
+              seed=config.fact_join.seed, workers=config.shard.workers)
 
     # 3. fine-tune
-    from dsdocre.finetune import finetune
+    from dsdocre.finetune import FinetuneConfig, finetune
 
-    ft = load_config(config["finetune"], args.finetune_overrides)
-    ft["data"]["train"] = str(corpus / "train_annotated.json")
-    ft["data"]["valid"] = str(corpus / "dev.json")
-    ft["output_dir"] = str(out / "finetune")
+    ft = load_config(FinetuneConfig, config.finetune, [
+        f"data.train={corpus / 'train_annotated.json'}", f"data.valid={corpus / 'dev.json'}",
+        f"output_dir={out / 'finetune'}", *args.finetune_overrides])
     if args.encoder:
-        ft["model"]["encoder"] = args.encoder
+        ft.model.encoder = args.encoder
     print("== finetune", flush=True)
     finetune(ft)
 
@@ -78,7 +106,7 @@ def run(args: argparse.Namespace) -> int:
     print("== evaluate on the test set", flush=True)
     test_out = out / "test"
     metrics, predictions, threshold = score_model(str(out / "finetune" / "model"), str(corpus / "test.json"),
-                                                  corpus / "train_annotated.json")
+                                                  corpus / "train_annotated.json", device=config.device)
     write_submission(predictions, test_out / "result.json")
     (test_out / "metrics.json").write_text(json.dumps({**metrics, "threshold": threshold}, indent=2))
     print(format_metrics(metrics))

@@ -6,7 +6,9 @@ predict:  a saved model + documents -> ``result.json`` (DocRED's official submis
           reason, in ``result.rejected.jsonl``.
 evaluate: prints P, R, F1, Ign F1, Intra / Inter F1 exactly as DocRED's official scorer computes
           them, either for a saved model run on annotated documents (``--model``) or for an
-          existing submission file (``--predictions``).
+          existing submission file (``--predictions``). The gold file is scored whole, as the
+          official script scores it: a duplicated label counts once (with a warning), and a
+          document that cannot be scored stops the command with an error naming it.
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ import argparse
 import json
 import sys
 from pathlib import Path
+
+from dsdocre.errors import UserError
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -25,6 +29,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         else "annotated documents to score against (default: the model run's valid file)")
     parser.add_argument("--threshold", type=float, help="decision threshold (default: the one chosen on valid)")
     parser.add_argument("--batch-size", type=int, default=4)
+    parser.add_argument("--device", default="auto",
+                        help="where the model runs: auto (CUDA when available, else CPU), cpu, cuda, cuda:N "
+                             "(default: %(default)s)")
     if command == "predict":
         parser.add_argument("--out", default="result.json",
                             help="submission file to write; a readable listing goes beside it as .txt (default: %(default)s)")
@@ -36,63 +43,62 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                                                  "dropped gold pairs count as missed")
 
 
-def _load_model(model_dir: str):
-    from dsdocre.data.encoding import load_tokenizer
+def run_model(model_dir: str, input_path: str, threshold: float | None = None, batch_size: int = 4,
+              gold: bool = False, kept_pairs: dict | None = None, rejected_path: str | Path | None = None,
+              device: str | None = "auto"):
+    """(documents, predictions, threshold) for a saved model on a DocRED file.
+
+    ``gold=True`` (scoring): every document is read, none left out (see ``load_gold_documents``).
+    Otherwise invalid documents are reported and appended to ``rejected_path`` (JSON Lines).
+    """
+    from dsdocre.data.documents import load_gold_documents, load_valid_documents
+    from dsdocre.data.examples import build_examples
+    from dsdocre.inference import decode, predict_probabilities, resolve_device
     from dsdocre.model import RelationClassifier
 
+    device = resolve_device(device)
     model, meta = RelationClassifier.from_pretrained(model_dir)
-    tokenizer, added = load_tokenizer(Path(model_dir) / "encoder", model.config.max_entities)
-    if added:
-        raise ValueError(f"{model_dir}: the saved tokenizer lacks marker tokens; was it saved by dsdocre?")
-    if meta.get("tokenizer_fingerprint") and meta["tokenizer_fingerprint"] != tokenizer.fingerprint():
-        raise ValueError(f"{model_dir}: tokenizer fingerprint differs from the one the model was trained with")
-    model.special_ids = (tokenizer.cls_id, tokenizer.sep_id, tokenizer.pad_id)
-    return model, meta, tokenizer
-
-
-def run_model(model_dir: str, input_path: str, threshold: float | None = None, batch_size: int = 4,
-              require_labels: bool = False, kept_pairs: dict | None = None,
-              rejected_path: str | Path | None = None):
-    """(documents, predictions, threshold) for a saved model on a DocRED file; invalid documents
-    are reported, and appended to ``rejected_path`` (JSON Lines) when given."""
-    from dsdocre.data.examples import build_examples
-    from dsdocre.data.documents import load_valid_documents
-    from dsdocre.inference import decode, predict_probabilities
-
-    model, meta, tokenizer = _load_model(model_dir)
-    docs, rejected = load_valid_documents(input_path, require_labels=require_labels, rejected_path=rejected_path,
-                                          log=lambda m: print(m, file=sys.stderr))
-    if rejected:
-        print(f"{len(rejected)} documents rejected and left out: first reason: {rejected[0].problems[0]}"
-              + (f" (all reasons in {rejected_path})" if rejected_path else ""),
-              file=sys.stderr)
-    examples = build_examples(docs, tokenizer, kept_pairs)
+    model.to(device)
+    stderr = lambda m: print(m, file=sys.stderr)  # noqa: E731
+    if gold:
+        docs = load_gold_documents(input_path, log=stderr)
+    else:
+        docs, rejected = load_valid_documents(input_path, rejected_path=rejected_path, log=stderr)
+        if rejected:
+            print(f"{len(rejected)} documents rejected and left out: first reason: {rejected[0].problems[0]}"
+                  + (f" (all reasons in {rejected_path})" if rejected_path else ""), file=sys.stderr)
+    examples = build_examples(docs, model.tokenizer, kept_pairs)
     threshold = meta.get("threshold", 0.5) if threshold is None else threshold
-    probs = predict_probabilities(model, examples, batch_size, tokenizer.pad_id)
+    probs = predict_probabilities(model, examples, batch_size, model.tokenizer.pad_id, device=device)
     return docs, decode(examples, probs, threshold), threshold
 
 
-def annotated_documents(path: str | Path, role: str) -> list[dict]:
-    """The valid annotated documents of ``path`` as DocRED dicts (rejections reported, not scored)."""
+def training_facts(path: str | Path | None):
+    """The Ign rule's training facts from the training annotations at ``path`` (None: no Ign).
+    Training documents that fail validation contribute no facts; their number is reported."""
     from dsdocre.data.documents import load_valid_documents
+    from dsdocre.evaluation import train_fact_set
 
+    if path is None:
+        return None
     docs, rejected = load_valid_documents(path, require_labels=True, log=None)
     if rejected:
-        print(f"{path}: {len(rejected)} {role} documents rejected and left out of scoring; first: "
-              f"{rejected[0].problems[0]}", file=sys.stderr)
-    return [d.to_json() for d in docs]
+        print(f"{path}: {len(rejected)} training documents fail validation and add no facts to the Ign rule; "
+              f"first: {rejected[0].problems[0]}", file=sys.stderr)
+    return train_fact_set(d.to_json() for d in docs)
 
 
 def score_model(model_dir: str, input_path: str, train_path: str | Path | None = None,
-                threshold: float | None = None, batch_size: int = 4, kept_pairs: dict | None = None):
+                threshold: float | None = None, batch_size: int = 4, kept_pairs: dict | None = None,
+                device: str | None = "auto"):
     """Run a saved model on annotated documents and score it with the official rules against the
-    same documents; returns (metrics, predictions, threshold)."""
+    same documents, all of them; returns (metrics, predictions, threshold)."""
     from dsdocre.evaluation import score_predictions
 
-    docs, predictions, threshold = run_model(model_dir, input_path, threshold, batch_size,
-                                             require_labels=True, kept_pairs=kept_pairs)
-    train = annotated_documents(train_path, "training") if train_path else None
-    return score_predictions(predictions, [d.to_json() for d in docs], train), predictions, threshold
+    docs, predictions, threshold = run_model(model_dir, input_path, threshold, batch_size, gold=True,
+                                             kept_pairs=kept_pairs, device=device)
+    metrics = score_predictions(predictions, [d.to_json() for d in docs], train_facts=training_facts(train_path))
+    return metrics, predictions, threshold
 
 
 def write_listing(docs, predictions: list[dict], path: Path) -> None:
@@ -111,18 +117,40 @@ def write_listing(docs, predictions: list[dict], path: Path) -> None:
                         f"{doc.entity_name(p['t_idx'])} [{p['t_idx']}]   p={p.get('score', float('nan')):.3f}\n")
 
 
+def _model_metadata(model_dir: str) -> dict:
+    path = Path(model_dir) / "dsdocre_model.json"
+    if not path.is_file():
+        raise UserError(f"{model_dir} is not a dsdocre model directory (no dsdocre_model.json); "
+                        "pass the model/ folder that `dsdocre finetune` wrote")
+    return json.loads(path.read_text())
+
+
+def _read_submission(path: str) -> list[dict]:
+    try:
+        predictions = json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise UserError(f"{path}: no such file") from None
+    except json.JSONDecodeError as err:
+        raise UserError(f"{path}: not valid JSON: {err}") from None
+    keys = {"title", "h_idx", "t_idx", "r"}
+    if not isinstance(predictions, list) or not all(isinstance(p, dict) and keys <= p.keys() for p in predictions):
+        raise UserError(f"{path}: not a submission file (a JSON array of {{title, h_idx, t_idx, r}} objects)")
+    return predictions
+
+
 def run(args: argparse.Namespace) -> int:
+    from dsdocre.data.documents import load_gold_documents
     from dsdocre.evaluation import format_metrics, score_predictions
     from dsdocre.inference import write_submission
 
     if args.command == "predict":
         if not args.model:
-            raise SystemExit("predict needs --model (a model directory written by `dsdocre finetune`)")
+            raise UserError("predict needs --model (a model directory written by `dsdocre finetune`)")
         out = Path(args.out)
         rejected_path = out.with_name(f"{out.stem}.rejected.jsonl")
         rejected_path.unlink(missing_ok=True)  # this run's rejections only
         docs, predictions, threshold = run_model(args.model, args.input, args.threshold, args.batch_size,
-                                                 rejected_path=rejected_path)
+                                                 rejected_path=rejected_path, device=args.device)
         write_submission(predictions, out)
         write_listing(docs, predictions, out.with_suffix(".txt"))
         print(f"{len(predictions)} facts on {len(docs)} documents (threshold {threshold:.3f}) -> {out} "
@@ -131,23 +159,24 @@ def run(args: argparse.Namespace) -> int:
 
     # evaluate
     if args.predictions and not args.input:
-        raise SystemExit("evaluate --predictions needs --input (the gold documents)")
-    meta = json.loads((Path(args.model) / "dsdocre_model.json").read_text()) if args.model else {}
+        raise UserError("evaluate --predictions needs --input (the gold documents)")
+    meta = _model_metadata(args.model) if args.model else {}
     train_path = args.train
     if train_path is None and meta.get("train_file") and Path(meta["train_file"]).exists():
         train_path = meta["train_file"]
     if args.predictions:
-        predictions = json.loads(Path(args.predictions).read_text())
-        train = annotated_documents(train_path, "training") if train_path else None
-        metrics = score_predictions(predictions, annotated_documents(args.input, "gold"), train)
+        predictions = _read_submission(args.predictions)
+        gold = load_gold_documents(args.input, log=lambda m: print(m, file=sys.stderr))
+        metrics = score_predictions(predictions, [d.to_json() for d in gold], train_facts=training_facts(train_path))
     elif args.model:
         args.input = args.input or meta.get("valid_file")
         if not args.input:
-            raise SystemExit("evaluate needs --input (annotated documents to score against)")
+            raise UserError("evaluate needs --input (annotated documents to score against)")
         kept = json.loads(Path(args.kept_pairs).read_text()) if args.kept_pairs else None
-        metrics, _, _ = score_model(args.model, args.input, train_path, args.threshold, args.batch_size, kept)
+        metrics, _, _ = score_model(args.model, args.input, train_path, args.threshold, args.batch_size, kept,
+                                    device=args.device)
     else:
-        raise SystemExit("evaluate needs --model or --predictions")
+        raise UserError("evaluate needs --model or --predictions")
     print(format_metrics(metrics))
     if train_path is None:
         print("(no training annotations given: Ign F1 equals F1; pass --train)")

@@ -1,4 +1,8 @@
-"""``dsdocre validate FILE...``: report every problem of every document, exit 1 if there is any."""
+"""``dsdocre validate FILE...``: report every problem of every document, exit 1 if there is any.
+
+Warnings (a duplicated label, which scoring counts once) are reported and counted like errors:
+the file is not clean until they are fixed. A file that holds no array of documents, or an empty
+one, is an error too."""
 
 from __future__ import annotations
 
@@ -33,7 +37,11 @@ def run(args: argparse.Namespace) -> int:
                     if not args.max_problems or n_problems <= args.max_problems:
                         print(json.dumps(p.to_json()) if args.json else str(p))
         except (OSError, ValueError) as err:
-            print(f"{path}: cannot read: {err}", file=sys.stderr)
+            print(f"dsdocre validate: error: {err}", file=sys.stderr)
+            total += 1
+            continue
+        if n_docs == 0:
+            print(f"dsdocre validate: error: {path}: holds no documents (an empty array)", file=sys.stderr)
             total += 1
             continue
         print(f"{path}: {n_docs} documents, {n_bad} with problems, {n_problems} problems", file=sys.stderr)

@@ -32,6 +32,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Iterable, Iterator
 
+from dsdocre.errors import UserError
 from sharding.entities import entity_kb_id, entity_names, normalize_name
 
 KB_FORMAT = "dsdocre-kb"
@@ -73,7 +74,7 @@ class KnowledgeBase:
     def load(cls, path: str | Path) -> "KnowledgeBase":
         data = json.loads(Path(path).read_text())
         if not isinstance(data, dict) or not ("triples" in data or "facts" in data):
-            raise ValueError(f"{path}: not a KB file (expected an object with 'entities' and 'triples'; "
+            raise UserError(f"{path}: not a KB file (expected an object with 'entities' and 'triples'; "
                              "see `dsdocre distant-label --help`)")
         kb = cls()
         entities = data.get("entities", {})
@@ -91,7 +92,7 @@ class KnowledgeBase:
             else:
                 h, r, t = triple
             if h is None or r is None or t is None:
-                raise ValueError(f"{path}: triples[{i}] needs a head, a relation and a tail: {triple!r}")
+                raise UserError(f"{path}: triples[{i}] needs a head, a relation and a tail: {triple!r}")
             kb.add_triple(str(h), str(r), str(t))
         return kb
 

@@ -31,6 +31,7 @@ import zlib
 from collections import defaultdict
 from pathlib import Path
 
+from dsdocre.errors import UserError
 from sharding import manifest as mf
 from sharding.entities import entity_key
 
@@ -171,7 +172,7 @@ def fact_join(shard_dir: str | Path, out_dir: str | Path, *, max_pairs_per_fact:
     shard_dir, out = Path(shard_dir), Path(out_dir)
     source = mf.verify(shard_dir)  # never join over a corrupted or unfinished corpus
     if max_pairs_per_fact < 1:
-        raise ValueError("--max-pairs-per-fact must be at least 1")
+        raise UserError("--max-pairs-per-fact must be at least 1")
     out.mkdir(parents=True, exist_ok=True)
     for stale in list(out.glob("*.tmp-*")) + list(out.glob(FACTS_PATTERN.replace("{:05d}", "*"))) \
             + list(out.glob(PAIRS_PATTERN.replace("{:06d}", "*"))):

@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Iterator
 
+from dsdocre.errors import UserError
 from sharding import manifest as mf
 from sharding.corpus import iter_document_bytes
 
@@ -274,7 +275,7 @@ def shard_corpus(inputs: Iterable[str | Path], out_dir: str | Path, *, docs_per_
         if not Path(p).is_file():
             raise FileNotFoundError(f"input {p} does not exist")
     if docs_per_shard < 1:
-        raise ValueError("--docs-per-shard must be at least 1")
+        raise UserError("--docs-per-shard must be at least 1")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     (out / PROGRESS_DIR).mkdir(exist_ok=True)

@@ -67,8 +67,7 @@ def test_mention_past_token_512_gets_a_representation(tokenizer, encoder_dir):
     example = build_examples([doc], tokenizer)[0]
     london = example.encoded.mention_starts[1][0]
     assert london > 600, "the test needs a mention well past the encoder's 512 positions"
-    model = RelationClassifier(ModelConfig(dropout=0.0), encoder_dir=encoder_dir).eval()
-    model.special_ids = (tokenizer.cls_id, tokenizer.sep_id, tokenizer.pad_id)
+    model = RelationClassifier(ModelConfig(dropout=0.0), tokenizer, encoder_dir=encoder_dir).eval()
     batch = collate([example], tokenizer.pad_id)
     assert len(model.encoder.windows(batch["lengths"].tolist())) >= 2
     with torch.no_grad():
@@ -98,8 +97,7 @@ def test_short_and_long_documents_batch_together(tokenizer, encoder_dir):
 
     short = doc_with([["Ada", "met", "Bob", "."]], [[{"name": "Ada", "pos": [0, 1], "sent_id": 0, "type": "PER"}],
                                                     [{"name": "Bob", "pos": [2, 3], "sent_id": 0, "type": "PER"}]])
-    model = RelationClassifier(ModelConfig(dropout=0.0), encoder_dir=encoder_dir).eval()
-    model.special_ids = (tokenizer.cls_id, tokenizer.sep_id, tokenizer.pad_id)
+    model = RelationClassifier(ModelConfig(dropout=0.0), tokenizer, encoder_dir=encoder_dir).eval()
     examples = build_examples([short, long_document()], tokenizer)
     with torch.no_grad():
         together = model(collate(examples, tokenizer.pad_id))
@@ -113,12 +111,18 @@ def test_save_and_load_pretrained(tmp_path, tokenizer, encoder_dir):
     from dsdocre.data.examples import build_examples, collate
     from dsdocre.model import ModelConfig, RelationClassifier
 
-    model = RelationClassifier(ModelConfig(dropout=0.0), encoder_dir=encoder_dir).eval()
-    model.special_ids = (tokenizer.cls_id, tokenizer.sep_id, tokenizer.pad_id)
-    model.save_pretrained(tmp_path / "m", tokenizer=tokenizer.tokenizer, threshold=0.3)
-    loaded, meta = RelationClassifier.from_pretrained(tmp_path / "m")
-    loaded.eval().special_ids = model.special_ids
+    model = RelationClassifier(ModelConfig(dropout=0.0), tokenizer, encoder_dir=encoder_dir).eval()
+    model.special_ids = (tokenizer.cls_id, tokenizer.sep_id, 7)  # whatever was trained with is what is restored
+    model.save_pretrained(tmp_path / "m", threshold=0.3)
+    loaded, meta = RelationClassifier.from_pretrained(tmp_path / "m")  # nothing set by the caller
+    loaded.eval()
+    assert loaded.special_ids == (tokenizer.cls_id, tokenizer.sep_id, 7)
+    assert meta["special_token_ids"] == {"cls": tokenizer.cls_id, "sep": tokenizer.sep_id, "pad": 7}
+    assert meta["max_input_tokens"] == loaded.encoder.max_len == 512
+    assert loaded.tokenizer.fingerprint() == tokenizer.fingerprint()
+    assert loaded.tokenizer.tokenizer.model_max_length == tokenizer.tokenizer.model_max_length == 512
     assert meta["threshold"] == 0.3
+    model.special_ids = loaded.special_ids = (tokenizer.cls_id, tokenizer.sep_id, tokenizer.pad_id)
     batch = collate(build_examples([long_document(5)], tokenizer), tokenizer.pad_id)
     with torch.no_grad():
         assert torch.allclose(model(batch), loaded(batch), atol=1e-5)
@@ -127,3 +131,105 @@ def test_save_and_load_pretrained(tmp_path, tokenizer, encoder_dir):
     for name, weight in model.encoder.model.state_dict().items():
         assert torch.equal(plain_weights[name], weight), name
     assert not (tmp_path / "m.tmp").exists()
+
+
+# ---- markers nest whatever the entity indices ----------------------------------------------------
+@pytest.mark.parametrize("outer", [0, 1], ids=["outer entity first", "outer entity second"])
+@pytest.mark.parametrize("inner_span", [(1, 3), (0, 2), (1, 2), (0, 3)],
+                         ids=["same end", "same start", "strictly inside", "same span"])
+def test_overlapping_mentions_nest(tokenizer, outer, inner_span):
+    inner = 1 - outer
+    mentions = {outer: {"name": "University of Warsaw", "pos": [0, 3], "sent_id": 0, "type": "ORG"},
+                inner: {"name": "x", "pos": list(inner_span), "sent_id": 0, "type": "LOC"}}
+    doc = doc_with([["university", "of", "warsaw", "grew", "."]], [[mentions[0]], [mentions[1]]])
+    toks = tokenizer.tokenizer.convert_ids_to_tokens(tokenizer.encode(doc).input_ids)
+    # A well-bracketed sequence: every end marker closes the most recently opened span.
+    opened = []
+    for tok in toks:
+        if tok in (start_marker(0), start_marker(1)):
+            opened.append(tok)
+        elif tok in (end_marker(0), end_marker(1)):
+            e = 0 if tok == end_marker(0) else 1
+            assert opened and opened[-1] == start_marker(e), toks
+            opened.pop()
+    assert not opened
+    if tuple(inner_span) != (0, 3):  # a strictly shorter span is inside: it opens after and closes before
+        assert toks.index(start_marker(outer)) < toks.index(start_marker(inner))
+        assert toks.index(end_marker(inner)) < toks.index(end_marker(outer))
+    words = [t for t in toks if not t.startswith("[unused")]
+    assert words == ["university", "of", "warsaw", "grew", "."]
+
+
+# ---- any encoder's position limit; vocabularies without [unused] tokens ----------------------------
+def _tiny_bert(tmp_path, max_positions=64):
+    from transformers import BertConfig, BertModel, BertTokenizerFast
+
+    words = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + [f"[unused{i}]" for i in range(20)] + \
+        [w for w in "the a of in city river was born lives near word".split()]
+    (tmp_path / "vocab.txt").write_text("\n".join(words) + "\n")
+    BertTokenizerFast(str(tmp_path / "vocab.txt"), model_max_length=48).save_pretrained(tmp_path)
+    config = BertConfig(vocab_size=len(words), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                        intermediate_size=64, max_position_embeddings=max_positions)
+    torch.manual_seed(0)
+    BertModel(config).save_pretrained(tmp_path)
+    return str(tmp_path)
+
+
+def _tiny_roberta(tmp_path, max_positions=66):
+    """A RoBERTa with a byte-level BPE trained here: no [unusedK] tokens, positions offset by padding."""
+    from tokenizers import ByteLevelBPETokenizer
+    from transformers import RobertaConfig, RobertaModel, RobertaTokenizerFast
+
+    bpe = ByteLevelBPETokenizer()
+    bpe.train_from_iterator(["the city of river was born lives near a word"] * 20, vocab_size=300,
+                            special_tokens=["<s>", "<pad>", "</s>", "<unk>", "<mask>"])
+    bpe.save_model(str(tmp_path))
+    tok = RobertaTokenizerFast(vocab_file=str(tmp_path / "vocab.json"), merges_file=str(tmp_path / "merges.txt"),
+                               model_max_length=max_positions - 2)
+    tok.save_pretrained(tmp_path)
+    config = RobertaConfig(vocab_size=len(tok), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                           intermediate_size=64, max_position_embeddings=max_positions, pad_token_id=1,
+                           bos_token_id=0, eos_token_id=2)
+    torch.manual_seed(0)
+    RobertaModel(config).save_pretrained(tmp_path)
+    return str(tmp_path)
+
+
+def _long_doc(words_per_sent=20, sents=15):
+    sent = ["the", "city", "of", "river", "was", "near", "a", "word"] * 3
+    text = [sent[:words_per_sent] for _ in range(sents)]
+    return doc_with(text, [[{"name": "city", "pos": [1, 2], "sent_id": 0, "type": "LOC"},
+                            {"name": "city", "pos": [1, 2], "sent_id": sents - 1, "type": "LOC"}],
+                           [{"name": "river", "pos": [3, 4], "sent_id": sents - 1, "type": "LOC"}]],
+                    [{"h": 0, "t": 1, "r": "P131", "evidence": [sents - 1]}])
+
+
+@pytest.mark.parametrize("family", ["bert", "roberta"])
+def test_any_encoder_windows_within_its_real_position_limit(tmp_path, family):
+    from dsdocre.data.examples import build_examples, collate
+    from dsdocre.model import ModelConfig, RelationClassifier
+
+    encoder = _tiny_bert(tmp_path) if family == "bert" else _tiny_roberta(tmp_path)
+    tok, added = load_tokenizer(encoder, max_entities=4)
+    assert (added > 0) == (family == "roberta")  # RoBERTa's vocabulary has no [unusedK]: they are added
+    limit = 48 if family == "bert" else 64  # BERT: its tokenizer says 48 (of 64 positions); RoBERTa: 66 - 2
+    assert tok.tokenizer.model_max_length == limit  # the tokenizer's own limit is kept
+    model = RelationClassifier(ModelConfig(dropout=0.0, max_entities=4, window_overlap=16), tok,
+                               encoder_dir=encoder, added_tokens=added).eval()
+    assert model.encoder.max_len == limit  # RoBERTa: 66 positions offset by padding_idx + 1 hold 64 tokens
+    assert model.encoder.model.get_input_embeddings().num_embeddings == len(tok.tokenizer)
+    example = build_examples([_long_doc()], tok)[0]
+    assert len(example.encoded.input_ids) > 4 * model.encoder.max_len  # far past the limit
+    batch = collate([example], tok.pad_id)
+    windows = model.encoder.windows(batch["lengths"].tolist())
+    assert len(windows) > 4 and max(n for _, _, n in windows) + 2 == limit
+    with torch.no_grad():
+        logits = model(batch)
+    assert logits.shape == (1, 2, 97) and torch.isfinite(logits).all()
+
+    model.save_pretrained(tmp_path / "saved")
+    loaded, meta = RelationClassifier.from_pretrained(tmp_path / "saved")
+    assert loaded.encoder.max_len == limit and meta["max_input_tokens"] == limit
+    assert loaded.special_ids == (tok.cls_id, tok.sep_id, tok.pad_id)
+    with torch.no_grad():
+        assert torch.allclose(loaded.eval()(batch), logits, atol=1e-5)

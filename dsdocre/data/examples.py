@@ -1,7 +1,8 @@
 """Fine-tuning examples: every candidate entity pair of a document with its multi-hot labels.
 
 Batches are deterministic for (seed, epoch): documents are shuffled, grouped into buckets of
-similar length (less padding, the main cost on CPU), and split across data-parallel ranks.
+similar length (less padding, the main cost on CPU), cut into global batches, and each global
+batch is split across data-parallel ranks and accumulation steps (see :func:`epoch_batches`).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import torch
 
 from dsdocre.data.documents import Document
 from dsdocre.data.encoding import EncodedDocument, MarkerTokenizer
+from dsdocre.errors import UserError
 from dsdocre.relations import NUM_CLASSES, relation_index
 
 
@@ -84,21 +86,42 @@ def collate(examples: list[PairExample], pad_id: int) -> dict[str, torch.Tensor]
 
 
 def epoch_batches(lengths: list[int], batch_size: int, seed: int, epoch: int, rank: int = 0,
-                  world_size: int = 1, bucket: int = 50, shuffle: bool = True) -> list[list[int]]:
-    """Index batches for one epoch: a pure function of (seed, epoch, world layout).
+                  world_size: int = 1, accumulation: int = 1, bucket: int = 50,
+                  shuffle: bool = True) -> list[list[int]]:
+    """This rank's micro-batches (document indices) for one epoch, in step order: a pure function of
+    (seed, epoch) and the global batch, never of how it is split over processes.
 
-    Every rank gets the same number of batches (the tail that cannot be split evenly is dropped
-    for training, so ranks never wait on each other's extra step).
+    A global batch (``batch_size × world_size × accumulation`` documents, one optimizer step) is
+    formed first, from a shuffled order cut into buckets of similar length (less padding, the main
+    cost on CPU); its micro-batch ``k`` goes to rank ``k // accumulation`` as accumulation step
+    ``k % accumulation``. So 2 processes with ``accumulation=1`` see exactly the documents that 1
+    process with ``accumulation=2`` sees, step by step. Every document is in exactly one rank's
+    batches: the last global batch may be smaller (split as evenly as possible), and one too small
+    to give each micro-batch a document is folded into its predecessor.
     """
+    per_step = world_size * accumulation  # micro-batches per optimizer step
+    if len(lengths) < per_step:
+        raise UserError(f"{len(lengths)} documents cannot fill the {per_step} micro-batches of one step "
+                         f"({world_size} processes x {accumulation} accumulation steps)")
+    global_size = batch_size * per_step
     order = list(range(len(lengths)))
     rng = random.Random(seed * 1_000_003 + epoch)
     if shuffle:
         rng.shuffle(order)
-    batches = []
-    for start in range(0, len(order), batch_size * bucket):
-        chunk = sorted(order[start:start + batch_size * bucket], key=lambda i: lengths[i])
-        batches.extend(chunk[i:i + batch_size] for i in range(0, len(chunk), batch_size))
+    steps: list[list[int]] = []
+    for start in range(0, len(order), global_size * bucket):
+        chunk = sorted(order[start:start + global_size * bucket], key=lambda i: lengths[i])
+        steps.extend(chunk[i:i + global_size] for i in range(0, len(chunk), global_size))
     if shuffle:
-        rng.shuffle(batches)
-    per_rank = len(batches) // world_size
-    return batches[rank * per_rank:(rank + 1) * per_rank]
+        rng.shuffle(steps)
+    for i, step in enumerate(steps):
+        if len(step) < per_step:  # too few documents for one each: join the step before (or after)
+            neighbour = i - 1 if i > 0 else i + 1
+            steps[neighbour] = sorted(steps[neighbour] + step, key=lambda j: lengths[j])
+            del steps[i]
+            break  # only the last batch of the last bucket can be short
+    mine = []
+    for step in steps:
+        pieces = np.array_split(np.asarray(step), per_step)
+        mine.extend(pieces[k].tolist() for k in range(rank * accumulation, (rank + 1) * accumulation))
+    return mine

@@ -9,52 +9,61 @@ A saved model is a directory in the ``save_pretrained`` style::
     model_dir/
       encoder/               the fine-tuned encoder + tokenizer: AutoModel.from_pretrained(model_dir/encoder)
       heads.safetensors      everything that is not the encoder
-      dsdocre_model.json     ModelConfig, the relation ids, the decision threshold, the tokenizer fingerprint
+      dsdocre_model.json     ModelConfig, the relation ids, the special token ids (CLS, SEP, PAD),
+                             the encoder's input limit and vocabulary size, the tokenizer
+                             fingerprint, the decision threshold
 """
 
 from __future__ import annotations
 
 import json
 import shutil
-from dataclasses import asdict, dataclass, field
+from typing import Literal, Optional
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from dsdocre.data.encoding import resolve_encoder_dir
+from dsdocre.config import Section
+from dsdocre.data.encoding import MarkerTokenizer, load_tokenizer, resolve_encoder_dir
+from dsdocre.errors import UserError
 from dsdocre.kernels import PairBilinear
 from dsdocre.model.encoder import DocumentEncoder, pool_entities
 from dsdocre.relations import relation_ids
 
 
-@dataclass
-class ModelConfig:
+class ModelConfig(Section):
+    """The ``model:`` section of a training config; stored with every saved model."""
+
     encoder: str = "default"  # a BERT-family directory, or "default" for the packaged MiniLM
     pair_dim: int = 256  # size of the relation representation r(i, k) (the paper: 256)
     entity_projection: bool = True  # tanh(Linear) on head and tail entity states before the bilinear
-    pair_activation: str = "none"  # between bilinear and classifier: "none" | "relu" | "tanh"
+    pair_activation: Literal["none", "relu", "tanh"] = "none"  # between bilinear and classifier
     window_overlap: int = 128  # tokens shared by consecutive windows of a long document
-    bilinear_impl: str = "auto"  # dsdocre.kernels implementation; "gathered" = plain nn.Bilinear path
+    bilinear_impl: Literal["auto", "factored", "triton", "gathered"] = "auto"  # dsdocre.kernels implementation
     max_entities: int = 128  # marker vocabulary size (entities per document)
-    dropout: float = 0.1
+    dropout: float = 0.1  # on entity states and pair features
+    encoder_dropout: Optional[float] = None  # the encoder's hidden/attention dropout; null = its own config
     num_classes: int = 97
-    extra: dict = field(default_factory=dict)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "ModelConfig":
-        known = {k: v for k, v in d.items() if k in cls.__dataclass_fields__}
-        return cls(**known)
 
 
 class RelationClassifier(nn.Module):
-    """The fine-tuning model: every kept entity pair -> logits over NA + 96 relations."""
+    """The fine-tuning model: every kept entity pair -> logits over NA + 96 relations.
 
-    def __init__(self, config: ModelConfig, encoder_dir: str | None = None, added_tokens: int = 0):
+    ``tokenizer`` (a :class:`MarkerTokenizer`) gives the special token ids the encoder wraps each
+    window in, the number of marker tokens added to the vocabulary, and the tokenizer's own length
+    limit; they are saved with the model and restored by :meth:`from_pretrained`.
+    """
+
+    def __init__(self, config: ModelConfig, tokenizer: MarkerTokenizer, encoder_dir: str | None = None,
+                 added_tokens: int = 0):
         super().__init__()
         self.config = config
+        self.tokenizer = tokenizer
+        self.special_ids = (tokenizer.cls_id, tokenizer.sep_id, tokenizer.pad_id)
         self.encoder = DocumentEncoder(resolve_encoder_dir(encoder_dir or config.encoder), config.window_overlap,
-                                       added_tokens)
+                                       added_tokens, tokenizer_max_length=tokenizer.tokenizer.model_max_length,
+                                       dropout=config.encoder_dropout)
         d = self.encoder.hidden_size
         self.dropout = nn.Dropout(config.dropout)
         if config.entity_projection:
@@ -62,7 +71,6 @@ class RelationClassifier(nn.Module):
             self.tail_proj = nn.Linear(d, d)
         self.pair = PairBilinear(d, d, config.pair_dim, impl=config.bilinear_impl)
         self.classifier = nn.Linear(config.pair_dim, config.num_classes)
-        self.special_ids = (0, 0, 0)  # (cls, sep, pad), set by the trainer from the tokenizer
 
     def entity_states(self, batch: dict) -> torch.Tensor:
         cls_id, sep_id, pad_id = self.special_ids
@@ -85,7 +93,9 @@ class RelationClassifier(nn.Module):
         return self.classifier(self.dropout(act(pairs)))
 
     # ---- save_pretrained / from_pretrained ------------------------------------------------
-    def save_pretrained(self, out_dir: str | Path, tokenizer=None, **metadata) -> None:
+    def save_pretrained(self, out_dir: str | Path, **metadata) -> None:
+        """The model directory, complete or not at all; ``metadata`` (threshold, epoch, ...) goes
+        into ``dsdocre_model.json`` beside what a loader needs."""
         from safetensors.torch import save_file
 
         out_dir = Path(out_dir)
@@ -94,12 +104,15 @@ class RelationClassifier(nn.Module):
             shutil.rmtree(tmp)
         tmp.mkdir(parents=True)
         self.encoder.model.save_pretrained(tmp / "encoder")
-        if tokenizer is not None:
-            tokenizer.save_pretrained(tmp / "encoder")
+        self.tokenizer.tokenizer.save_pretrained(tmp / "encoder")
         heads = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()
                  if not k.startswith("encoder.")}
         save_file(heads, str(tmp / "heads.safetensors"))
-        meta = {"model": asdict(self.config), "relations": list(relation_ids()), **metadata}
+        cls_id, sep_id, pad_id = self.special_ids
+        meta = {"model": self.config.model_dump(), "relations": list(relation_ids()),
+                "special_token_ids": {"cls": cls_id, "sep": sep_id, "pad": pad_id},
+                "max_input_tokens": self.encoder.max_len, "vocab_size": self.encoder.model.config.vocab_size,
+                "tokenizer_fingerprint": self.tokenizer.fingerprint(), **metadata}
         (tmp / "dsdocre_model.json").write_text(json.dumps(meta, indent=2))
         # The directory appears complete or not at all: swap it in with renames.
         if out_dir.exists():
@@ -112,18 +125,30 @@ class RelationClassifier(nn.Module):
 
     @classmethod
     def from_pretrained(cls, model_dir: str | Path) -> tuple["RelationClassifier", dict]:
+        """``(model, metadata)`` from a directory written by :meth:`save_pretrained`; the model
+        carries its tokenizer (``model.tokenizer``) and special token ids."""
         from safetensors.torch import load_file
 
         model_dir = Path(model_dir)
         meta_path = model_dir / "dsdocre_model.json"
-        if not meta_path.exists():
-            raise FileNotFoundError(f"{model_dir} is not a dsdocre model directory (no dsdocre_model.json)")
+        if not meta_path.is_file():
+            raise UserError(f"{model_dir} is not a dsdocre model directory (no dsdocre_model.json); "
+                            "pass the model/ folder that `dsdocre finetune` wrote")
         meta = json.loads(meta_path.read_text())
         if meta.get("relations") != list(relation_ids()):
-            raise ValueError(f"{model_dir}: relation inventory differs from this version's")
-        model = cls(ModelConfig.from_dict(meta["model"]), encoder_dir=str(model_dir / "encoder"))
+            raise UserError(f"{model_dir}: relation inventory differs from this version's")
+        config = ModelConfig.model_validate({k: v for k, v in meta["model"].items() if k in ModelConfig.model_fields})
+        tokenizer, added = load_tokenizer(model_dir / "encoder", config.max_entities)
+        if added:
+            raise UserError(f"{model_dir}: the saved tokenizer lacks marker tokens; was it saved by dsdocre?")
+        if meta.get("tokenizer_fingerprint") and meta["tokenizer_fingerprint"] != tokenizer.fingerprint():
+            raise UserError(f"{model_dir}: tokenizer fingerprint differs from the one the model was trained with")
+        model = cls(config, tokenizer, encoder_dir=str(model_dir / "encoder"))
+        saved = meta.get("special_token_ids")
+        if saved:  # the ids the model was trained with win over whatever the tokenizer now says
+            model.special_ids = (saved["cls"], saved["sep"], saved["pad"])
         missing, unexpected = model.load_state_dict(load_file(str(model_dir / "heads.safetensors")), strict=False)
         missing = [k for k in missing if not k.startswith("encoder.")]
         if missing or unexpected:
-            raise ValueError(f"{model_dir}: heads do not match the model (missing {missing}, unexpected {unexpected})")
+            raise UserError(f"{model_dir}: heads do not match the model (missing {missing}, unexpected {unexpected})")
         return model, meta

@@ -12,15 +12,41 @@ import torch
 from torch import nn
 
 
-class DocumentEncoder(nn.Module):
-    def __init__(self, encoder_dir: str, window_overlap: int = 128, added_tokens: int = 0):
-        super().__init__()
-        from transformers import AutoModel
+def max_input_tokens(model, tokenizer_max_length: int | None = None) -> int:
+    """The longest input (special tokens included) ``model`` can take.
 
-        self.model = AutoModel.from_pretrained(encoder_dir)
+    BERT numbers positions 0..max_position_embeddings-1. RoBERTa-style embeddings (RoBERTa,
+    XLM-R, CamemBERT, ...) number them from ``padding_idx + 1``, so 514 positions hold 512 tokens:
+    ``max_position_embeddings - 2`` tokens of content there would read past the table. A
+    tokenizer's own ``model_max_length``, when it is a real limit, caps it too.
+    """
+    limit = int(model.config.max_position_embeddings)
+    embeddings = getattr(model, "embeddings", None)
+    padding_idx = getattr(embeddings, "padding_idx", None)  # set only by offset-position embeddings
+    if isinstance(padding_idx, int):
+        limit -= padding_idx + 1
+    if tokenizer_max_length and tokenizer_max_length < 1_000_000:  # transformers' "no limit" is ~1e30
+        limit = min(limit, int(tokenizer_max_length))
+    return limit
+
+
+class DocumentEncoder(nn.Module):
+    def __init__(self, encoder_dir: str, window_overlap: int = 128, added_tokens: int = 0,
+                 tokenizer_max_length: int | None = None, dropout: float | None = None):
+        super().__init__()
+        from transformers import AutoConfig, AutoModel
+
+        overrides = {}
+        if dropout is not None:  # the encoder's own dropout (hidden and attention), when the config sets it
+            config = AutoConfig.from_pretrained(encoder_dir)
+            overrides = {k: dropout for k in ("hidden_dropout_prob", "attention_probs_dropout_prob")
+                         if hasattr(config, k)}
+        self.model = AutoModel.from_pretrained(encoder_dir, **overrides)
         if added_tokens:
             self.model.resize_token_embeddings(self.model.config.vocab_size + added_tokens)
-        self.max_len = int(self.model.config.max_position_embeddings)
+        self.max_len = max_input_tokens(self.model, tokenizer_max_length)
+        if self.max_len <= window_overlap + 2:
+            raise ValueError(f"{encoder_dir}: windows of {self.max_len} tokens cannot overlap by {window_overlap}")
         self.hidden_size = int(self.model.config.hidden_size)
         self.window_overlap = window_overlap
 

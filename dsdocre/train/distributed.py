@@ -1,4 +1,4 @@
-"""DeepSpeed set-up shared by the training commands.
+"""The process world shared by the training commands, and the decisions its ranks agree on.
 
 Under the ``deepspeed`` launcher (or torchrun) the rank variables are set; a plain single process
 gets a one-member gloo world on a free local port, so ``dsdocre finetune`` works without a
@@ -40,3 +40,31 @@ def world_size() -> int:
 
 def is_main_process() -> bool:
     return rank() == 0
+
+
+# Stop codes every rank agrees on (the largest wins): continue, stop cleanly, a rank failed.
+CONTINUE, STOP, FAILED = 0, 1, 2
+
+
+def agree(code: int) -> int:
+    """The largest ``code`` over all ranks, on every rank (a collective: every rank must call it).
+
+    A decision one rank makes alone (its clock passed the time budget, its evaluation raised)
+    would leave the others waiting in the next all-reduce; agreeing first keeps the ranks in step.
+    """
+    if world_size() == 1:
+        return code
+    import torch
+    import torch.distributed as dist
+
+    device = "cuda" if dist.get_backend() == "nccl" else "cpu"
+    t = torch.tensor([code], dtype=torch.int64, device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return int(t.item())
+
+
+def barrier() -> None:
+    if world_size() > 1:
+        import torch.distributed as dist
+
+        dist.barrier()
