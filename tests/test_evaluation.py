@@ -460,3 +460,108 @@ def test_matches_official_reference_on_random_data(seed):
     got = (res["precision"], res["recall"], res["f1"], res["ign_precision"], res["ign_f1"])
     assert got == pytest.approx(ref, abs=1e-12)
     assert res["num_correct_in_train"] > 0
+
+
+# ---------------------------------------------------------------- gold files, read whole
+
+
+def _real_rels():
+    from dsdocre.relations import relation_ids
+
+    return relation_ids()[1:6]  # gold files are validated: only DocRED relation ids are accepted
+
+
+def _write_gold(tmp_path, docs, name="gold.json"):
+    path = tmp_path / name
+    with open(path, "w") as fh:
+        json.dump(docs, fh)
+    return path
+
+
+def _titled(title, labels):
+    doc = doc_a(labels)
+    doc["title"] = title
+    return doc
+
+
+def test_gold_file_with_duplicated_label_is_read_whole_and_matches_official(tmp_path):
+    from dsdocre.data.documents import load_gold_documents
+
+    r0, r1, r2, r3, r4 = _real_rels()
+    gold = [
+        # "A": (0, 1, r0) twice (different evidence): a warning, counted once
+        _titled("A", [lab(0, 1, r0, [0]), lab(0, 2, r1), lab(0, 1, r0, [0, 2]), lab(2, 3, r2)]),
+        _titled("B", [lab(1, 0, r0), lab(0, 3, r3)]),
+        _titled("C", [lab(3, 2, r4)]),
+    ]
+    path = _write_gold(tmp_path, gold)
+    train = [{"title": "T1", "sents": [["Al", "Beta"]], "vertexSet": [[m("Al", 0)], [m("Beta", 0, (1, 2))]],
+              "labels": [lab(0, 1, r0)]}]
+    facts = train_fact_set(train)
+    preds = [
+        pred("A", 0, 1, r0),  # the duplicated gold fact: correct, in train via the alias "Al"
+        pred("A", 0, 1, r0, score=0.1),  # a duplicate prediction
+        pred("A", 0, 2, r1),  # correct
+        pred("A", 1, 2, r0),  # wrong pair
+        pred("A", 2, 3, r4),  # wrong relation
+        pred("B", 1, 0, r0),  # correct, not in train (("Beta", "Al") is the other direction)
+        pred("B", 0, 1, r0),  # wrong direction
+        pred("C", 3, 2, r4),  # correct
+        pred("Zzz", 0, 1, r0),  # unknown title
+    ]
+
+    logs = []
+    docs = load_gold_documents(path, log=logs.append)
+    assert [d.title for d in docs] == ["A", "B", "C"]
+    assert any("'A'" in msg and "duplicate" in msg for msg in logs)
+    res = score_predictions(preds, [d.to_json() for d in docs], train_facts=facts)
+
+    with open(path) as fh:
+        truth = json.load(fh)
+    ref = _official_reference(preds, truth, facts)
+    got = (res["precision"], res["recall"], res["f1"], res["ign_precision"], res["ign_f1"])
+    assert got == ref  # to the last digit
+    # 8 unique predictions, 6 unique gold facts, 4 correct, 1 of them in train
+    check(res, num_predictions=8, num_gold=6, num_correct=4, num_correct_in_train=1,
+          precision=F(1, 2), recall=F(2, 3), f1=F(4, 7), ign_precision=F(3, 7))
+
+
+def test_gold_file_with_out_of_range_entity_names_the_document(tmp_path):
+    from dsdocre.data.documents import load_gold_documents
+    from dsdocre.errors import UserError
+
+    r0, r1, *_ = _real_rels()
+    gold = [
+        _titled("Fine document", [lab(0, 1, r0)]),
+        _titled("Broken document", [lab(0, 2, r1), lab(0, 7, r0)]),  # doc_a has 4 entities
+        _titled("Another fine one", [lab(0, 1, r0), lab(0, 1, r0)]),  # only a warning
+    ]
+    path = _write_gold(tmp_path, gold)
+    with pytest.raises(UserError) as info:
+        load_gold_documents(path, log=None)
+    msg = str(info.value)
+    assert "Broken document" in msg
+    assert "out of range" in msg
+    assert "Fine document" not in msg and "Another fine one" not in msg
+
+
+def test_gold_file_of_only_the_duplicated_label_document_counts_officially(tmp_path):
+    from dsdocre.data.documents import load_gold_documents
+
+    r0, r1, *_ = _real_rels()
+    labels = [lab(0, 1, r0), lab(0, 2, r1), lab(0, 1, r0, [2]), lab(0, 1, r0)]
+    path = _write_gold(tmp_path, [_titled("A", labels)])
+    docs = load_gold_documents(path, log=None)
+    assert len(docs) == 1
+
+    preds = [pred("A", 0, 1, r0), pred("A", 1, 0, r0)]
+    res = score_predictions(preds, [d.to_json() for d in docs])
+    with open(path) as fh:
+        truth = json.load(fh)
+    official_count = len({(d["title"], x["r"], x["h"], x["t"]) for d in truth for x in d["labels"]})
+    assert official_count == 2
+    assert res["num_gold"] == official_count
+    assert len(GoldIndex([d.to_json() for d in docs])) == official_count
+    ref = _official_reference(preds, truth, set())
+    assert (res["precision"], res["recall"], res["f1"], res["ign_precision"], res["ign_f1"]) == ref
+    check(res, num_correct=1, precision=F(1, 2), recall=F(1, 2), f1=F(1, 2))

@@ -96,20 +96,95 @@ def test_evaluate_model_and_submission_agree(trained, corpus, tmp_path):
     assert round(from_model["f1"] * 100, 2) in [m["valid"]["f1"] for m in best]
 
 
-@pytest.mark.slow
-def test_two_processes_zero2_under_the_deepspeed_launcher(corpus, tmp_path):
-    env = {**_env(), "NUM_PROCS": "2", "MASTER_PORT": "29617",
+def _launch(corpus, out, *overrides, procs=2, port=29617):
+    env = {**_env(), "NUM_PROCS": str(procs), "MASTER_PORT": str(port), "PYTHON": sys.executable,
            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
     proc = subprocess.run(
         ["bash", "launch/deepspeed_finetune.sh",
          "--set", f"data.train={corpus / 'train_annotated.json'}", "--set", f"data.valid={corpus / 'dev.json'}",
-         "--set", "training.epochs=1", "--set", "training.deepspeed=configs/deepspeed/finetune_zero2.json",
-         "--output-dir", str(tmp_path)],
+         *overrides, "--output-dir", str(out)],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    assert "world 2" in proc.stdout
-    assert (tmp_path / "model" / "heads.safetensors").exists()
-    assert len((tmp_path / "metrics.jsonl").read_text().splitlines()) == 1  # rank 0 alone evaluates
+    return proc
+
+
+def _ds_config(tmp_path, name, micro, accumulation) -> Path:
+    cfg = json.loads((ROOT / "configs/deepspeed/finetune_zero2.json").read_text())
+    cfg.update(train_micro_batch_size_per_gpu=micro, gradient_accumulation_steps=accumulation)
+    (tmp_path / name).write_text(json.dumps(cfg))
+    return tmp_path / name
+
+
+@pytest.mark.slow
+def test_two_processes_zero2_compute_what_one_process_computes(corpus, tmp_path):
+    """2 processes x micro-batch 2 under the launcher (ZeRO-2) against 1 process x micro-batch 2 x 2
+    accumulation steps: the same global batches, so the same weights after a few steps."""
+    from safetensors.torch import load_file
+
+    deterministic = ["--set", "training.epochs=1", "--set", "training.max_steps=3",
+                     "--set", "model.dropout=0.0", "--set", "model.encoder_dropout=0.0"]
+    two = _launch(corpus, tmp_path / "two", *deterministic,
+                  "--set", f"training.deepspeed={_ds_config(tmp_path, 'two.json', 2, 1)}")
+    assert "world 2" in two.stdout
+    _cli("finetune", "--set", f"data.train={corpus / 'train_annotated.json'}",
+         "--set", f"data.valid={corpus / 'dev.json'}", *deterministic,
+         "--set", f"training.deepspeed={_ds_config(tmp_path, 'one.json', 2, 2)}", "--output-dir", tmp_path / "one")
+    metrics = {n: [json.loads(x) for x in (tmp_path / n / "metrics.jsonl").read_text().splitlines()]
+               for n in ("one", "two")}
+    assert len(metrics["two"]) == 1  # rank 0 alone evaluates
+    assert metrics["one"][0]["steps"] == metrics["two"][0]["steps"] == 3
+    heads = {n: load_file(str(tmp_path / n / "model" / "heads.safetensors")) for n in ("one", "two")}
+    start = load_file(str(tmp_path / "one" / "model" / "heads.safetensors"))  # same keys
+    assert heads["one"].keys() == heads["two"].keys() == start.keys()
+    for name in heads["one"]:
+        assert torch_allclose(heads["one"][name], heads["two"][name]), name
+    encoders = {n: load_file(str(next((tmp_path / n / "model" / "encoder").glob("*.safetensors"))))
+                for n in ("one", "two")}
+    for name in encoders["one"]:
+        assert torch_allclose(encoders["one"][name], encoders["two"][name]), name
+    assert metrics["one"][0]["valid"]["f1"] == metrics["two"][0]["valid"]["f1"]
+
+
+def torch_allclose(a, b) -> bool:
+    import torch
+
+    return bool(torch.allclose(a.float(), b.float(), atol=2e-5, rtol=1e-4))
+
+
+@pytest.mark.slow
+def test_two_processes_agree_to_stop_on_a_tiny_time_budget(corpus, tmp_path):
+    """Each rank's clock passes the budget at its own moment; the ranks agree, so nobody is left
+    waiting in an all-reduce (a hang would hit the subprocess timeout)."""
+    proc = _launch(corpus, tmp_path, "--set", "training.epochs=3", "--set", "training.max_train_minutes=0.0001",
+                   "--set", f"training.deepspeed={_ds_config(tmp_path, 'two.json', 2, 1)}", port=29627)
+    assert "stopping after epoch 1 (1 steps): time budget" in proc.stdout
+    records = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [r["steps"] for r in records] == [1]
+
+
+def _agree_worker(rank: int, world: int, port: int, codes: list[int], out: str) -> None:
+    import torch.distributed as dist
+
+    os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    from dsdocre.train import distributed
+
+    Path(out, f"{rank}.json").write_text(json.dumps(distributed.agree(codes[rank])))
+    dist.destroy_process_group()
+
+
+@pytest.mark.parametrize("codes,expected", [([0, 1], 1), ([1, 0], 1), ([0, 0], 0), ([1, 2], 2)])
+def test_agree_gives_every_rank_the_strongest_decision(tmp_path, codes, expected):
+    import socket
+
+    import torch.multiprocessing as mp
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    mp.start_processes(_agree_worker, args=(2, port, codes, str(tmp_path)), nprocs=2, join=True,
+                       start_method="spawn")
+    assert [json.loads((tmp_path / f"{r}.json").read_text()) for r in range(2)] == [expected, expected]
 
 
 def test_zero3_is_refused_with_a_reason(corpus, tmp_path):

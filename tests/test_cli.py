@@ -1,0 +1,178 @@
+"""The command line on a user's mistakes: a non-zero exit and one line
+``dsdocre <command>: error: <message>`` on stderr that names the bad thing, never a traceback.
+
+Every command here fails (or, for the gold-file warnings, finishes) before any model is loaded or
+trained, so each test takes about as long as the interpreter takes to start.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _doc(title: str = "Paris doc", labels: list | None = None) -> dict:
+    """A tiny valid DocRED document: two entities, one fact (Paris, country, France)."""
+    return {
+        "title": title,
+        "sents": [["Paris", "is", "the", "capital", "of", "France", "."]],
+        "vertexSet": [
+            [{"name": "Paris", "pos": [0, 1], "sent_id": 0, "type": "LOC"}],
+            [{"name": "France", "pos": [5, 6], "sent_id": 0, "type": "LOC"}],
+        ],
+        "labels": [{"h": 0, "t": 1, "r": "P17", "evidence": []}] if labels is None else labels,
+    }
+
+
+def _write(path: Path, data) -> Path:
+    path.write_text(json.dumps(data))
+    return path
+
+
+def _cli(*args, cwd: Path = ROOT, timeout: int = 120) -> subprocess.CompletedProcess:
+    """``python -m dsdocre.cli ARGS`` with this interpreter; the venv need not be activated."""
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
+           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+    return subprocess.run([sys.executable, "-m", "dsdocre.cli", *map(str, args)], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def _error_line(proc: subprocess.CompletedProcess, command: str, *names: str) -> str:
+    """The one ``dsdocre <command>: error:`` line of a failed run, which must name each of ``names``."""
+    report = f"exit {proc.returncode}\nstdout:\n{proc.stdout[-2000:]}\nstderr:\n{proc.stderr[-3000:]}"
+    assert proc.returncode != 0, report
+    assert "Traceback" not in proc.stderr, report
+    prefix = f"dsdocre {command}: error: "
+    errors = [line for line in proc.stderr.splitlines() if line.startswith(prefix)]
+    assert len(errors) == 1, report
+    for name in names:
+        assert name in errors[0], f"{name!r} not named in: {errors[0]}"
+    return errors[0]
+
+
+@pytest.fixture
+def gold(tmp_path) -> Path:
+    return _write(tmp_path / "gold.json", [_doc()])
+
+
+@pytest.fixture
+def submission(tmp_path) -> Path:
+    return _write(tmp_path / "p.json", [{"title": "Paris doc", "h_idx": 0, "t_idx": 1, "r": "P17"}])
+
+
+# ---- validate -----------------------------------------------------------------------------------
+def test_the_tiny_document_is_valid(gold):
+    """The documents the other tests build are clean, so their failures are the ones intended."""
+    proc = _cli("validate", gold)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "Traceback" not in proc.stderr and "error:" not in proc.stderr
+    assert "1 documents, 0 with problems, 0 problems" in proc.stderr
+
+
+@pytest.mark.parametrize("content, what", [
+    (_doc(), "a JSON object"),   # one document, not wrapped in an array
+    ({"a": 1}, "a JSON object"),
+    ([], "no documents"),
+], ids=["one-document-object", "other-object", "empty-array"])
+def test_validate_refuses_a_file_that_holds_no_array_of_documents(tmp_path, content, what):
+    path = _write(tmp_path / "docs.json", content)
+    proc = _cli("validate", path)
+    assert proc.returncode == 1
+    _error_line(proc, "validate", str(path), what)
+
+
+# ---- predict / evaluate -------------------------------------------------------------------------
+def test_predict_with_a_missing_model_directory(tmp_path, gold):
+    out = tmp_path / "result.json"
+    proc = _cli("predict", "--model", "/nonexistent", "--input", gold, "--out", out)
+    assert proc.returncode == 2
+    _error_line(proc, "predict", "/nonexistent", "not a dsdocre model directory")
+    assert not out.exists()
+
+
+def test_evaluate_with_a_missing_submission_file(tmp_path, gold):
+    missing = tmp_path / "missing.json"
+    proc = _cli("evaluate", "--predictions", missing, "--input", gold)
+    assert proc.returncode == 2
+    _error_line(proc, "evaluate", str(missing), "no such file")
+
+
+def test_evaluate_with_a_missing_gold_file(tmp_path, submission):
+    missing = tmp_path / "missing.json"
+    proc = _cli("evaluate", "--predictions", submission, "--input", missing)
+    assert proc.returncode == 2
+    _error_line(proc, "evaluate", str(missing), "no such file")
+
+
+def test_evaluate_counts_a_duplicated_gold_label_once_with_a_warning(tmp_path, submission):
+    fact = {"h": 0, "t": 1, "r": "P17", "evidence": []}
+    gold = _write(tmp_path / "gold.json", [_doc(labels=[fact, dict(fact)])])
+    proc = _cli("evaluate", "--predictions", submission, "--input", gold)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "Traceback" not in proc.stderr and "error:" not in proc.stderr
+    assert "warning" in proc.stderr and "duplicate" in proc.stderr and "'Paris doc'" in proc.stderr
+    assert "gold=1 correct=1" in proc.stdout  # counted once: recall 100, not 50
+
+
+def test_evaluate_stops_on_a_gold_document_that_cannot_be_scored(tmp_path, submission):
+    bad = _doc(title="Out of range doc", labels=[{"h": 0, "t": 5, "r": "P17", "evidence": []}])
+    gold = _write(tmp_path / "gold.json", [_doc(), bad])
+    proc = _cli("evaluate", "--predictions", submission, "--input", gold)
+    assert proc.returncode == 2
+    _error_line(proc, "evaluate", "'Out of range doc'", "labels[0].t", "out of range")
+    assert "All" not in proc.stdout  # no metrics over a smaller gold set
+
+
+# ---- finetune: config mistakes ------------------------------------------------------------------
+def test_finetune_with_a_missing_config_file(tmp_path):
+    proc = _cli("finetune", "--config", "missing.yaml", cwd=tmp_path)
+    assert proc.returncode == 2
+    _error_line(proc, "finetune", "missing.yaml", "does not exist")
+
+
+def test_finetune_override_with_a_misspelt_key_suggests_the_right_one():
+    proc = _cli("finetune", "--set", "training.epochz=3")
+    assert proc.returncode == 2
+    _error_line(proc, "finetune", "training.epochz: unknown key", "did you mean 'training.epochs'")
+
+
+def test_finetune_config_file_with_a_misspelt_section_suggests_the_right_one(tmp_path):
+    config = tmp_path / "bad.yaml"
+    config.write_text("output_dir: out\n"
+                      "data:\n  train: train.json\n  valid: dev.json\n"
+                      "trainng:\n  epochs: 3\n")
+    proc = _cli("finetune", "--config", config, cwd=tmp_path)
+    assert proc.returncode == 2
+    _error_line(proc, "finetune", str(config), "trainng: unknown key", "did you mean 'training'")
+
+
+def test_finetune_override_with_a_wrong_type_names_the_key():
+    proc = _cli("finetune", "--set", "training.epochs=abc")
+    assert proc.returncode == 2
+    line = _error_line(proc, "finetune", "training.epochs:", "integer", "'abc'")
+    assert "unknown key" not in line
+
+
+# ---- finetune: the packaged default config from any directory ----------------------------------
+def test_finetune_help_works_from_another_directory(tmp_path):
+    proc = _cli("finetune", "--help", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "--config" in proc.stdout and "Traceback" not in proc.stderr
+
+
+def test_finetune_finds_the_packaged_default_config_from_another_directory(tmp_path):
+    """No configs/ under tmp_path: the packaged configs/finetune.yaml is read, validated, and the
+    run gets as far as the data, which is missing."""
+    assert not (tmp_path / "configs").exists()
+    proc = _cli("finetune", "--set", "data.train=/nonexistent.json", "--set", "data.valid=/nonexistent.json",
+                "--output-dir", tmp_path / "out", cwd=tmp_path)
+    assert proc.returncode == 2
+    line = _error_line(proc, "finetune", "/nonexistent.json", "no such file")
+    assert "config" not in line
