@@ -19,43 +19,35 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
-import time
 from pathlib import Path
-from typing import Optional
+from typing import Optional, Union
 
 import numpy as np
 
 from dsdocre.config import Section
 from dsdocre.model.classifier import ModelConfig
 from dsdocre.train import distributed
-from dsdocre.train.engine import log
+from dsdocre.train.engine import TrainingConfig, log
 
 
 class DataConfig(Section):
     train: str  # annotated training documents (DocRED JSON / JSON Lines)
     valid: str  # annotated documents to choose the epoch and threshold on (gold: read whole)
-    kept_pairs: Optional[str] = None  # the pre-denoiser's kept pairs (title -> [[h, t], ...]); null = every pair
+    # The pre-denoiser's kept pairs ("BERT+D"): scored folders of `dsdocre denoise score` (or JSON files
+    # title -> [[h, t], ...]) covering train and valid; null = every ordered pair is a candidate.
+    kept_pairs: Union[str, list[str], None] = None
     max_train_docs: Optional[int] = None  # use the first N valid training documents
 
 
-class TrainingConfig(Section):
-    deepspeed: str = "configs/deepspeed/finetune.json"  # batch size, AdamW, clipping, ZeRO stage, precision
-    head_lr_multiplier: float = 1.0  # heads' learning rate = encoder's x this
-    epochs: int = 10
-    warmup_ratio: float = 0.06
+class FinetuneTrainingConfig(TrainingConfig):
     prior_bias_init: bool = True  # classifier bias starts at each class's log-odds among training pairs
-    max_train_minutes: float = 0  # 0 = no time budget
-    max_steps: int = 0  # 0 = no limit; stop after this many optimizer steps in all
-    seed: int = 42
-    threads: int = 0  # torch threads per process; 0 = torch's default
 
 
 class FinetuneConfig(Section):
     output_dir: str = "runs/finetune"
     data: DataConfig
     model: ModelConfig = ModelConfig()
-    training: TrainingConfig = TrainingConfig()
+    training: FinetuneTrainingConfig = FinetuneTrainingConfig()
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -84,16 +76,17 @@ def finetune(config: FinetuneConfig) -> dict:
     """Train, select the best epoch on valid, save it. Returns the best epoch's record."""
     distributed.prepare_environment()
     import torch
-    from tqdm.auto import tqdm
 
     from dsdocre.config import load_deepspeed_config
     from dsdocre.data.documents import load_gold_documents, load_valid_documents
     from dsdocre.data.encoding import load_tokenizer, resolve_encoder_dir
+    from dsdocre.data.scored import read_kept_pairs
     from dsdocre.data.examples import build_examples, collate, epoch_batches
     from dsdocre.errors import UserError
     from dsdocre.evaluation import GoldIndex, train_fact_set
     from dsdocre.model import RelationClassifier
-    from dsdocre.train.engine import batch_layout, build_engine, linear_warmup_decay, seed_everything
+    from dsdocre.train.engine import (base_learning_rate, batch_layout, build_engine, linear_warmup_decay,
+                                      param_groups, seed_everything, train_epochs)
 
     data_cfg, train_cfg, model_cfg = config.data, config.training, config.model
     out_dir = Path(config.output_dir)
@@ -114,7 +107,7 @@ def finetune(config: FinetuneConfig) -> dict:
         raise UserError(f"{data_cfg.train}: no usable training documents; see {rejected_path}")
     if data_cfg.max_train_docs:
         train_docs = train_docs[: data_cfg.max_train_docs]
-    kept_pairs = json.loads(Path(data_cfg.kept_pairs).read_text()) if data_cfg.kept_pairs else None
+    kept_pairs = read_kept_pairs(data_cfg.kept_pairs)
 
     encoder_dir = resolve_encoder_dir(model_cfg.encoder)
     tokenizer, added = load_tokenizer(encoder_dir, model_cfg.max_entities)
@@ -132,12 +125,6 @@ def finetune(config: FinetuneConfig) -> dict:
         # Rank 0 evaluates and saves alone; ZeRO-3 would need every rank in each forward pass.
         raise UserError("finetune supports ZeRO stages 0-2 (the classifier fits on one device); "
                         f"{train_cfg.deepspeed} asks for stage 3")
-    base_lr = float(ds_config.get("optimizer", {}).get("params", {}).get("lr", 1e-5))
-    groups = [
-        {"params": [p for n, p in model.named_parameters() if n.startswith("encoder.")], "lr": base_lr},
-        {"params": [p for n, p in model.named_parameters() if not n.startswith("encoder.")],
-         "lr": base_lr * train_cfg.head_lr_multiplier},
-    ]
     micro_batch, accumulation = batch_layout(ds_config)
     world, rank = distributed.world_size(), distributed.rank()
     lengths = [len(e.encoded.input_ids) for e in train_examples]
@@ -149,78 +136,44 @@ def finetune(config: FinetuneConfig) -> dict:
     total_steps = steps_per_epoch * train_cfg.epochs
     if train_cfg.max_steps:
         total_steps = min(total_steps, train_cfg.max_steps)
-    schedule = linear_warmup_decay(total_steps, int(train_cfg.warmup_ratio * total_steps))
-    engine = build_engine(model, groups, ds_config, schedule)
+    engine = build_engine(model, param_groups(model, base_learning_rate(ds_config), train_cfg.head_lr_multiplier),
+                          ds_config, linear_warmup_decay(total_steps, int(train_cfg.warmup_ratio * total_steps)))
     device = engine.device
     log(f"model: {encoder_dir} + pair bilinear {model_cfg.pair_dim}; "
         f"{sum(p.numel() for p in model.parameters()) / 1e6:.1f}M parameters; world {world}; "
         f"{len(train_examples)} train / {len(valid_examples)} valid documents; {steps_per_epoch} steps/epoch")
 
-    # ---- the loop ----------------------------------------------------------------------------
-    budget_s = train_cfg.max_train_minutes * 60 or math.inf
+    # ---- the loop: multi-label BCE over the candidate pairs; valid scored after each epoch ------
+    def loss_of(idx: list[int]):
+        batch = {k: v.to(device) for k, v in collate([train_examples[i] for i in idx], tokenizer.pad_id).items()}
+        logits = engine(batch)
+        mask = batch["pair_mask"].unsqueeze(-1).expand_as(logits)
+        return torch.nn.functional.binary_cross_entropy_with_logits(logits[mask].float(), batch["labels"][mask])
+
     metrics_path = out_dir / "metrics.jsonl"
     if main:
         metrics_path.unlink(missing_ok=True)
-    best: dict | None = None
-    best_f1 = -1.0  # unrounded: the record keeps F1 rounded for display
-    train_seconds = 0.0
-    docs_seen = steps = 0
-    stop = distributed.CONTINUE
-    for epoch in range(1, train_cfg.epochs + 1):
-        engine.train()
-        started = time.perf_counter()
-        losses = []
-        bar = tqdm(batches_of(epoch), desc=f"epoch {epoch}/{train_cfg.epochs}", disable=not main)
-        for micro_step, idx in enumerate(bar):
-            batch = {k: v.to(device) for k, v in collate([train_examples[i] for i in idx], tokenizer.pad_id).items()}
-            logits = engine(batch)
-            mask = batch["pair_mask"].unsqueeze(-1).expand_as(logits)
-            loss = torch.nn.functional.binary_cross_entropy_with_logits(logits[mask].float(), batch["labels"][mask])
-            engine.backward(loss)
-            engine.step()
-            losses.append(loss.item())
-            docs_seen += len(idx)
-            bar.set_postfix(loss=f"{np.mean(losses[-50:]):.4f}")
-            if (micro_step + 1) % accumulation:
-                continue  # decide only at optimizer-step boundaries
-            steps += 1
-            over_budget = train_seconds + time.perf_counter() - started > budget_s
-            over_steps = bool(train_cfg.max_steps) and steps >= train_cfg.max_steps
-            # Each rank's clock differs: the ranks agree, or one would wait forever in an all-reduce.
-            stop = distributed.agree(distributed.STOP if over_budget or over_steps else distributed.CONTINUE)
-            if stop:
-                break
-        train_seconds += time.perf_counter() - started
+    best = {"f1": -1.0, "record": None}  # unrounded F1: the record keeps it rounded for display
 
-        # ---- evaluation on valid (rank 0): the threshold is chosen there --------------------
-        record = {"epoch": epoch, "loss": float(np.mean(losses)) if losses else None, "steps": steps,
-                  "train_seconds": round(train_seconds, 1), "docs_seen": docs_seen * world}
-        status = distributed.CONTINUE
-        if main:
-            try:
-                record, best_f1, saved = _evaluate_and_save(
-                    engine.module, record, best_f1, valid_examples, valid_gold, facts_in_train, micro_batch,
-                    device, out_dir, data_cfg)
-                best = record if saved else best
-            except BaseException:
-                distributed.agree(distributed.FAILED)  # release the other ranks, then fail here
-                raise
-        if distributed.agree(status) == distributed.FAILED:
-            raise RuntimeError("rank 0 failed while evaluating; see its log")
-        if stop:
-            log(f"stopping after epoch {epoch} ({steps} steps): "
-                + ("max_steps reached" if train_cfg.max_steps and steps >= train_cfg.max_steps
-                   else f"time budget of {budget_s / 60:.1f} min reached"))
-            break
+    def evaluate(record: dict) -> dict:
+        record, f1, saved = _evaluate_and_save(engine.module, record, best["f1"], valid_examples, valid_gold,
+                                               facts_in_train, micro_batch, device, out_dir, data_cfg)
+        if saved:
+            best.update(f1=f1, record=record)
+        return record
+
+    summary = train_epochs(engine, train_cfg, batches_of=batches_of, loss_of=loss_of, evaluate=evaluate,
+                           accumulation=accumulation, name="finetune")
 
     rejected = len(train_rej)
-    if main:
-        log(f"best epoch {best['epoch']}: valid F1 {best['valid']['f1']:.2f}, Ign F1 {best['valid']['ign_f1']:.2f}; "
-            f"model saved to {out_dir / 'model'}"
-            + (f"; {rejected} rejected training documents listed in {rejected_path}" if rejected else ""))
-        best = {**best, "train_seconds_total": round(train_seconds, 1), "docs_seen": docs_seen * world,
-                "steps_total": steps, "rejected": rejected}
-    return best if best is not None else {}
+    if not main:
+        return {}
+    top = best["record"]
+    log(f"best epoch {top['epoch']}: valid F1 {top['valid']['f1']:.2f}, Ign F1 {top['valid']['ign_f1']:.2f}; "
+        f"model saved to {out_dir / 'model'}"
+        + (f"; {rejected} rejected training documents listed in {rejected_path}" if rejected else ""))
+    return {**top, "train_seconds_total": summary["train_seconds"], "docs_seen": summary["docs_seen"],
+            "steps_total": summary["steps"], "rejected": rejected}
 
 
 def _evaluate_and_save(model, record, best_f1, valid_examples, valid_gold, facts_in_train, batch_size, device,

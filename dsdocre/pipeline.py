@@ -2,13 +2,18 @@
 
 Stages run in order and talk only through files under ``output_dir``::
 
-    corpus/     dsdocre synth      annotated + distantly supervised documents (DocRED JSON)
-    shards/     dsdocre shard      the distant documents as verified WebDataset shards (Ray)
-    pairs/      dsdocre fact-join  document pairs sharing a relational fact (pre-training input)
-    finetune/   dsdocre finetune   model/, metrics.jsonl, valid_predictions.json
-    test/       dsdocre evaluate   result.json (official submission format), metrics.json
+    corpus/            dsdocre synth           annotated + distantly supervised documents (DocRED JSON)
+    shards/<split>/    dsdocre shard           each split as verified WebDataset shards (Ray)
+    denoise/           dsdocre denoise train   the rank model (model/, metrics.jsonl)
+    scored/<split>/    dsdocre denoise score   the pairs the rank model keeps per document (Ray Data):
+                                               20 per distant document, 2 N_ent per annotated one
+    pairs/             dsdocre fact-join       document pairs sharing a relational fact, through
+                                               distant labels the denoiser kept (pre-training input)
+    finetune/          dsdocre finetune        model/, metrics.jsonl, valid_predictions.json (on kept pairs)
+    test/              dsdocre evaluate        result.json (official submission format), metrics.json
 
-Denoising and pre-training join this chain (between pairs/ and finetune/) as they land.
+With ``denoise.enabled: false`` the pipeline is the paper's "BERT" row (every pair a candidate);
+with it (the default), "BERT+D". Pre-training joins the chain (between pairs/ and finetune/) as it lands.
 """
 
 from __future__ import annotations
@@ -41,11 +46,19 @@ class FactJoinConfig(Section):
     seed: int = 0
 
 
+class DenoiseStageConfig(Section):
+    enabled: bool = True  # false: no pre-denoising, every ordered pair is a candidate ("BERT")
+    config: str = "configs/denoise.yaml"  # the rank model's config; data paths set to this run's
+    keep_distant: str = "20"  # pairs kept per distant document (pre-training: 20)
+    keep_annotated: str = "2n"  # pairs kept per annotated document (fine-tuning and evaluation: 2 N_ent)
+
+
 class PipelineConfig(Section):
     output_dir: str = "runs/pipeline"
     synth: SynthConfig = SynthConfig()
     shard: ShardConfig = ShardConfig()
     fact_join: FactJoinConfig = FactJoinConfig()
+    denoise: DenoiseStageConfig = DenoiseStageConfig()
     finetune: str = "configs/finetune.yaml"  # its data paths and output_dir are set to this run's
     device: str = "auto"  # where the test set is scored: auto (CUDA when available), cpu, cuda:N
 
@@ -75,40 +88,90 @@ def run(args: argparse.Namespace) -> int:
     generate_corpus(corpus, s.docs, s.seed, noise_rate=s.noise_rate, dev_docs=s.dev_docs,
                     test_docs=s.test_docs, distant_docs=s.distant_docs, progress=False)
 
-    # 2. shard the distantly supervised documents on Ray, then pair documents that share a fact
-    from sharding.fact_join import fact_join
-    from sharding.shard import shard_corpus
+    # One Ray for every Ray job of the run (each job would otherwise start and stop its own).
+    from sharding import ray_setup
 
-    print(f"== shard: {corpus / 'train_distant.json'} -> {out / 'shards'}", flush=True)
-    summary = shard_corpus([corpus / "train_distant.json"], out / "shards", docs_per_shard=config.shard.docs_per_shard,
-                           encoder=args.encoder, workers=config.shard.workers, progress=False)
-    print(f"   {summary.counts}", flush=True)
-    print(f"== fact-join -> {out / 'pairs'}", flush=True)
-    fact_join(out / "shards", out / "pairs", max_pairs_per_fact=config.fact_join.max_pairs_per_fact,
-              seed=config.fact_join.seed, workers=config.shard.workers)
+    workers = config.shard.workers
+    started_ray = bool(workers) and ray_setup.connect(None, num_cpus=workers)
+    try:
+        kept = _shard_denoise_join(config, args, corpus, out)
+    finally:
+        if started_ray:
+            import ray
 
-    # 3. fine-tune
+            ray.shutdown()
+
+    # 5. fine-tune (on the kept pairs when pre-denoising is on)
     from dsdocre.finetune import FinetuneConfig, finetune
 
     ft = load_config(FinetuneConfig, config.finetune, [
         f"data.train={corpus / 'train_annotated.json'}", f"data.valid={corpus / 'dev.json'}",
         f"output_dir={out / 'finetune'}", *args.finetune_overrides])
+    if kept:
+        ft.data.kept_pairs = [str(kept["train_annotated"]), str(kept["dev"])]
     if args.encoder:
         ft.model.encoder = args.encoder
-    print("== finetune", flush=True)
+    print("== finetune" + (" (on the denoiser's kept pairs)" if kept else ""), flush=True)
     finetune(ft)
 
-    # 4. evaluate on the held-out test set
+    # 6. evaluate on the held-out test set (a gold fact whose pair was not kept counts as missed)
     from dsdocre.evaluation import format_metrics
     from dsdocre.inference import write_submission
     from dsdocre.predict import score_model
 
     print("== evaluate on the test set", flush=True)
     test_out = out / "test"
+    from dsdocre.data.scored import read_kept_pairs
+
     metrics, predictions, threshold = score_model(str(out / "finetune" / "model"), str(corpus / "test.json"),
-                                                  corpus / "train_annotated.json", device=config.device)
+                                                  corpus / "train_annotated.json", device=config.device,
+                                                  kept_pairs=read_kept_pairs(kept["test"]) if kept else None)
     write_submission(predictions, test_out / "result.json")
     (test_out / "metrics.json").write_text(json.dumps({**metrics, "threshold": threshold}, indent=2))
     print(format_metrics(metrics))
     print(f"pipeline done in {(time.perf_counter() - started) / 60:.1f} min; outputs under {out}")
     return 0
+
+
+def _shard_denoise_join(config: PipelineConfig, args: argparse.Namespace, corpus: Path, out: Path) -> dict:
+    """Stages 2-4: shard every split, train the rank model and keep the top pairs of every
+    document, join distant documents through kept labels. Returns split -> scored folder ({} when
+    pre-denoising is off)."""
+    from dsdocre.config import load_config
+    from sharding.fact_join import fact_join
+    from sharding.shard import shard_corpus
+
+    workers = config.shard.workers
+    splits = ["train_distant", "train_annotated", "dev", "test"] if config.denoise.enabled else ["train_distant"]
+    for split in splits:
+        print(f"== shard: {corpus / (split + '.json')} -> {out / 'shards' / split}", flush=True)
+        summary = shard_corpus([corpus / f"{split}.json"], out / "shards" / split,
+                               docs_per_shard=config.shard.docs_per_shard, encoder=args.encoder, workers=workers,
+                               progress=False)
+        print(f"   {summary.counts}", flush=True)
+
+    kept: dict = {}
+    if config.denoise.enabled:
+        from dsdocre.denoise import DenoiseConfig, train_rank_model
+        from sharding.denoise_score import score_shards
+
+        dn = load_config(DenoiseConfig, config.denoise.config, [
+            f"data.train={corpus / 'train_annotated.json'}", f"data.valid={corpus / 'dev.json'}",
+            f"output_dir={out / 'denoise'}"])
+        if args.encoder:
+            dn.model.encoder = args.encoder
+        print("== denoise train: the rank model (Relation Detection on annotated documents)", flush=True)
+        train_rank_model(dn)
+        for split in splits:
+            keep = config.denoise.keep_distant if split == "train_distant" else config.denoise.keep_annotated
+            print(f"== denoise score: {split}, keep {keep} pairs per document -> {out / 'scored' / split}", flush=True)
+            manifest = score_shards(out / "denoise" / "model", out / "shards" / split, out / "scored" / split,
+                                    keep=keep, workers=workers, progress=False)
+            print(f"   {manifest['counts']}; {manifest['pairs_kept']} of {manifest['pairs_scored']} pairs kept",
+                  flush=True)
+            kept[split] = out / "scored" / split
+
+    print(f"== fact-join -> {out / 'pairs'}" + (" (labels on kept pairs only)" if kept else ""), flush=True)
+    fact_join(out / "shards" / "train_distant", out / "pairs", max_pairs_per_fact=config.fact_join.max_pairs_per_fact,
+              seed=config.fact_join.seed, workers=workers, kept_dir=kept.get("train_distant"))
+    return kept

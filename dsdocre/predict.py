@@ -32,6 +32,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="auto",
                         help="where the model runs: auto (CUDA when available, else CPU), cpu, cuda, cuda:N "
                              "(default: %(default)s)")
+    parser.add_argument("--kept-pairs", nargs="+", metavar="DIR",
+                        help="pre-denoising on: only the pairs the rank model kept are candidates; folders written "
+                             "by `dsdocre denoise score` (or JSON title -> [[h, t], ...]); a gold fact whose pair "
+                             "was dropped counts as missed")
     if command == "predict":
         parser.add_argument("--out", default="result.json",
                             help="submission file to write; a readable listing goes beside it as .txt (default: %(default)s)")
@@ -39,8 +43,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         parser.add_argument("--predictions", help="score this submission file instead of running a model")
         parser.add_argument("--train", help="training annotations for Ign F1 (facts seen in training are ignored)")
         parser.add_argument("--json", dest="json_out", help="also write the metrics to this JSON file")
-        parser.add_argument("--kept-pairs", help="the pre-denoiser's kept pairs (title -> [[h, t], ...]); "
-                                                 "dropped gold pairs count as missed")
 
 
 def run_model(model_dir: str, input_path: str, threshold: float | None = None, batch_size: int = 4,
@@ -140,6 +142,7 @@ def _read_submission(path: str) -> list[dict]:
 
 def run(args: argparse.Namespace) -> int:
     from dsdocre.data.documents import load_gold_documents
+    from dsdocre.data.scored import read_kept_pairs
     from dsdocre.evaluation import format_metrics, score_predictions
     from dsdocre.inference import write_submission
 
@@ -150,6 +153,7 @@ def run(args: argparse.Namespace) -> int:
         rejected_path = out.with_name(f"{out.stem}.rejected.jsonl")
         rejected_path.unlink(missing_ok=True)  # this run's rejections only
         docs, predictions, threshold = run_model(args.model, args.input, args.threshold, args.batch_size,
+                                                 kept_pairs=read_kept_pairs(args.kept_pairs),
                                                  rejected_path=rejected_path, device=args.device)
         write_submission(predictions, out)
         write_listing(docs, predictions, out.with_suffix(".txt"))
@@ -172,7 +176,7 @@ def run(args: argparse.Namespace) -> int:
         args.input = args.input or meta.get("valid_file")
         if not args.input:
             raise UserError("evaluate needs --input (annotated documents to score against)")
-        kept = json.loads(Path(args.kept_pairs).read_text()) if args.kept_pairs else None
+        kept = read_kept_pairs(args.kept_pairs)
         metrics, _, _ = score_model(args.model, args.input, train_path, args.threshold, args.batch_size, kept,
                                     device=args.device)
     else:

@@ -32,7 +32,7 @@ from collections import defaultdict
 from pathlib import Path
 
 from dsdocre.errors import UserError
-from sharding import manifest as mf
+from dsdocre.data import manifest as mf
 from sharding.entities import entity_key
 
 FORMAT = "dsdocre-pairs"
@@ -68,14 +68,24 @@ def document_facts(doc: dict) -> dict[tuple[str, str], tuple[int, int, list[str]
 # --------------------------------------------------------------------------------------------
 # The three steps (plain functions: Ray runs them as tasks; --workers 0 calls them in-process)
 # --------------------------------------------------------------------------------------------
-def map_shard(shard_path: str, shard_name: str, partitions: int) -> list:
-    """Step 1: [stats] + one list of fact entries per fact partition."""
+def map_shard(shard_path: str, shard_name: str, partitions: int, kept_path: str | None = None) -> list:
+    """Step 1: [stats] + one list of fact entries per fact partition. With ``kept_path`` (the
+    denoiser's scored shard of this shard), only DS labels on kept pairs count."""
     import webdataset as wds
 
+    kept = None
+    if kept_path is not None:
+        kept = {s["__key__"]: {tuple(p) for p in json.loads(s["kept.json"])["kept"]}
+                for s in wds.WebDataset([kept_path], shardshuffle=False, empty_check=False)}
     parts: list[list[tuple]] = [[] for _ in range(partitions)]
-    stats = {"documents": 0, "documents_with_facts": 0, "fact_mentions": 0}
+    stats = {"documents": 0, "documents_with_facts": 0, "fact_mentions": 0, "labels_dropped_by_denoiser": 0}
     for sample in wds.WebDataset([shard_path], shardshuffle=False, empty_check=False):
         doc = json.loads(sample["json"])
+        if kept is not None:
+            pairs = kept[sample["__key__"]]
+            labels = doc.get("labels") or []
+            doc["labels"] = [lab for lab in labels if (lab["h"], lab["t"]) in pairs]
+            stats["labels_dropped_by_denoiser"] += len(labels) - len(doc["labels"])
         facts = document_facts(doc)
         stats["documents"] += 1
         stats["documents_with_facts"] += bool(facts)
@@ -164,8 +174,9 @@ def write_pairs(part: int, out_dir: str, *pair_lists: list) -> dict:
 # --------------------------------------------------------------------------------------------
 def fact_join(shard_dir: str | Path, out_dir: str | Path, *, max_pairs_per_fact: int = 8, seed: int = 0,
               partitions: int | None = None, workers: int | None = None, address: str | None = None,
-              log=print) -> dict:
-    """Run the join over verified document shards; return the manifest written to ``out_dir``."""
+              kept_dir: str | Path | None = None, log=print) -> dict:
+    """Run the join over verified document shards; return the manifest written to ``out_dir``.
+    ``kept_dir``: the denoiser's scored shards of ``shard_dir``; only labels on kept pairs count."""
     from tqdm import tqdm
 
     t0 = time.perf_counter()
@@ -178,11 +189,20 @@ def fact_join(shard_dir: str | Path, out_dir: str | Path, *, max_pairs_per_fact:
             + list(out.glob(PAIRS_PATTERN.replace("{:06d}", "*"))):
         stale.unlink()  # an earlier run's files: they are all rewritten
     (out / mf.MANIFEST).unlink(missing_ok=True)
+    kept_paths: dict[str, str | None] = {s["name"]: None for s in source["shards"]}
+    if kept_dir is not None:
+        from dsdocre.data.scored import FORMAT as SCORED, FORMAT_VERSION as SCORED_VERSION
+
+        scored = mf.verify(kept_dir, expected_format=SCORED, expected_version=SCORED_VERSION)
+        if scored["source_manifest_sha256"] != mf.sha256_file(shard_dir / mf.MANIFEST):
+            raise UserError(f"{kept_dir} was scored from another corpus than {shard_dir}: re-run `dsdocre denoise "
+                            f"score --shards {shard_dir}`")
+        kept_paths = {s["source"]: str(Path(kept_dir) / s["name"]) for s in scored["shards"]}
     shards = [(str(shard_dir / s["name"]), s["name"]) for s in source["shards"]]
     R = partitions or max(1, min(64, len(shards)))
 
     if workers == 0:
-        maps = [map_shard(path, name, R) for path, name in shards]
+        maps = [map_shard(path, name, R, kept_paths[name]) for path, name in shards]
         reduces = [reduce_facts(p, str(out), max_pairs_per_fact, seed, R, *[m[1 + p] for m in maps])
                    for p in range(R)]
         map_stats = [m[0] for m in maps]
@@ -203,7 +223,7 @@ def fact_join(shard_dir: str | Path, out_dir: str | Path, *, max_pairs_per_fact:
             # Ray passes each partition's object references to the reducers and runs a reducer as
             # soon as its inputs exist; intermediate data lives in the object store (spilled to disk
             # when it does not fit), never in the driver.
-            maps = [map_task.remote(path, name, R) for path, name in shards]
+            maps = [map_task.remote(path, name, R, kept_paths[name]) for path, name in shards]
             reduces = [reduce_task.remote(p, str(out), max_pairs_per_fact, seed, R, *[m[1 + p] for m in maps])
                        for p in range(R)]
             pairs = [pair_task.remote(q, str(out), *[r[2 + q] for r in reduces]) for q in range(R)]
@@ -217,7 +237,8 @@ def fact_join(shard_dir: str | Path, out_dir: str | Path, *, max_pairs_per_fact:
             if started:
                 ray.shutdown()
 
-    counts = {k: sum(s[k] for s in map_stats) for k in ("documents", "documents_with_facts", "fact_mentions")}
+    counts = {k: sum(s[k] for s in map_stats)
+              for k in ("documents", "documents_with_facts", "fact_mentions", "labels_dropped_by_denoiser")}
     counts.update({k: sum(s[k] for s in reduce_stats) for k in ("facts", "shared_facts", "capped_facts", "fact_pairs")})
     counts["pairs"] = sum(r["pairs"] for r in pair_records)
     manifest = {
@@ -225,6 +246,8 @@ def fact_join(shard_dir: str | Path, out_dir: str | Path, *, max_pairs_per_fact:
         "format_version": mf.FORMAT_VERSION,
         "source": {"path": str(shard_dir.resolve()), "manifest_sha256": mf.sha256_file(shard_dir / mf.MANIFEST),
                    "tokenizer_fingerprint": source["tokenizer_fingerprint"]},
+        "kept_pairs": None if kept_dir is None else {
+            "path": str(Path(kept_dir).resolve()), "manifest_sha256": mf.sha256_file(Path(kept_dir) / mf.MANIFEST)},
         "max_pairs_per_fact": max_pairs_per_fact,
         "seed": seed,
         "partitions": R,
@@ -262,6 +285,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-pairs-per-fact", type=int, default=8, metavar="K",
                         help="pairs drawn per fact at most (default 8)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the per-fact pair sampling (default 0)")
+    parser.add_argument("--kept", metavar="DIR", help="the denoiser's scored shards of --shards "
+                        "(`dsdocre denoise score`): only distant labels on kept pairs make facts")
     parser.add_argument("--partitions", type=int, default=None, metavar="R",
                         help="fact and pair partitions = fact index files = pair shards (default: the number "
                              "of document shards, at most 64)")
@@ -273,7 +298,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     try:
         fact_join(args.shards, args.out, max_pairs_per_fact=args.max_pairs_per_fact, seed=args.seed,
-                  partitions=args.partitions, workers=args.workers, address=args.address)
+                  partitions=args.partitions, workers=args.workers, address=args.address, kept_dir=args.kept)
     except (OSError, ValueError, mf.ShardVerificationError) as err:
         print(f"dsdocre fact-join: {err}", file=sys.stderr)
         return 1

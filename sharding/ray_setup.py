@@ -14,8 +14,9 @@ WORKER_ENV = {
     "TOKENIZERS_PARALLELISM": "false",
     "HF_HUB_OFFLINE": os.environ.get("HF_HUB_OFFLINE", "1"),
 }
-# Fault injection for tests (see sharding.shard.write_shard), passed on only when set.
-WORKER_ENV.update({k: os.environ[k] for k in ("DSDOCRE_SHARD_TEST_DELAY_S",) if k in os.environ})
+# Fault injection for tests (sharding.shard.write_shard, sharding.denoise_score), passed on only when set.
+WORKER_ENV.update({k: os.environ[k] for k in ("DSDOCRE_SHARD_TEST_DELAY_S", "DSDOCRE_DENOISE_TEST_CRASH_ONCE")
+                   if k in os.environ})
 
 # Passed to every task with .options(runtime_env=...), so it holds also when the caller (a test, a
 # notebook) started Ray itself.

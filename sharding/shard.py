@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Iterable, Iterator
 
 from dsdocre.errors import UserError
-from sharding import manifest as mf
+from dsdocre.data import manifest as mf
 from sharding.corpus import iter_document_bytes
 
 SHARD_PATTERN = "shard-{:06d}.tar"

@@ -7,6 +7,7 @@ import torch
 
 from dsdocre.data.documents import Document
 from dsdocre.data.encoding import BLANK, end_marker, load_tokenizer, start_marker
+from conftest import tiny_bert, tiny_roberta
 
 
 @pytest.fixture(scope="module")
@@ -161,40 +162,6 @@ def test_overlapping_mentions_nest(tokenizer, outer, inner_span):
 
 
 # ---- any encoder's position limit; vocabularies without [unused] tokens ----------------------------
-def _tiny_bert(tmp_path, max_positions=64):
-    from transformers import BertConfig, BertModel, BertTokenizerFast
-
-    words = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + [f"[unused{i}]" for i in range(20)] + \
-        [w for w in "the a of in city river was born lives near word".split()]
-    (tmp_path / "vocab.txt").write_text("\n".join(words) + "\n")
-    BertTokenizerFast(str(tmp_path / "vocab.txt"), model_max_length=48).save_pretrained(tmp_path)
-    config = BertConfig(vocab_size=len(words), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                        intermediate_size=64, max_position_embeddings=max_positions)
-    torch.manual_seed(0)
-    BertModel(config).save_pretrained(tmp_path)
-    return str(tmp_path)
-
-
-def _tiny_roberta(tmp_path, max_positions=66):
-    """A RoBERTa with a byte-level BPE trained here: no [unusedK] tokens, positions offset by padding."""
-    from tokenizers import ByteLevelBPETokenizer
-    from transformers import RobertaConfig, RobertaModel, RobertaTokenizerFast
-
-    bpe = ByteLevelBPETokenizer()
-    bpe.train_from_iterator(["the city of river was born lives near a word"] * 20, vocab_size=300,
-                            special_tokens=["<s>", "<pad>", "</s>", "<unk>", "<mask>"])
-    bpe.save_model(str(tmp_path))
-    tok = RobertaTokenizerFast(vocab_file=str(tmp_path / "vocab.json"), merges_file=str(tmp_path / "merges.txt"),
-                               model_max_length=max_positions - 2)
-    tok.save_pretrained(tmp_path)
-    config = RobertaConfig(vocab_size=len(tok), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                           intermediate_size=64, max_position_embeddings=max_positions, pad_token_id=1,
-                           bos_token_id=0, eos_token_id=2)
-    torch.manual_seed(0)
-    RobertaModel(config).save_pretrained(tmp_path)
-    return str(tmp_path)
-
-
 def _long_doc(words_per_sent=20, sents=15):
     sent = ["the", "city", "of", "river", "was", "near", "a", "word"] * 3
     text = [sent[:words_per_sent] for _ in range(sents)]
@@ -209,7 +176,7 @@ def test_any_encoder_windows_within_its_real_position_limit(tmp_path, family):
     from dsdocre.data.examples import build_examples, collate
     from dsdocre.model import ModelConfig, RelationClassifier
 
-    encoder = _tiny_bert(tmp_path) if family == "bert" else _tiny_roberta(tmp_path)
+    encoder = tiny_bert(tmp_path) if family == "bert" else tiny_roberta(tmp_path)
     tok, added = load_tokenizer(encoder, max_entities=4)
     assert (added > 0) == (family == "roberta")  # RoBERTa's vocabulary has no [unusedK]: they are added
     limit = 48 if family == "bert" else 64  # BERT: its tokenizer says 48 (of 64 positions); RoBERTa: 66 - 2

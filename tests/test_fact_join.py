@@ -14,7 +14,7 @@ for _var in ("OMP_NUM_THREADS", "RAYON_NUM_THREADS"):
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from sharding import manifest as mf  # noqa: E402
+from dsdocre.data import manifest as mf  # noqa: E402
 from sharding.fact_join import fact_join, iter_pairs, sample_pairs  # noqa: E402
 from sharding.shard import shard_corpus  # noqa: E402
 

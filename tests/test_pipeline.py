@@ -59,6 +59,7 @@ def test_every_config_file_loads_and_runs(name, small_corpus, tmp_path):
     """Each config file is validated against its stage's schema and run (on a tiny corpus, one
     step): a config no stage can run, or one with a stale key, fails here."""
     from dsdocre.config import load_deepspeed_config, read_yaml, validate
+    from dsdocre.denoise import DenoiseConfig
     from dsdocre.finetune import FinetuneConfig
     from dsdocre.pipeline import PipelineConfig
 
@@ -70,6 +71,13 @@ def test_every_config_file_loads_and_runs(name, small_corpus, tmp_path):
         validate(FinetuneConfig, read_yaml(path))
         record = _run_finetune_config(path, small_corpus, tmp_path)
         assert record["steps"] == 1
+    elif path.suffix == ".yaml" and "denoise" in path.name:
+        validate(DenoiseConfig, read_yaml(path))
+        _run(["denoise", "train", "--config", path, "--set", f"data.train={small_corpus / 'train_annotated.json'}",
+              "--set", f"data.valid={small_corpus / 'dev.json'}", "--set", "training.epochs=1",
+              "--set", "training.max_steps=1", "--output-dir", tmp_path], cwd=ROOT)
+        record = json.loads((tmp_path / "metrics.jsonl").read_text().splitlines()[0])
+        assert record["steps"] == 1 and "fact_recall_at_2n" in record["valid"]
     elif path.parent.name == "deepspeed":
         ds = load_deepspeed_config(path)
         record = _run_finetune_config(ROOT / "configs/finetune.yaml", small_corpus, tmp_path,

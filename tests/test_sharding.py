@@ -23,7 +23,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from dsdocre.data.documents import Document, iter_raw_documents  # noqa: E402
-from sharding import manifest as mf  # noqa: E402
+from dsdocre.data import manifest as mf  # noqa: E402
 from sharding.corpus import iter_document_bytes  # noqa: E402
 from sharding.shard import iter_samples, sample_key, shard_corpus  # noqa: E402
 

@@ -36,11 +36,18 @@ def all_ordered_pairs(n: int) -> tuple[np.ndarray, np.ndarray]:
 
 def build_examples(docs: list[Document], tokenizer: MarkerTokenizer,
                    kept_pairs: dict[str, list[tuple[int, int]]] | None = None) -> list[PairExample]:
-    """``kept_pairs`` (title -> pairs) restricts candidates to the pre-denoiser's choice."""
+    """``kept_pairs`` (title -> pairs) restricts candidates to the pre-denoiser's choice; then every
+    document must have its kept pairs (a document the denoiser never saw is an error, not a
+    silent fallback to every pair)."""
     rel = relation_index()
     examples = []
+    if kept_pairs is not None:
+        missing = [d.title for d in docs if d.title not in kept_pairs]
+        if missing:
+            raise UserError(f"{len(missing)} documents have no kept pairs (first: {missing[0]!r}); score their file "
+                            "with `dsdocre denoise score` and pass its folder too")
     for doc in docs:
-        if kept_pairs is not None and doc.title in kept_pairs:
+        if kept_pairs is not None:
             pairs = np.asarray(kept_pairs[doc.title], dtype=np.int64).reshape(-1, 2)
             heads, tails = pairs[:, 0], pairs[:, 1]
         else:
@@ -125,3 +132,24 @@ def epoch_batches(lengths: list[int], batch_size: int, seed: int, epoch: int, ra
         pieces = np.array_split(np.asarray(step), per_step)
         mine.extend(pieces[k].tolist() for k in range(rank * accumulation, (rank + 1) * accumulation))
     return mine
+
+
+def rank_candidates(example: PairExample, rng: random.Random, positives: int = 3,
+                    negatives: int = 5) -> tuple[np.ndarray, np.ndarray, int]:
+    """Relation Detection candidates of one document: up to ``positives`` labelled pairs, each
+    followed by ``negatives`` NA pairs of the same document (the paper's release: 3 and 5).
+
+    Returns ``(heads, tails, groups)``: ``groups`` groups of ``1 + negatives`` pairs, the positive
+    first in each; ``groups == 0`` when the document has no labelled pair or too few NA pairs.
+    """
+    labelled = np.flatnonzero(example.labels[:, 0] == 0)
+    na = np.flatnonzero(example.labels[:, 0] == 1)
+    if len(labelled) == 0 or len(na) < negatives:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64), 0
+    chosen = rng.sample(list(labelled), min(positives, len(labelled)))
+    rows = []
+    for pos in chosen:
+        rows.append(pos)
+        rows.extend(rng.sample(list(na), negatives))
+    rows = np.asarray(rows)
+    return example.heads[rows], example.tails[rows], len(chosen)

@@ -3,10 +3,13 @@
 - :mod:`dsdocre.model.encoder`: :class:`DocumentEncoder` (any BERT-family encoder, windowed for long
   documents) and :func:`pool_entities`;
 - :mod:`dsdocre.model.classifier`: :class:`ModelConfig`, :class:`RelationClassifier` and its
-  ``save_pretrained`` / ``from_pretrained`` directory layout.
+  ``save_pretrained`` / ``from_pretrained`` directory layout;
+- :mod:`dsdocre.model.rank`: :class:`RankModel`, the pre-denoiser (one score per pair, all pairs of
+  a document as one bilinear form).
 """
 
 from dsdocre.model.classifier import ModelConfig, RelationClassifier
 from dsdocre.model.encoder import DocumentEncoder, pool_entities
+from dsdocre.model.rank import RankModel
 
-__all__ = ["DocumentEncoder", "ModelConfig", "RelationClassifier", "pool_entities"]
+__all__ = ["DocumentEncoder", "ModelConfig", "RankModel", "RelationClassifier", "pool_entities"]

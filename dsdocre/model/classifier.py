@@ -55,6 +55,8 @@ class RelationClassifier(nn.Module):
     limit; they are saved with the model and restored by :meth:`from_pretrained`.
     """
 
+    TASK = "relation_classification"  # stored with the model; from_pretrained refuses another task's
+
     def __init__(self, config: ModelConfig, tokenizer: MarkerTokenizer, encoder_dir: str | None = None,
                  added_tokens: int = 0):
         super().__init__()
@@ -109,7 +111,7 @@ class RelationClassifier(nn.Module):
                  if not k.startswith("encoder.")}
         save_file(heads, str(tmp / "heads.safetensors"))
         cls_id, sep_id, pad_id = self.special_ids
-        meta = {"model": self.config.model_dump(), "relations": list(relation_ids()),
+        meta = {"task": self.TASK, "model": self.config.model_dump(), "relations": list(relation_ids()),
                 "special_token_ids": {"cls": cls_id, "sep": sep_id, "pad": pad_id},
                 "max_input_tokens": self.encoder.max_len, "vocab_size": self.encoder.model.config.vocab_size,
                 "tokenizer_fingerprint": self.tokenizer.fingerprint(), **metadata}
@@ -135,6 +137,8 @@ class RelationClassifier(nn.Module):
             raise UserError(f"{model_dir} is not a dsdocre model directory (no dsdocre_model.json); "
                             "pass the model/ folder that `dsdocre finetune` wrote")
         meta = json.loads(meta_path.read_text())
+        if meta.get("task", RelationClassifier.TASK) != cls.TASK:
+            raise UserError(f"{model_dir} holds a {meta.get('task')} model, not a {cls.TASK} model")
         if meta.get("relations") != list(relation_ids()):
             raise UserError(f"{model_dir}: relation inventory differs from this version's")
         config = ModelConfig.model_validate({k: v for k, v in meta["model"].items() if k in ModelConfig.model_fields})

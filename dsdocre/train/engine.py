@@ -1,18 +1,36 @@
-"""The DeepSpeed engine every training stage drives: seeding, the schedule, the engine itself.
+"""The training core every training stage drives (fine-tuning, the rank model, pre-training).
 
-A stage builds its model and parameter groups, then calls :func:`build_engine` with its DeepSpeed
-JSON (batch size, optimizer, clipping, ZeRO stage, precision live there) and a schedule from
-:func:`linear_warmup_decay`. The stage's own loop stays in the stage's file.
+A stage builds its model, then calls :func:`build_engine` with its DeepSpeed JSON (batch size,
+accumulation, optimizer, clipping, ZeRO stage, precision live there), parameter groups from
+:func:`param_groups` and a schedule from :func:`linear_warmup_decay`; :func:`train_epochs` runs
+the epochs with the stage's own loss and evaluation, and every stop agreed by all ranks. The
+``training:`` section of each stage config is :class:`TrainingConfig` (or extends it).
 """
 
 from __future__ import annotations
 
+import math
 import random
+import time
 from typing import Callable
 
 import numpy as np
 
+from dsdocre.config import Section
 from dsdocre.train import distributed
+
+
+class TrainingConfig(Section):
+    """The ``training:`` section shared by the training stages."""
+
+    deepspeed: str = "configs/deepspeed/finetune.json"  # batch size, AdamW, clipping, ZeRO stage, precision
+    head_lr_multiplier: float = 1.0  # heads' learning rate = encoder's x this
+    epochs: int = 10
+    warmup_ratio: float = 0.06
+    max_train_minutes: float = 0  # 0 = no time budget
+    max_steps: int = 0  # 0 = no limit; stop after this many optimizer steps in all
+    seed: int = 42
+    threads: int = 0  # torch threads per process; 0 = torch's default
 
 
 def seed_everything(seed: int) -> None:
@@ -40,6 +58,20 @@ def batch_layout(ds_config: dict) -> tuple[int, int]:
             int(ds_config.get("gradient_accumulation_steps", 1)))
 
 
+def param_groups(model, base_lr: float, head_lr_multiplier: float) -> list[dict]:
+    """Two groups: the encoder at ``base_lr``, everything else (heads start from scratch) at
+    ``base_lr * head_lr_multiplier``."""
+    return [
+        {"params": [p for n, p in model.named_parameters() if n.startswith("encoder.")], "lr": base_lr},
+        {"params": [p for n, p in model.named_parameters() if not n.startswith("encoder.")],
+         "lr": base_lr * head_lr_multiplier},
+    ]
+
+
+def base_learning_rate(ds_config: dict) -> float:
+    return float(ds_config.get("optimizer", {}).get("params", {}).get("lr", 1e-5))
+
+
 def build_engine(model, param_groups: list[dict], ds_config: dict, schedule: Callable[[int], float]):
     """A DeepSpeed engine over ``model``; call after :func:`distributed.prepare_environment`.
 
@@ -60,3 +92,66 @@ def log(message: str) -> None:
     """Print on the main process only."""
     if distributed.is_main_process():
         print(message, flush=True)
+
+
+def train_epochs(engine, training: TrainingConfig, *, batches_of: Callable[[int], list[list[int]]],
+                 loss_of: Callable[[list[int]], "object"], evaluate: Callable[[dict], dict],
+                 accumulation: int = 1, name: str = "train") -> dict:
+    """The loop: epochs of micro-batches (``batches_of(epoch)``, this rank's document indices),
+    ``loss_of(indices)`` forward, DeepSpeed's backward and step, then ``evaluate(record)`` on rank 0
+    after each epoch (it returns the record with its metrics, and saves what it wants to keep).
+
+    Stops at the end of ``training.epochs``, or when the time budget or ``max_steps`` is reached,
+    decided at optimizer-step boundaries and agreed by all ranks (each rank's clock differs: one
+    leaving alone would leave the others waiting in an all-reduce). A failure in rank 0's
+    evaluation releases the other ranks, which then fail too. Returns the epoch records and totals.
+    """
+    from tqdm.auto import tqdm
+
+    main = distributed.is_main_process()
+    world = distributed.world_size()
+    budget_s = training.max_train_minutes * 60 or math.inf
+    records: list[dict] = []
+    train_seconds = 0.0
+    docs_seen = steps = 0
+    stop = distributed.CONTINUE
+    for epoch in range(1, training.epochs + 1):
+        engine.train()
+        started = time.perf_counter()
+        losses = []
+        bar = tqdm(batches_of(epoch), desc=f"{name} epoch {epoch}/{training.epochs}", disable=not main)
+        for micro_step, idx in enumerate(bar):
+            loss = loss_of(idx)
+            engine.backward(loss)
+            engine.step()
+            losses.append(loss.item())
+            docs_seen += len(idx)
+            bar.set_postfix(loss=f"{np.mean(losses[-50:]):.4f}")
+            if (micro_step + 1) % accumulation:
+                continue  # decide only at optimizer-step boundaries
+            steps += 1
+            over_budget = train_seconds + time.perf_counter() - started > budget_s
+            over_steps = bool(training.max_steps) and steps >= training.max_steps
+            stop = distributed.agree(distributed.STOP if over_budget or over_steps else distributed.CONTINUE)
+            if stop:
+                break
+        train_seconds += time.perf_counter() - started
+
+        record = {"epoch": epoch, "loss": float(np.mean(losses)) if losses else None, "steps": steps,
+                  "train_seconds": round(train_seconds, 1), "docs_seen": docs_seen * world}
+        if main:
+            try:
+                record = evaluate(record)
+            except BaseException:
+                distributed.agree(distributed.FAILED)  # release the other ranks, then fail here
+                raise
+        if distributed.agree(distributed.CONTINUE) == distributed.FAILED:
+            raise RuntimeError("rank 0 failed while evaluating; see its log")
+        records.append(record)
+        if stop:
+            log(f"stopping after epoch {epoch} ({steps} steps): "
+                + ("max_steps reached" if training.max_steps and steps >= training.max_steps
+                   else f"time budget of {budget_s / 60:.1f} min reached"))
+            break
+    return {"records": records, "steps": steps, "docs_seen": docs_seen * world,
+            "train_seconds": round(train_seconds, 1)}

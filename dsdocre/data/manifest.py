@@ -3,7 +3,8 @@
 ``manifest.json`` is written last (atomically), so a folder with a manifest is a finished job.
 Later stages call :func:`verify` (or :func:`shard_paths`) before reading: a shard that is
 missing, truncated or altered raises :class:`ShardVerificationError` naming the shard.
-The format is described in ``docs/shards.md``.
+The formats are described in ``docs/shards.md``; the same manifest layout serves the document
+shards, the fact-join output and the denoiser's scored shards.
 """
 
 from __future__ import annotations
@@ -49,7 +50,7 @@ def write_json_atomic(path: str | Path, obj, indent: int | None = 1) -> None:
     os.replace(tmp, path)
 
 
-def load(directory: str | Path, expected_format: str = FORMAT) -> dict:
+def load(directory: str | Path, expected_format: str = FORMAT, expected_version: int = FORMAT_VERSION) -> dict:
     """The manifest of a finished job; a clear error when there is none or it is another format."""
     path = Path(directory) / MANIFEST
     if not path.exists():
@@ -61,9 +62,9 @@ def load(directory: str | Path, expected_format: str = FORMAT) -> dict:
         raise ShardVerificationError(f"{path}: manifest is not valid JSON: {err}") from None
     if manifest.get("format") != expected_format:
         raise ShardVerificationError(f"{path}: format {manifest.get('format')!r}, expected {expected_format!r}")
-    if manifest.get("format_version") != FORMAT_VERSION:
+    if manifest.get("format_version") != expected_version:
         raise ShardVerificationError(f"{path}: format version {manifest.get('format_version')}, this code "
-                                     f"reads version {FORMAT_VERSION}: re-shard the corpus")
+                                     f"reads version {expected_version}: re-run the command that wrote it")
     return manifest
 
 
@@ -81,10 +82,11 @@ def check_file(directory: str | Path, entry: dict) -> str | None:
     return None
 
 
-def verify(directory: str | Path, expected_format: str = FORMAT, expected_fingerprint: str | None = None) -> dict:
+def verify(directory: str | Path, expected_format: str = FORMAT, expected_fingerprint: str | None = None,
+           expected_version: int = FORMAT_VERSION) -> dict:
     """Re-hash every shard listed in the manifest; return the manifest or raise naming the bad shards."""
     directory = Path(directory)
-    manifest = load(directory, expected_format)
+    manifest = load(directory, expected_format, expected_version)
     if expected_fingerprint is not None and manifest.get("tokenizer_fingerprint") != expected_fingerprint:
         raise ShardVerificationError(
             f"{directory}: shards were tokenized with tokenizer {manifest.get('tokenizer_fingerprint')}, "

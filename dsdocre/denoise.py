@@ -1,0 +1,241 @@
+"""``dsdocre denoise``: the pre-denoising stage (Sec. 3.3), between ``shard`` and ``pretrain``.
+
+``denoise train --config configs/denoise.yaml``
+    Trains the rank model (:class:`dsdocre.model.RankModel`) with Relation Detection on annotated
+    documents: each document gives up to ``positives_per_doc`` labelled pairs, each among
+    ``negatives_per_positive`` NA pairs of the same document, softmax cross-entropy over the group.
+    Same training core as fine-tuning (engine, schedule, agreed stops, saving). After each epoch
+    it scores every pair of the valid documents and keeps the epoch with the best recall of gold
+    facts inside the top 2·N_ent pairs. Outputs in ``output_dir``::
+
+        model/          the rank model (save_pretrained layout, task "pair_ranking")
+        metrics.jsonl   per epoch: loss, valid recall of gold facts at 2·N and 3·N kept pairs
+
+``denoise score --model DIR --shards DIR --out DIR [--keep 2n] [--address ...]``
+    Scores every ordered entity pair of every document of a shard folder on a pool of Ray actors
+    (Ray Data ``map_batches``; each actor loads the model once) and writes scored shards: per
+    document the top ``--keep`` pairs with their scores. See ``sharding/denoise_score.py`` and
+    ``docs/shards.md`` (section 4) for the output format.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+
+from dsdocre.config import Section
+from dsdocre.model.classifier import ModelConfig
+from dsdocre.train import distributed
+from dsdocre.train.engine import TrainingConfig, log
+
+
+class DenoiseDataConfig(Section):
+    train: str  # annotated documents the rank model learns from
+    valid: str  # annotated documents the epoch is chosen on (recall of gold facts in the kept pairs)
+    max_train_docs: int = 0  # 0 = all
+
+
+class RankTrainingConfig(TrainingConfig):
+    positives_per_doc: int = 3  # labelled pairs drawn per document and epoch (the paper's release: 3)
+    negatives_per_positive: int = 5  # NA pairs of the same document beside each positive (release: 5)
+
+
+class DenoiseConfig(Section):
+    output_dir: str = "runs/denoise"
+    data: DenoiseDataConfig
+    model: ModelConfig = ModelConfig()
+    training: RankTrainingConfig = RankTrainingConfig()
+    select_keep: str = "2n"  # the epoch kept is the one with the best valid recall at this many pairs
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    sub = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
+    train = sub.add_parser("train", help="train the rank model (Relation Detection on annotated documents)",
+                           description="Train the pre-denoising rank model through DeepSpeed.")
+    train.add_argument("--config", default="configs/denoise.yaml",
+                       help="stage config (YAML; relative paths not found here are looked up among the packaged "
+                            "configs); default: %(default)s")
+    train.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                       help="override a config value, e.g. --set training.epochs=1 (repeatable)")
+    train.add_argument("--encoder", help="a BERT-family model directory (overrides model.encoder)")
+    train.add_argument("--output-dir", help="overrides output_dir")
+
+    score = sub.add_parser("score", help="score every entity pair of every document of a shard folder, keep the top k",
+                           description="Score every ordered entity pair of every document of verified WebDataset "
+                                       "shards with a rank model on Ray actors; write the kept pairs as scored shards.")
+    score.add_argument("--model", required=True, help="a rank model directory written by `dsdocre denoise train`")
+    score.add_argument("--shards", required=True, help="a shard folder written by `dsdocre shard`")
+    score.add_argument("--out", required=True, help="output folder for the scored shards and their manifest")
+    score.add_argument("--keep", default="2n",
+                       help="pairs kept per document: a number (20, for pre-training) or a multiple of the entity "
+                            "count (2n, for fine-tuning and evaluation); default: %(default)s")
+    score.add_argument("--all-scores", action="store_true", help="also store every pair's score (N x N per document)")
+    score.add_argument("--address", help="join the Ray cluster at this address (default: a local Ray)")
+    score.add_argument("--workers", type=int, help="scoring actors (default: one per CPU, or per GPU; 0 = in-process)")
+    score.add_argument("--batch-size", type=int, default=4, help="documents per encoder batch (default: %(default)s)")
+    score.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda (default: %(default)s)")
+    score.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.action == "score":
+        from sharding.denoise_score import score_shards
+
+        summary = score_shards(args.model, args.shards, args.out, keep=args.keep, all_scores=args.all_scores,
+                               workers=args.workers, address=args.address, batch_size=args.batch_size,
+                               device=args.device, progress=args.progress)
+        counts = summary["counts"]
+        print(f"input {counts['input']} documents = scored {counts['scored']} + rejected {counts['rejected']}; "
+              f"{summary['pairs_kept']} pairs kept of {summary['pairs_scored']} -> {args.out}")
+        return 0
+
+    from dsdocre.config import load_config
+
+    config = load_config(DenoiseConfig, args.config, args.overrides)
+    if args.encoder:
+        config.model.encoder = args.encoder
+    if args.output_dir:
+        config.output_dir = args.output_dir
+    train_rank_model(config)
+    return 0
+
+
+def train_rank_model(config: DenoiseConfig) -> dict:
+    """Train the rank model, keep the epoch with the best valid recall, save it. Returns its record."""
+    distributed.prepare_environment()
+    import torch
+
+    from dsdocre.config import load_deepspeed_config
+    from dsdocre.data.documents import load_gold_documents, load_valid_documents
+    from dsdocre.data.encoding import load_tokenizer, resolve_encoder_dir
+    from dsdocre.data.examples import build_examples, collate, epoch_batches, rank_candidates
+    from dsdocre.errors import UserError
+    from dsdocre.model import RankModel
+    from dsdocre.train.engine import (base_learning_rate, batch_layout, build_engine, linear_warmup_decay,
+                                      param_groups, seed_everything, train_epochs)
+
+    data_cfg, train_cfg, model_cfg = config.data, config.training, config.model
+    out_dir = Path(config.output_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    seed_everything(train_cfg.seed)
+    torch.set_num_threads(train_cfg.threads or torch.get_num_threads())
+    main = distributed.is_main_process()
+
+    # ---- data: documents with a labelled pair and enough NA pairs to draw from --------------------
+    rejected_path = out_dir / "rejected.jsonl"
+    if main:
+        rejected_path.unlink(missing_ok=True)
+    train_docs, _ = load_valid_documents(data_cfg.train, require_labels=True,
+                                         rejected_path=rejected_path if main else None, log=log if main else None)
+    valid_docs = load_gold_documents(data_cfg.valid, log=log if main else None)
+    if data_cfg.max_train_docs:
+        train_docs = train_docs[: data_cfg.max_train_docs]
+    encoder_dir = resolve_encoder_dir(model_cfg.encoder)
+    tokenizer, added = load_tokenizer(encoder_dir, model_cfg.max_entities)
+    negatives = train_cfg.negatives_per_positive
+    examples = [e for e in build_examples(train_docs, tokenizer)
+                if (e.labels[:, 0] == 0).any() and (e.labels[:, 0] == 1).sum() >= negatives]
+    if not examples:
+        raise UserError(f"{data_cfg.train}: no document has a labelled pair and {negatives} NA pairs to train on")
+    log(f"{len(examples)} of {len(train_docs)} training documents have a labelled pair and >= {negatives} NA pairs")
+    valid_encodings = [tokenizer.encode(d) for d in valid_docs]
+
+    # ---- model and engine -------------------------------------------------------------------
+    model = RankModel(model_cfg, tokenizer, encoder_dir=encoder_dir, added_tokens=added)
+    ds_config = load_deepspeed_config(train_cfg.deepspeed)
+    if int(ds_config.get("zero_optimization", {}).get("stage", 0)) >= 3:
+        raise UserError(f"denoise train supports ZeRO stages 0-2; {train_cfg.deepspeed} asks for stage 3")
+    micro_batch, accumulation = batch_layout(ds_config)
+    world, rank = distributed.world_size(), distributed.rank()
+    lengths = [len(e.encoded.input_ids) for e in examples]
+
+    def batches_of(epoch: int) -> list[list[int]]:
+        return epoch_batches(lengths, micro_batch, train_cfg.seed, epoch, rank, world, accumulation)
+
+    steps_per_epoch = len(batches_of(1)) // accumulation
+    total_steps = steps_per_epoch * train_cfg.epochs
+    if train_cfg.max_steps:
+        total_steps = min(total_steps, train_cfg.max_steps)
+    engine = build_engine(model, param_groups(model, base_learning_rate(ds_config), train_cfg.head_lr_multiplier),
+                          ds_config, linear_warmup_decay(total_steps, int(train_cfg.warmup_ratio * total_steps)))
+    device = engine.device
+    log(f"rank model: {encoder_dir} + pair bilinear {model_cfg.pair_dim} -> 1 score; world {world}; "
+        f"{steps_per_epoch} steps/epoch")
+
+    # ---- the loop: softmax cross-entropy over each positive's group -----------------------------
+    epoch_now = {"epoch": 1}
+
+    def loss_of(idx: list[int]):
+        group = 1 + negatives
+        chosen = []
+        for i in idx:  # candidates drawn from (seed, epoch, document): the same on any process layout
+            rng = random.Random(train_cfg.seed * 1_000_003 + epoch_now["epoch"] * 10_007 + i)
+            heads, tails, groups = rank_candidates(examples[i], rng, train_cfg.positives_per_doc, negatives)
+            chosen.append((replace(examples[i], heads=heads, tails=tails, labels=np.zeros((len(heads), 1), np.float32)),
+                           groups))
+        batch = {k: v.to(device) for k, v in collate([c for c, _ in chosen], tokenizer.pad_id).items()}
+        scores = engine(batch)[..., 0].float()  # [B, P]
+        grouped = torch.cat([scores[b, :g * group].view(g, group) for b, (_, g) in enumerate(chosen)])
+        return torch.nn.functional.cross_entropy(grouped, torch.zeros(len(grouped), dtype=torch.long, device=device))
+
+    def batches_with_epoch(epoch: int):
+        epoch_now["epoch"] = epoch
+        return batches_of(epoch)
+
+    metrics_path = out_dir / "metrics.jsonl"
+    if main:
+        metrics_path.unlink(missing_ok=True)
+    best = {"recall": -1.0, "record": None}
+
+    def evaluate(record: dict) -> dict:
+        from dsdocre.model.rank import score_documents
+
+        scores = score_documents(engine.module, valid_encodings, micro_batch, device)
+        record = {**record, "valid": kept_recall(valid_docs, scores, ("2n", "3n", "20"))}
+        with open(metrics_path, "a") as f:
+            f.write(json.dumps(record) + "\n")
+        recall = record["valid"][f"fact_recall_at_{config.select_keep}"]
+        log(f"epoch {record['epoch']}: loss {record['loss']:.4f}  valid recall of gold facts in kept pairs: "
+            + ", ".join(f"{k} {v:.2f}" for k, v in record["valid"].items() if k.startswith("fact_recall")))
+        if recall > best["recall"]:
+            best.update(recall=recall, record=record)
+            engine.module.save_pretrained(out_dir / "model", epoch=record["epoch"], valid=record["valid"],
+                                          train_file=str(data_cfg.train), valid_file=str(data_cfg.valid))
+        return record
+
+    summary = train_epochs(engine, train_cfg, batches_of=batches_with_epoch, loss_of=loss_of, evaluate=evaluate,
+                           accumulation=accumulation, name="denoise")
+    if not main:
+        return {}
+    top = best["record"]
+    log(f"best epoch {top['epoch']}: valid recall at {config.select_keep} "
+        f"{top['valid'][f'fact_recall_at_{config.select_keep}']:.2f}; rank model saved to {out_dir / 'model'}")
+    return {**top, "train_seconds_total": summary["train_seconds"], "steps_total": summary["steps"]}
+
+
+def kept_recall(docs, scores, specs) -> dict:
+    """Percent of gold facts (and of gold pairs) whose pair is among each spec's kept pairs; and the
+    mean number of pairs kept per document."""
+    from dsdocre.model.rank import top_pairs
+
+    out = {}
+    for spec in specs:
+        facts = kept_facts = pairs = kept_pairs = kept = 0
+        for doc, s in zip(docs, scores):
+            chosen = {(h, t) for h, t, _ in top_pairs(s, spec)}
+            kept += len(chosen)
+            gold = {(lab.h, lab.t, lab.r) for lab in doc.labels or ()}
+            gold_pairs = {(h, t) for h, t, _ in gold}
+            facts += len(gold)
+            kept_facts += sum((h, t) in chosen for h, t, _ in gold)
+            pairs += len(gold_pairs)
+            kept_pairs += len(gold_pairs & chosen)
+        out[f"fact_recall_at_{spec}"] = round(100 * kept_facts / max(facts, 1), 2)
+        out[f"pair_recall_at_{spec}"] = round(100 * kept_pairs / max(pairs, 1), 2)
+        out[f"pairs_kept_per_doc_at_{spec}"] = round(kept / max(len(docs), 1), 2)
+    return out

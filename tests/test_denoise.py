@@ -1,0 +1,250 @@
+"""Pre-denoising: the rank model's collapsed scoring equals its training path, kept-pair selection,
+Relation Detection candidates, and the scoring job (in-process and on Ray Data with a dying actor)
+with its manifest, accounting, re-runs and the fact join on kept labels."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import tiny_bert
+
+from dsdocre.data import manifest as mf
+from dsdocre.errors import UserError
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _env() -> dict:
+    return {**os.environ, "HF_HUB_OFFLINE": "1", "DS_ACCELERATOR": "cpu", "OMP_NUM_THREADS": "1",
+            "TOKENIZERS_PARALLELISM": "false"}
+
+
+def _cli(*args) -> subprocess.CompletedProcess:
+    proc = subprocess.run([sys.executable, "-m", "dsdocre.cli", *map(str, args)], cwd=ROOT, env=_env(),
+                          capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return proc
+
+
+# ---- the collapsed bilinear form is the training-time module ---------------------------------------
+@pytest.mark.parametrize("projection", [True, False])
+def test_scoring_all_pairs_is_the_training_path(tmp_path, projection):
+    from dsdocre.data.encoding import load_tokenizer
+    from dsdocre.data.examples import PairExample, all_ordered_pairs, collate
+    from dsdocre.model import ModelConfig, RankModel
+    from dsdocre.relations import NUM_CLASSES
+
+    encoder = tiny_bert(tmp_path)
+    tok, added = load_tokenizer(encoder, max_entities=4)
+    torch.manual_seed(1)
+    model = RankModel(ModelConfig(dropout=0.0, max_entities=4, window_overlap=8, pair_dim=16,
+                                  entity_projection=projection), tok, encoder_dir=encoder, added_tokens=added).eval()
+    with torch.no_grad():  # non-trivial weights everywhere (a fresh classifier bias is not zero either)
+        for p in model.parameters():
+            if p.dim() <= 2 and not p.shape[0] == model.encoder.model.config.vocab_size:
+                p.add_(torch.randn_like(p) * 0.1)
+    rng = random.Random(0)
+    examples = []
+    for n_ent, length in [(4, 30), (3, 12), (2, 7)]:
+        ids = [rng.randrange(25, 36) for _ in range(length)]
+        starts = [[rng.randrange(length)] for _ in range(n_ent)]
+        enc = type("E", (), {"input_ids": ids, "mention_starts": starts, "num_entities": n_ent})()
+        h, t = all_ordered_pairs(n_ent)
+        examples.append(PairExample(None, enc, h, t, np.zeros((len(h), NUM_CLASSES), np.float32)))
+    batch = collate(examples, tok.pad_id)
+    with torch.no_grad():
+        trained = model.pair_scores(batch)  # the kernels' pair op, pair by pair
+        collapsed = model.score_all_pairs(batch)  # H M T^T + c
+        # the paper release's way, written out: gather every pair, nn.Bilinear, then the linear score
+        left, right = model.projected_entities(batch)
+        bilinear = torch.nn.Bilinear(left.shape[-1], right.shape[-1], 16)
+        bilinear.weight.copy_(model.pair.weight)
+        bilinear.bias.copy_(model.pair.bias)
+    for b, e in enumerate(examples):
+        for p, (h, t) in enumerate(zip(e.heads, e.tails)):
+            reference = model.classifier(bilinear(left[b, h][None], right[b, t][None]))[0, 0]
+            assert torch.allclose(trained[b, p], collapsed[b, h, t], atol=1e-5)
+            assert torch.allclose(reference, collapsed[b, h, t], atol=1e-5)
+
+
+# ---- which pairs are kept -----------------------------------------------------------------------------
+def test_top_pairs_keeps_the_best_ordered_pairs_deterministically():
+    from dsdocre.model.rank import check_keep_spec, keep_count, top_pairs
+
+    scores = np.array([[9.0, 0.5, 0.5], [0.7, 9.0, 0.1], [0.5, 0.2, 9.0]])  # the diagonal never counts
+    assert top_pairs(scores, 2) == [(1, 0, 0.7), (0, 1, 0.5)]  # tie 0.5: (0, 1) before (0, 2), (2, 0)
+    assert [p[:2] for p in top_pairs(scores, "1n")] == [(1, 0), (0, 1), (0, 2)]
+    assert len(top_pairs(scores, 20)) == 6 and len(top_pairs(scores, "3n")) == 6  # never more than N(N-1)
+    assert keep_count("2n", 19) == 38 and keep_count("20", 19) == 20 and keep_count("2n", 1) == 0
+    for bad in ("0", "-2n", "two", "n2"):
+        with pytest.raises(ValueError, match="keep"):
+            check_keep_spec(bad)
+
+
+def test_relation_detection_candidates():
+    from dsdocre.data.examples import PairExample, all_ordered_pairs
+    from dsdocre.data.examples import rank_candidates
+    from dsdocre.relations import NUM_CLASSES
+
+    h, t = all_ordered_pairs(5)  # 20 pairs
+    labels = np.zeros((20, NUM_CLASSES), np.float32)
+    labels[:, 0] = 1
+    positive_rows = [2, 7, 11, 15]
+    labels[positive_rows, 0] = 0
+    labels[positive_rows, 5] = 1
+    e = PairExample(None, None, h, t, labels)
+    heads, tails, groups = rank_candidates(e, random.Random(3), positives=3, negatives=5)
+    assert groups == 3 and len(heads) == 18
+    rows = {(int(a), int(b)): i for i, (a, b) in enumerate(zip(h, t))}
+    picked = [rows[(int(a), int(b))] for a, b in zip(heads, tails)]
+    for g in range(3):
+        group = picked[g * 6:(g + 1) * 6]
+        assert group[0] in positive_rows and not set(group[1:]) & set(positive_rows)
+        assert len(set(group[1:])) == 5
+    assert len({picked[g * 6] for g in range(3)}) == 3  # three different positives
+    no_positive = PairExample(None, None, h, t, np.eye(20, NUM_CLASSES, dtype=np.float32) * 0 + labels * 0)
+    no_positive.labels[:, 0] = 1
+    assert rank_candidates(no_positive, random.Random(0))[2] == 0
+
+
+# ---- the stage end to end, small -------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def denoise_run(tmp_path_factory):
+    """A tiny corpus, its distant part sharded, and a rank model trained for two steps."""
+    root = tmp_path_factory.mktemp("denoise")
+    _cli("synth", "--docs", 16, "--dev-docs", 6, "--test-docs", 4, "--distant-docs", 10, "--seed", 7,
+         "--out", root / "corpus", "--no-progress")
+    _cli("shard", "--input", root / "corpus" / "train_distant.json", "--out", root / "shards",
+         "--docs-per-shard", 4, "--workers", 0)
+    _cli("denoise", "train", "--set", f"data.train={root / 'corpus' / 'train_annotated.json'}",
+         "--set", f"data.valid={root / 'corpus' / 'dev.json'}", "--set", "training.epochs=1",
+         "--set", "training.max_steps=2", "--output-dir", root / "rank")
+    return root
+
+
+def test_rank_model_training_records_valid_recall(denoise_run):
+    records = [json.loads(x) for x in (denoise_run / "rank" / "metrics.jsonl").read_text().splitlines()]
+    assert records[-1]["steps"] == 2
+    valid = records[-1]["valid"]
+    assert 0 <= valid["fact_recall_at_2n"] <= valid["fact_recall_at_3n"] <= 100
+    meta = json.loads((denoise_run / "rank" / "model" / "dsdocre_model.json").read_text())
+    assert meta["task"] == "pair_ranking" and meta["model"]["num_classes"] == 1
+    from dsdocre.model import RelationClassifier
+
+    with pytest.raises(UserError, match="pair_ranking model"):
+        RelationClassifier.from_pretrained(denoise_run / "rank" / "model")
+
+
+def test_scoring_in_process_accounts_for_every_document_and_reruns_skip(denoise_run, tmp_path):
+    from dsdocre.data.scored import load_kept_pairs
+    from sharding.denoise_score import score_shards
+
+    out = tmp_path / "scored"
+    manifest = score_shards(denoise_run / "rank" / "model", denoise_run / "shards", out, keep="20", workers=0,
+                            progress=False)
+    source = mf.load(denoise_run / "shards")
+    assert manifest["counts"] == {"input": source["counts"]["sharded"], "scored": source["counts"]["sharded"],
+                                  "rejected": 0}
+    assert [s["source"] for s in manifest["shards"]] == [s["name"] for s in source["shards"]]
+    kept = load_kept_pairs(out)
+    docs = json.loads((denoise_run / "corpus" / "train_distant.json").read_text())
+    assert set(kept) == {d["title"] for d in docs}
+    for d in docs:
+        n = len(d["vertexSet"])
+        pairs = kept[d["title"]]
+        assert len(pairs) == min(20, n * (n - 1)) and all(h != t for h, t in pairs)
+        assert len({tuple(p) for p in pairs}) == len(pairs)
+
+    # a re-run keeps everything; a corrupted scored shard is redone and comes back identical
+    before = {p.name: p.stat().st_mtime_ns for p in out.glob("scored-*.tar")}
+    again = score_shards(denoise_run / "rank" / "model", denoise_run / "shards", out, keep="20", workers=0,
+                         progress=False)
+    assert again == manifest
+    assert {p.name: p.stat().st_mtime_ns for p in out.glob("scored-*.tar")} == before
+    victim = out / manifest["shards"][1]["name"]
+    victim.write_bytes(victim.read_bytes()[:-100] + b"x" * 100)
+    with pytest.raises(UserError, match="fail verification"):
+        load_kept_pairs(out)
+    assert score_shards(denoise_run / "rank" / "model", denoise_run / "shards", out, keep="20", workers=0,
+                        progress=False) == manifest
+    # another keep is another job: the shards are redone
+    other = score_shards(denoise_run / "rank" / "model", denoise_run / "shards", out, keep="2n", workers=0,
+                         progress=False)
+    assert other["keep"] == "2n" and other["shards"][0]["sha256"] != manifest["shards"][0]["sha256"]
+
+
+@pytest.mark.slow
+def test_ray_data_pass_survives_a_dying_actor_and_equals_the_in_process_run(denoise_run, tmp_path, monkeypatch):
+    import ray
+
+    from sharding import ray_setup
+    from sharding.denoise_score import score_shards
+
+    reference = score_shards(denoise_run / "rank" / "model", denoise_run / "shards", tmp_path / "local",
+                             keep="20", workers=0, progress=False)
+    flag = tmp_path / "crash-once"
+    flag.touch()
+    monkeypatch.setitem(ray_setup.WORKER_ENV, "DSDOCRE_DENOISE_TEST_CRASH_ONCE", str(flag))
+    try:
+        on_ray = score_shards(denoise_run / "rank" / "model", denoise_run / "shards", tmp_path / "ray",
+                              keep="20", workers=2, progress=False)
+    finally:
+        if ray.is_initialized():
+            ray.shutdown()
+    assert not flag.exists()  # an actor did die mid-shard
+    strip = lambda m: {k: v for k, v in m.items() if k != "model"}  # noqa: E731
+    assert [s["sha256"] for s in on_ray["shards"]] == [s["sha256"] for s in reference["shards"]]
+    assert strip(on_ray) == strip(reference)
+    assert not list((tmp_path / "ray").glob("*.tmp-*"))
+
+
+def test_fact_join_counts_only_kept_labels(denoise_run, tmp_path):
+    from sharding.denoise_score import score_shards
+    from sharding.fact_join import fact_join
+
+    scored = score_shards(denoise_run / "rank" / "model", denoise_run / "shards", tmp_path / "kept1",
+                          keep="1", workers=0, progress=False)
+    everything = fact_join(denoise_run / "shards", tmp_path / "all", workers=0, log=None)
+    through_kept = fact_join(denoise_run / "shards", tmp_path / "kept", workers=0, log=None,
+                             kept_dir=tmp_path / "kept1")
+    docs = json.loads((denoise_run / "corpus" / "train_distant.json").read_text())
+    labels = sum(len(d.get("labels", [])) for d in docs)
+    assert everything["counts"]["labels_dropped_by_denoiser"] == 0
+    # keeping one pair per document keeps the labels of that pair only
+    kept_labels = 0
+    from dsdocre.data.scored import load_kept_pairs
+
+    kept = load_kept_pairs(tmp_path / "kept1")
+    for d in docs:
+        (h, t), = kept[d["title"]]
+        kept_labels += sum(1 for lab in d.get("labels", []) if (lab["h"], lab["t"]) == (h, t))
+    assert through_kept["counts"]["labels_dropped_by_denoiser"] == labels - kept_labels
+    assert through_kept["counts"]["fact_mentions"] <= len(docs) < everything["counts"]["fact_mentions"]
+    assert through_kept["kept_pairs"]["manifest_sha256"] == mf.sha256_file(tmp_path / "kept1" / "manifest.json")
+    assert scored["pairs_kept"] == len(docs)
+
+
+def test_kept_pairs_must_cover_every_document(tmp_path):
+    from dsdocre.data.documents import Document
+    from dsdocre.data.examples import build_examples
+
+    doc = Document.from_json({"title": "A", "sents": [["x", "y"]], "labels": [],
+                              "vertexSet": [[{"name": "x", "pos": [0, 1], "sent_id": 0, "type": "T"}],
+                                            [{"name": "y", "pos": [1, 2], "sent_id": 0, "type": "T"}]]})
+
+    class Tok:
+        def encode(self, d):
+            return None
+
+    with pytest.raises(UserError, match="1 documents have no kept pairs .first: 'A'"):
+        build_examples([doc], Tok(), {"B": [[0, 1]]})
+    (example,) = build_examples([doc], Tok(), {"A": [[1, 0]]})
+    assert example.heads.tolist() == [1] and example.tails.tolist() == [0]
