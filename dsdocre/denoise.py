@@ -24,7 +24,6 @@ import argparse
 import json
 import random
 from dataclasses import replace
-from pathlib import Path
 
 import numpy as np
 
@@ -110,20 +109,15 @@ def train_rank_model(config: DenoiseConfig) -> dict:
     distributed.prepare_environment()
     import torch
 
-    from dsdocre.config import load_deepspeed_config
     from dsdocre.data.documents import load_gold_documents, load_valid_documents
     from dsdocre.data.encoding import load_tokenizer, resolve_encoder_dir
-    from dsdocre.data.examples import build_examples, collate, epoch_batches, rank_candidates
+    from dsdocre.data.examples import build_examples, collate, rank_candidates
     from dsdocre.errors import UserError
     from dsdocre.model import RankModel
-    from dsdocre.train.engine import (base_learning_rate, batch_layout, build_engine, linear_warmup_decay,
-                                      param_groups, seed_everything, train_epochs)
+    from dsdocre.train.engine import setup_engine, start, train_epochs
 
     data_cfg, train_cfg, model_cfg = config.data, config.training, config.model
-    out_dir = Path(config.output_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    seed_everything(train_cfg.seed)
-    torch.set_num_threads(train_cfg.threads or torch.get_num_threads())
+    out_dir = start(train_cfg, config.output_dir)
     main = distributed.is_main_process()
 
     # ---- data: documents with a labelled pair and enough NA pairs to draw from --------------------
@@ -147,25 +141,10 @@ def train_rank_model(config: DenoiseConfig) -> dict:
 
     # ---- model and engine -------------------------------------------------------------------
     model = RankModel(model_cfg, tokenizer, encoder_dir=encoder_dir, added_tokens=added)
-    ds_config = load_deepspeed_config(train_cfg.deepspeed)
-    if int(ds_config.get("zero_optimization", {}).get("stage", 0)) >= 3:
-        raise UserError(f"denoise train supports ZeRO stages 0-2; {train_cfg.deepspeed} asks for stage 3")
-    micro_batch, accumulation = batch_layout(ds_config)
-    world, rank = distributed.world_size(), distributed.rank()
-    lengths = [len(e.encoded.input_ids) for e in examples]
-
-    def batches_of(epoch: int) -> list[list[int]]:
-        return epoch_batches(lengths, micro_batch, train_cfg.seed, epoch, rank, world, accumulation)
-
-    steps_per_epoch = len(batches_of(1)) // accumulation
-    total_steps = steps_per_epoch * train_cfg.epochs
-    if train_cfg.max_steps:
-        total_steps = min(total_steps, train_cfg.max_steps)
-    engine = build_engine(model, param_groups(model, base_learning_rate(ds_config), train_cfg.head_lr_multiplier),
-                          ds_config, linear_warmup_decay(total_steps, int(train_cfg.warmup_ratio * total_steps)))
-    device = engine.device
-    log(f"rank model: {encoder_dir} + pair bilinear {model_cfg.pair_dim} -> 1 score; world {world}; "
-        f"{steps_per_epoch} steps/epoch")
+    run = setup_engine(model, train_cfg, [len(e.encoded.input_ids) for e in examples], "denoise train")
+    engine, device, micro_batch = run.engine, run.engine.device, run.micro_batch
+    log(f"rank model: {encoder_dir} + pair bilinear {model_cfg.pair_dim} -> 1 score; world {run.world}; "
+        f"{run.steps_per_epoch} steps/epoch")
 
     # ---- the loop: softmax cross-entropy over each positive's group -----------------------------
     epoch_now = {"epoch": 1}
@@ -185,7 +164,7 @@ def train_rank_model(config: DenoiseConfig) -> dict:
 
     def batches_with_epoch(epoch: int):
         epoch_now["epoch"] = epoch
-        return batches_of(epoch)
+        return run.batches_of(epoch)
 
     metrics_path = out_dir / "metrics.jsonl"
     if main:
@@ -209,7 +188,7 @@ def train_rank_model(config: DenoiseConfig) -> dict:
         return record
 
     summary = train_epochs(engine, train_cfg, batches_of=batches_with_epoch, loss_of=loss_of, evaluate=evaluate,
-                           accumulation=accumulation, name="denoise")
+                           accumulation=run.accumulation, name="denoise")
     if not main:
         return {}
     top = best["record"]

@@ -77,22 +77,17 @@ def finetune(config: FinetuneConfig) -> dict:
     distributed.prepare_environment()
     import torch
 
-    from dsdocre.config import load_deepspeed_config
     from dsdocre.data.documents import load_gold_documents, load_valid_documents
     from dsdocre.data.encoding import load_tokenizer, resolve_encoder_dir
     from dsdocre.data.scored import read_kept_pairs
-    from dsdocre.data.examples import build_examples, collate, epoch_batches
+    from dsdocre.data.examples import build_examples, collate
     from dsdocre.errors import UserError
     from dsdocre.evaluation import GoldIndex, train_fact_set
     from dsdocre.model import RelationClassifier
-    from dsdocre.train.engine import (base_learning_rate, batch_layout, build_engine, linear_warmup_decay,
-                                      param_groups, seed_everything, train_epochs)
+    from dsdocre.train.engine import setup_engine, start, train_epochs
 
     data_cfg, train_cfg, model_cfg = config.data, config.training, config.model
-    out_dir = Path(config.output_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    seed_everything(train_cfg.seed)
-    torch.set_num_threads(train_cfg.threads or torch.get_num_threads())
+    out_dir = start(train_cfg, config.output_dir)
 
     # ---- data: training documents validated (rejections written down); valid read whole -------
     rejected_path = out_dir / "rejected.jsonl"
@@ -120,28 +115,11 @@ def finetune(config: FinetuneConfig) -> dict:
     model = RelationClassifier(model_cfg, tokenizer, encoder_dir=encoder_dir, added_tokens=added)
     if train_cfg.prior_bias_init:
         _init_bias_to_class_priors(model, train_examples)
-    ds_config = load_deepspeed_config(train_cfg.deepspeed)
-    if int(ds_config.get("zero_optimization", {}).get("stage", 0)) >= 3:
-        # Rank 0 evaluates and saves alone; ZeRO-3 would need every rank in each forward pass.
-        raise UserError("finetune supports ZeRO stages 0-2 (the classifier fits on one device); "
-                        f"{train_cfg.deepspeed} asks for stage 3")
-    micro_batch, accumulation = batch_layout(ds_config)
-    world, rank = distributed.world_size(), distributed.rank()
-    lengths = [len(e.encoded.input_ids) for e in train_examples]
-
-    def batches_of(epoch: int) -> list[list[int]]:
-        return epoch_batches(lengths, micro_batch, train_cfg.seed, epoch, rank, world, accumulation)
-
-    steps_per_epoch = len(batches_of(1)) // accumulation  # optimizer steps, a short last step included
-    total_steps = steps_per_epoch * train_cfg.epochs
-    if train_cfg.max_steps:
-        total_steps = min(total_steps, train_cfg.max_steps)
-    engine = build_engine(model, param_groups(model, base_learning_rate(ds_config), train_cfg.head_lr_multiplier),
-                          ds_config, linear_warmup_decay(total_steps, int(train_cfg.warmup_ratio * total_steps)))
-    device = engine.device
+    run = setup_engine(model, train_cfg, [len(e.encoded.input_ids) for e in train_examples], "finetune")
+    engine, device, micro_batch = run.engine, run.engine.device, run.micro_batch
     log(f"model: {encoder_dir} + pair bilinear {model_cfg.pair_dim}; "
-        f"{sum(p.numel() for p in model.parameters()) / 1e6:.1f}M parameters; world {world}; "
-        f"{len(train_examples)} train / {len(valid_examples)} valid documents; {steps_per_epoch} steps/epoch")
+        f"{sum(p.numel() for p in model.parameters()) / 1e6:.1f}M parameters; world {run.world}; "
+        f"{len(train_examples)} train / {len(valid_examples)} valid documents; {run.steps_per_epoch} steps/epoch")
 
     # ---- the loop: multi-label BCE over the candidate pairs; valid scored after each epoch ------
     def loss_of(idx: list[int]):
@@ -162,8 +140,8 @@ def finetune(config: FinetuneConfig) -> dict:
             best.update(f1=f1, record=record)
         return record
 
-    summary = train_epochs(engine, train_cfg, batches_of=batches_of, loss_of=loss_of, evaluate=evaluate,
-                           accumulation=accumulation, name="finetune")
+    summary = train_epochs(engine, train_cfg, batches_of=run.batches_of, loss_of=loss_of, evaluate=evaluate,
+                           accumulation=run.accumulation, name="finetune")
 
     rejected = len(train_rej)
     if not main:

@@ -207,14 +207,17 @@ def test_ray_data_pass_survives_a_dying_actor_and_equals_the_in_process_run(deno
 
 
 def test_fact_join_counts_only_kept_labels(denoise_run, tmp_path):
-    from sharding.denoise_score import score_shards
     from sharding.fact_join import fact_join
 
-    scored = score_shards(denoise_run / "rank" / "model", denoise_run / "shards", tmp_path / "kept1",
-                          keep="1", workers=0, progress=False)
+    proc = _cli("denoise", "score", "--model", denoise_run / "rank" / "model", "--shards", denoise_run / "shards",
+                "--out", tmp_path / "kept1", "--keep", 1, "--workers", 0, "--no-progress")
+    scored = mf.load(tmp_path / "kept1", "dsdocre-scored")
+    assert f"input {scored['counts']['input']} documents = scored {scored['counts']['scored']} + rejected 0" \
+        in proc.stdout
     everything = fact_join(denoise_run / "shards", tmp_path / "all", workers=0, log=None)
-    through_kept = fact_join(denoise_run / "shards", tmp_path / "kept", workers=0, log=None,
-                             kept_dir=tmp_path / "kept1")
+    _cli("fact-join", "--shards", denoise_run / "shards", "--out", tmp_path / "kept", "--kept", tmp_path / "kept1",
+         "--workers", 0)
+    through_kept = mf.load(tmp_path / "kept", "dsdocre-pairs")
     docs = json.loads((denoise_run / "corpus" / "train_distant.json").read_text())
     labels = sum(len(d.get("labels", [])) for d in docs)
     assert everything["counts"]["labels_dropped_by_denoiser"] == 0

@@ -12,6 +12,8 @@ from __future__ import annotations
 import math
 import random
 import time
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable
 
 import numpy as np
@@ -70,6 +72,56 @@ def param_groups(model, base_lr: float, head_lr_multiplier: float) -> list[dict]
 
 def base_learning_rate(ds_config: dict) -> float:
     return float(ds_config.get("optimizer", {}).get("params", {}).get("lr", 1e-5))
+
+
+@dataclass
+class EngineRun:
+    """A DeepSpeed engine and this rank's share of the data, as a stage's loop needs them."""
+
+    engine: object
+    batches_of: Callable[[int], list[list[int]]]  # epoch -> this rank's micro-batches (document indices)
+    micro_batch: int
+    accumulation: int
+    steps_per_epoch: int  # optimizer steps, a short last step included
+    world: int
+
+
+def setup_engine(model, training: TrainingConfig, lengths: list[int], stage: str) -> EngineRun:
+    """From the stage's DeepSpeed JSON: the engine (parameter groups, warm-up/decay schedule sized
+    to the steps the loop will run) and the deterministic per-rank batches of ``lengths``' documents."""
+    from dsdocre.config import load_deepspeed_config
+    from dsdocre.data.examples import epoch_batches
+    from dsdocre.errors import UserError
+
+    ds_config = load_deepspeed_config(training.deepspeed)
+    if int(ds_config.get("zero_optimization", {}).get("stage", 0)) >= 3:
+        # Rank 0 evaluates and saves alone; ZeRO-3 would need every rank in each forward pass.
+        raise UserError(f"{stage} supports ZeRO stages 0-2 (the model fits on one device); "
+                        f"{training.deepspeed} asks for stage 3")
+    micro_batch, accumulation = batch_layout(ds_config)
+    world, rank = distributed.world_size(), distributed.rank()
+
+    def batches_of(epoch: int) -> list[list[int]]:
+        return epoch_batches(lengths, micro_batch, training.seed, epoch, rank, world, accumulation)
+
+    steps_per_epoch = len(batches_of(1)) // accumulation
+    total_steps = steps_per_epoch * training.epochs
+    if training.max_steps:
+        total_steps = min(total_steps, training.max_steps)
+    engine = build_engine(model, param_groups(model, base_learning_rate(ds_config), training.head_lr_multiplier),
+                          ds_config, linear_warmup_decay(total_steps, int(training.warmup_ratio * total_steps)))
+    return EngineRun(engine, batches_of, micro_batch, accumulation, steps_per_epoch, world)
+
+
+def start(training: TrainingConfig, output_dir: str) -> Path:
+    """Seeds, torch threads, the output folder: the first lines of every training stage."""
+    import torch
+
+    seed_everything(training.seed)
+    torch.set_num_threads(training.threads or torch.get_num_threads())
+    out = Path(output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    return out
 
 
 def build_engine(model, param_groups: list[dict], ds_config: dict, schedule: Callable[[int], float]):
