@@ -1,0 +1,170 @@
+"""A deterministic, resumable sample stream over verified WebDataset shards, split over processes.
+
+What a training loop needs from its data, and what WebDataset alone does not track (a mid-epoch
+position, webdataset #271), in the manner of mosaicml/streaming:
+
+* **One global order per epoch**, a pure function of (manifest, seed, epoch): the shards in a
+  shuffled order, the samples of each shard in a shuffled order (``shuffle=False``: manifest order).
+* **Global batches, then ranks.** The order is cut into global batches of ``global_batch``
+  samples; rank ``r`` of ``world`` takes the ``r``-th slice of each (its micro-batch), and a
+  loader worker ``w`` of ``workers`` takes the rank's micro-batches ``w, w + workers, ...``, which
+  is the order in which ``torch.utils.data.DataLoader`` hands them back. No sample is given to two
+  consumers and none is skipped: the last, smaller global batch is split as evenly as possible.
+* **Position = global batches consumed** in the epoch. After each step every rank has consumed the
+  same prefix of the global order, so :meth:`SampleStream.state_dict` is ``{"epoch",
+  "batches"}`` and a stream with another ``world`` (the same ``global_batch``) resumes exactly
+  where the old one stopped: no sample lost or repeated.
+* **Random access.** Samples are read by key through a per-shard index of tar member offsets
+  (:class:`TarIndex`, built from the tar headers once per shard), so a rank reads only its own
+  samples instead of streaming every shard.
+"""
+
+from __future__ import annotations
+
+import random
+import tarfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+
+from dsdocre.data import manifest as mf
+from dsdocre.errors import UserError
+
+
+class TarIndex:
+    """Member offsets of one tar file: ``key -> {suffix: (offset, size)}``, then reads by seek."""
+
+    def __init__(self, path: str | Path):
+        self.path = str(path)
+        self.members: dict[str, dict[str, tuple[int, int]]] = {}
+        self.keys: list[str] = []
+        with tarfile.open(self.path) as tf:
+            for info in tf:
+                if not info.isfile():
+                    continue
+                key, _, suffix = info.name.partition(".")  # WebDataset: the key ends at the first dot
+                if key not in self.members:
+                    self.members[key] = {}
+                    self.keys.append(key)
+                self.members[key][suffix] = (info.offset_data, info.size)
+        self._file = None
+
+    def read(self, key: str) -> dict[str, bytes]:
+        if self._file is None:
+            self._file = open(self.path, "rb")
+        sample = {"__key__": key}
+        for suffix, (offset, size) in self.members[key].items():
+            self._file.seek(offset)
+            sample[suffix] = self._file.read(size)
+        return sample
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+
+@dataclass(frozen=True)
+class Position:
+    epoch: int
+    batches: int  # global batches of this epoch already consumed
+
+
+class SampleStream:
+    """This consumer's samples of a verified shard folder, in step order, resumable (see module doc).
+
+    ``global_batch``: samples per optimizer step over all ranks (micro-batch x world x accumulation);
+    keep it fixed across world sizes for an exact elastic resume. ``rank``/``world``: data-parallel
+    process; ``worker``/``workers``: loader worker within the rank.
+    """
+
+    def __init__(self, shard_dir: str | Path, global_batch: int, *, seed: int = 0, rank: int = 0, world: int = 1,
+                 worker: int = 0, workers: int = 1, shuffle: bool = True, verify: bool = True,
+                 expected_format: str = mf.FORMAT):
+        self.dir = Path(shard_dir)
+        manifest = (mf.verify if verify else mf.load)(self.dir, expected_format)
+        self.shards = [(s["name"], int(s["docs"])) for s in manifest["shards"]]
+        self.total = sum(n for _, n in self.shards)
+        if global_batch < world:
+            raise UserError(f"a global batch of {global_batch} samples cannot give each of {world} processes one")
+        if self.total < world * workers:
+            raise UserError(f"{self.dir}: {self.total} samples cannot feed {world} processes x {workers} loader "
+                            "workers one sample each; use fewer processes or workers, or more data")
+        self.global_batch, self.seed, self.shuffle = global_batch, seed, shuffle
+        self.rank, self.world, self.worker, self.workers = rank, world, worker, workers
+        self.position = Position(epoch=1, batches=0)
+        self._indexes: dict[str, TarIndex] = {}
+
+    # ---- the order ----------------------------------------------------------------------------
+    def epoch_order(self, epoch: int) -> list[tuple[int, int]]:
+        """(shard index, sample index in that shard) of every sample, in this epoch's global order."""
+        rng = random.Random(self.seed * 1_000_003 + epoch)
+        shard_order = list(range(len(self.shards)))
+        if self.shuffle:
+            rng.shuffle(shard_order)
+        order = []
+        for s in shard_order:
+            inner = list(range(self.shards[s][1]))
+            if self.shuffle:
+                random.Random(f"{self.seed}/{epoch}/{self.shards[s][0]}").shuffle(inner)
+            order.extend((s, i) for i in inner)
+        return order
+
+    def batches_per_epoch(self) -> int:
+        return -(-self.total // self.global_batch)
+
+    def my_batches(self, epoch: int, start: int = 0) -> Iterator[tuple[int, list[tuple[int, int]]]]:
+        """(global batch number, this consumer's samples of it) from global batch ``start`` on."""
+        order = self.epoch_order(epoch)
+        for b in range(start, self.batches_per_epoch()):
+            step = order[b * self.global_batch:(b + 1) * self.global_batch]
+            mine = np.array_split(np.arange(len(step)), self.world)[self.rank]
+            # a loader worker serves every workers-th micro-batch of its rank
+            if (b - start) % self.workers == self.worker:
+                yield b, [step[i] for i in mine]
+
+    # ---- reading ------------------------------------------------------------------------------
+    def _index(self, shard: int) -> TarIndex:
+        name = self.shards[shard][0]
+        if name not in self._indexes:
+            self._indexes[name] = TarIndex(self.dir / name)
+        return self._indexes[name]
+
+    def read(self, shard: int, i: int) -> dict[str, bytes]:
+        index = self._index(shard)
+        return index.read(index.keys[i])
+
+    def __iter__(self) -> Iterator[list[dict[str, bytes]]]:
+        """This consumer's micro-batches (lists of raw samples) from the current position to the
+        end of the epoch. Call :meth:`advance` after each optimizer step (a loop, not the reader,
+        knows what was consumed)."""
+        for _, samples in self.my_batches(self.position.epoch, self.position.batches):
+            yield [self.read(s, i) for s, i in samples]
+
+    # ---- position -----------------------------------------------------------------------------
+    def advance(self, batches: int = 1) -> None:
+        """``batches`` more global batches consumed; rolls over to the next epoch at its end."""
+        done = self.position.batches + batches
+        epoch = self.position.epoch
+        while done >= self.batches_per_epoch():
+            done -= self.batches_per_epoch()
+            epoch += 1
+        self.position = Position(epoch, done)
+
+    def state_dict(self) -> dict:
+        return {"epoch": self.position.epoch, "batches": self.position.batches, "global_batch": self.global_batch,
+                "seed": self.seed, "samples": self.total}
+
+    def load_state_dict(self, state: dict) -> None:
+        for key in ("global_batch", "seed", "samples"):
+            if state[key] != getattr(self, {"samples": "total"}.get(key, key)):
+                raise UserError(f"cannot resume this stream: the saved {key} is {state[key]}, this stream has "
+                                f"{getattr(self, {'samples': 'total'}.get(key, key))} (same data, seed and global "
+                                "batch are needed for an exact resume)")
+        self.position = Position(int(state["epoch"]), int(state["batches"]))
+
+    def close(self) -> None:
+        for index in self._indexes.values():
+            index.close()
