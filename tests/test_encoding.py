@@ -200,3 +200,29 @@ def test_any_encoder_windows_within_its_real_position_limit(tmp_path, family):
     assert loaded.special_ids == (tok.cls_id, tok.sep_id, tok.pad_id)
     with torch.no_grad():
         assert torch.allclose(loaded.eval()(batch), logits, atol=1e-5)
+
+
+def test_blanking_from_the_encoding_equals_blanking_while_encoding(tokenizer):
+    """Pre-training blanks mentions in stored encodings (shards hold mention end positions)."""
+    import random
+
+    from dsdocre.synth import iter_documents
+
+    rng = random.Random(0)
+    docs = [Document.from_json(d) for d in iter_documents("train_annotated", 3, 25)]
+    nested = doc_with([["university", "of", "warsaw", "grew", "."]],
+                      [[{"name": "warsaw", "pos": [2, 3], "sent_id": 0, "type": "LOC"}],
+                       [{"name": "University of Warsaw", "pos": [0, 3], "sent_id": 0, "type": "ORG"}]])
+    checked = 0
+    for doc in docs + [nested, nested]:
+        encoded = tokenizer.encode(doc)
+        for _ in range(3):
+            chosen = [e for e in range(doc.num_entities) if rng.random() < 0.4]
+            assert tokenizer.blank(encoded, chosen) == tokenizer.encode(doc, blank_entities=chosen)
+            checked += bool(chosen)
+    assert checked > 40
+    encoded = tokenizer.encode(nested)
+    assert [encoded.input_ids[p] for p in encoded.mention_ends[1]] == [tokenizer.end_ids[1]]
+    old = type(encoded)(encoded.input_ids, encoded.mention_starts, encoded.mention_sent_ids)
+    with pytest.raises(ValueError, match="format version 1"):
+        tokenizer.blank(old, [0])

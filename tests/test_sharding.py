@@ -144,7 +144,7 @@ def test_round_trip_document_to_shard_to_identical_document(corpus, local_run):
     raw_by_key = {s["__key__"]: s["json"] for s in wds.WebDataset(paths, shardshuffle=False)}
     assert raw_by_key[sample_key(1, 0)] == lines[0]
     decoded = next(iter(wds.WebDataset(paths[:1], shardshuffle=False).decode()))
-    assert set(decoded["enc.json"]) == {"input_ids", "mention_starts", "mention_sent_ids"}
+    assert set(decoded["enc.json"]) == {"input_ids", "mention_starts", "mention_sent_ids", "mention_ends"}
 
 
 def test_rerun_skips_verified_shards_and_redoes_the_rest(corpus, local_run, tmp_path):

@@ -64,6 +64,7 @@ class EncodedDocument:
     input_ids: list[int]
     mention_starts: list[list[int]]  # entity -> positions of its mentions' start markers
     mention_sent_ids: list[list[int]] = field(default_factory=list)  # entity -> sentence of each mention
+    mention_ends: list[list[int]] = field(default_factory=list)  # entity -> positions of its mentions' end markers
 
     @property
     def num_entities(self) -> int:
@@ -71,11 +72,11 @@ class EncodedDocument:
 
     def to_json(self) -> dict:
         return {"input_ids": self.input_ids, "mention_starts": self.mention_starts,
-                "mention_sent_ids": self.mention_sent_ids}
+                "mention_sent_ids": self.mention_sent_ids, "mention_ends": self.mention_ends}
 
     @classmethod
     def from_json(cls, d: dict) -> "EncodedDocument":
-        return cls(d["input_ids"], d["mention_starts"], d.get("mention_sent_ids", []))
+        return cls(d["input_ids"], d["mention_starts"], d.get("mention_sent_ids", []), d.get("mention_ends", []))
 
 
 def marker_tokens(max_entities: int) -> list[str]:
@@ -96,6 +97,7 @@ class MarkerTokenizer:
         self.blank_id = vocab[BLANK]
         self.start_ids = [vocab[start_marker(i)] for i in range(max_entities)]
         self.end_ids = [vocab[end_marker(i)] for i in range(max_entities)]
+        self._marker_ids = frozenset(self.start_ids) | frozenset(self.end_ids)
         self.cls_id = tokenizer.cls_token_id
         self.sep_id = tokenizer.sep_token_id
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
@@ -148,6 +150,7 @@ class MarkerTokenizer:
         pieces = self._word_pieces(words)
         ids: list[int] = []
         mention_starts: list[list[int]] = [[0] * len(ms) for ms in doc.entities]
+        mention_ends: list[list[int]] = [[0] * len(ms) for ms in doc.entities]
         mention_sents: list[list[int]] = [[m.sent_id for m in ms] for ms in doc.entities]
         previous_blank = False
         for w, word_pieces in enumerate(pieces):
@@ -162,10 +165,39 @@ class MarkerTokenizer:
             else:
                 ids.extend(word_pieces)
                 previous_blank = False
-            for _, neg_e, _ in sorted(closes.get(w, ())):
+            for _, neg_e, neg_m in sorted(closes.get(w, ())):
+                mention_ends[-neg_e][-neg_m] = len(ids)
                 ids.append(self.end_ids[-neg_e])
                 previous_blank = False
-        return EncodedDocument(ids, mention_starts, mention_sents)
+        return EncodedDocument(ids, mention_starts, mention_sents, mention_ends)
+
+    def blank(self, encoded: EncodedDocument, entities: Iterable[int]) -> EncodedDocument:
+        """``encoded`` with every mention of ``entities`` blanked, from the encoding alone (no
+        re-tokenizing): the word pieces inside each mention become one blank symbol per run, its
+        markers and any nested mention's markers stay. Equals ``encode(doc, blank_entities=...)``."""
+        blank = set(entities)
+        if not encoded.mention_ends:
+            raise ValueError("this encoding has no mention end positions (shards of format version 1): re-shard")
+        blanked = [False] * len(encoded.input_ids)
+        for e in blank:
+            for s, t in zip(encoded.mention_starts[e], encoded.mention_ends[e]):
+                for p in range(s + 1, t):
+                    blanked[p] = True
+        markers = self._marker_ids
+        ids: list[int] = []
+        new_position = [0] * len(encoded.input_ids)
+        previous_blank = False
+        for p, tok in enumerate(encoded.input_ids):
+            new_position[p] = len(ids)
+            if tok in markers or not blanked[p]:
+                ids.append(tok)
+                previous_blank = False
+            elif not previous_blank:
+                ids.append(self.blank_id)
+                previous_blank = True
+        remap = lambda positions: [[new_position[p] for p in ps] for ps in positions]  # noqa: E731
+        return EncodedDocument(ids, remap(encoded.mention_starts), encoded.mention_sent_ids,
+                               remap(encoded.mention_ends))
 
     def _word_pieces(self, words: list[str]) -> list[list[int]]:
         if not words:

@@ -15,7 +15,7 @@ import os
 from pathlib import Path
 
 FORMAT = "dsdocre-shards"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: enc.json holds mention end positions (blanking without re-tokenizing)
 MANIFEST = "manifest.json"
 REJECTED = "rejected.jsonl"
 
