@@ -10,7 +10,8 @@ import torch
 from conftest import tiny_bert
 
 from dsdocre.data.encoding import EncodedDocument
-from dsdocre.model.pretrain import TASKS, PretrainExample, PretrainModel, TaskSwitches, collate_pretrain
+from dsdocre.data.pretrain_examples import PretrainExample, collate_pretrain
+from dsdocre.model.pretrain import TASKS, PretrainModel, TaskSwitches
 
 
 def random_doc(rng: random.Random, entities: int, length: int) -> EncodedDocument:
@@ -25,7 +26,7 @@ def make_examples(seed: int = 0, pairs: int = 3) -> list[PretrainExample]:
     out = []
     for _ in range(pairs):
         a, b = random_doc(rng, rng.randint(3, 5), rng.randint(20, 40)), random_doc(rng, rng.randint(3, 5), 30)
-        na, nb = a.num_entities, b.num_entities
+        na = a.num_entities
         ex = PretrainExample(docs=(a, b))
         # MM intra: mention 1 of entity 0 of d_A is the query; it is left out of entity 0's pooling
         ex.unpooled.append((0, 0, 1))

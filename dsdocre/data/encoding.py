@@ -175,14 +175,17 @@ class MarkerTokenizer:
         """``encoded`` with every mention of ``entities`` blanked, from the encoding alone (no
         re-tokenizing): the word pieces inside each mention become one blank symbol per run, its
         markers and any nested mention's markers stay. Equals ``encode(doc, blank_entities=...)``."""
-        blank = set(entities)
+        return self.blank_mentions(encoded, [(e, m) for e in set(entities)
+                                             for m in range(len(encoded.mention_starts[e]))])
+
+    def blank_mentions(self, encoded: EncodedDocument, mentions: Iterable[tuple[int, int]]) -> EncodedDocument:
+        """``encoded`` with the mentions ``(entity, mention index)`` blanked (see :meth:`blank`)."""
         if not encoded.mention_ends:
             raise ValueError("this encoding has no mention end positions (shards of format version 1): re-shard")
         blanked = [False] * len(encoded.input_ids)
-        for e in blank:
-            for s, t in zip(encoded.mention_starts[e], encoded.mention_ends[e]):
-                for p in range(s + 1, t):
-                    blanked[p] = True
+        for e, m in mentions:
+            for p in range(encoded.mention_starts[e][m] + 1, encoded.mention_ends[e][m]):
+                blanked[p] = True
         markers = self._marker_ids
         ids: list[int] = []
         new_position = [0] * len(encoded.input_ids)

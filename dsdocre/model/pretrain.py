@@ -15,14 +15,12 @@
 
 Each task is a softmax cross-entropy over its candidates; the total loss is the sum of the enabled
 tasks (:class:`TaskSwitches`, so the paper's Table 2 ablations are configuration). The batch is
-built by :func:`collate_pretrain` from :class:`PretrainExample` objects: entity indices of both
-documents live in one space per document pair, ``side * N + entity`` (``side`` 0 = d_A, 1 = d_B,
-``N`` the batch's largest entity count).
+built by :func:`dsdocre.data.pretrain_examples.collate_pretrain` from ``PretrainExample`` objects:
+entity indices of both documents live in one space per document pair, ``side * N + entity``
+(``side`` 0 = d_A, 1 = d_B, ``N`` the batch's largest entity count).
 """
 
 from __future__ import annotations
-
-from dataclasses import dataclass, field
 
 import torch
 from torch import nn
@@ -45,77 +43,6 @@ class TaskSwitches(Section):
 
     def enabled(self) -> list[str]:
         return [t for t in TASKS if getattr(self, t)]
-
-
-Ref = tuple[int, int]  # (side, entity): side 0 = d_A, 1 = d_B
-
-
-@dataclass
-class PretrainExample:
-    """One document pair and its task instances (entity references are (side, entity))."""
-
-    docs: tuple  # (EncodedDocument of d_A, EncodedDocument of d_B), blanked where the data chose to
-    unpooled: list[tuple[int, int, int]] = field(default_factory=list)  # (side, entity, mention) left out of pooling
-    mm_intra: list[tuple[int, int, int]] = field(default_factory=list)  # (side, query token position, target entity)
-    mm_inter: list[tuple[int, int]] = field(default_factory=list)  # (entity of d_B, the same entity in d_A)
-    rd_intra: list[list[tuple[Ref, Ref]]] = field(default_factory=list)  # groups of (head, tail), positive first
-    rd_inter: list[list[tuple[Ref, Ref]]] = field(default_factory=list)
-    ra: list[tuple[tuple[Ref, Ref], list[tuple[Ref, Ref]], int]] = field(default_factory=list)  # query, candidates, target
-
-
-def collate_pretrain(examples: list[PretrainExample], pad_id: int) -> dict[str, torch.Tensor]:
-    """Tensors for :meth:`PretrainModel.forward`: the 2B documents (d_A of every example, then
-    d_B), padded to the longest one, and each task's instances padded per example."""
-    docs = [ex.docs[0] for ex in examples] + [ex.docs[1] for ex in examples]
-    B = len(examples)
-    T = max(len(d.input_ids) for d in docs)
-    N = max(d.num_entities for d in docs)
-    M = max(len(m) for d in docs for m in d.mention_starts)
-    tokens = torch.full((2 * B, T), pad_id, dtype=torch.long)
-    mention_pos = torch.zeros((2 * B, N, M), dtype=torch.long)
-    mention_mask = torch.zeros((2 * B, N, M), dtype=torch.bool)
-    for i, d in enumerate(docs):
-        tokens[i, :len(d.input_ids)] = torch.tensor(d.input_ids)
-        for e, starts in enumerate(d.mention_starts):
-            mention_pos[i, e, :len(starts)] = torch.tensor(starts)
-            mention_mask[i, e, :len(starts)] = True
-    for b, ex in enumerate(examples):
-        for side, e, m in ex.unpooled:
-            mention_mask[side * B + b, e, m] = False
-    batch = {"tokens": tokens, "lengths": torch.tensor([len(d.input_ids) for d in docs]),
-             "mention_pos": mention_pos, "mention_mask": mention_mask, "num_entities": torch.tensor(N),
-             "entity_counts": torch.tensor([d.num_entities for d in docs])}
-
-    def flat(ref: Ref) -> int:
-        return ref[0] * N + ref[1]
-
-    def padded(rows_per_example: list[list], width: int, fill) -> tuple[torch.Tensor, torch.Tensor]:
-        Q = max([len(r) for r in rows_per_example] + [1])
-        values = torch.full((B, Q, width), fill, dtype=torch.long)
-        mask = torch.zeros((B, Q), dtype=torch.bool)
-        for b, rows in enumerate(rows_per_example):
-            for q, row in enumerate(rows):
-                values[b, q] = torch.tensor(row)
-                mask[b, q] = True
-        return values, mask
-
-    batch["mm_intra"], batch["mm_intra_mask"] = padded(
-        [[(side, pos, side * N + target) for side, pos, target in ex.mm_intra] for ex in examples], 3, 0)
-    batch["mm_inter"], batch["mm_inter_mask"] = padded(
-        [[(N + qb, qa) for qb, qa in ex.mm_inter] for ex in examples], 2, 0)
-    for task in ("rd_intra", "rd_inter"):
-        groups = [[[x for h, t in group for x in (flat(h), flat(t))] for group in getattr(ex, task)]
-                  for ex in examples]
-        sizes = {len(g) for gs in groups for g in gs}
-        if len(sizes) > 1:
-            raise ValueError(f"{task}: every group needs the same number of candidates (1 + k_n); got {sorted(sizes)}")
-        width = sizes.pop() if sizes else 2
-        batch[task], batch[task + "_mask"] = padded(groups, width, 0)
-    rows = [[[flat(q[0]), flat(q[1]), target, len(cands)] + [x for h, t in cands for x in (flat(h), flat(t))]
-             for q, cands, target in ex.ra] for ex in examples]
-    width = max([len(r) for rs in rows for r in rs] + [6])
-    batch["ra"], batch["ra_mask"] = padded([[r + [0] * (width - len(r)) for r in rs] for rs in rows], width, 0)
-    return batch
 
 
 class PretrainModel(nn.Module):
