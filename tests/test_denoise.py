@@ -211,7 +211,9 @@ def test_fact_join_counts_only_kept_labels(denoise_run, tmp_path):
 
     proc = _cli("denoise", "score", "--model", denoise_run / "rank" / "model", "--shards", denoise_run / "shards",
                 "--out", tmp_path / "kept1", "--keep", 1, "--workers", 0, "--no-progress")
-    scored = mf.load(tmp_path / "kept1", "dsdocre-scored")
+    from dsdocre.data.scored import FORMAT, FORMAT_VERSION
+
+    scored = mf.load(tmp_path / "kept1", FORMAT, FORMAT_VERSION)
     assert f"input {scored['counts']['input']} documents = scored {scored['counts']['scored']} + rejected 0" \
         in proc.stdout
     everything = fact_join(denoise_run / "shards", tmp_path / "all", workers=0, log=None)

@@ -133,7 +133,7 @@ def test_scoring_runs_on_the_resolved_device(monkeypatch):
 
 
 # ---- layout: the library never imports a stage, Ray, or the CLI ------------------------------------
-STAGES = {"dsdocre.cli", "dsdocre.finetune", "dsdocre.predict", "dsdocre.pipeline", "dsdocre.validate",
+STAGES = {"dsdocre.cli", "dsdocre.denoise", "dsdocre.finetune", "dsdocre.predict", "dsdocre.pipeline", "dsdocre.validate",
           "dsdocre.synth.command"}
 
 
