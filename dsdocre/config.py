@@ -149,3 +149,25 @@ def load_deepspeed_config(path: str | Path) -> dict:
 def to_plain(obj: Any) -> Any:
     """A config (or section) as plain JSON-able data, for records and logs."""
     return obj.model_dump(mode="json") if isinstance(obj, BaseModel) else obj
+
+
+def add_stage_arguments(parser, default_config: str, example: str = "training.epochs=3") -> None:
+    """The arguments every training stage takes: ``--config``, ``--set``, ``--encoder``, ``--output-dir``."""
+    parser.add_argument("--config", default=default_config,
+                        help="stage config (YAML; a relative path not found here is looked up among the "
+                             "packaged configs); default: %(default)s")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help=f"override a config value, e.g. --set {example} (repeatable)")
+    parser.add_argument("--encoder", help="a BERT-family model directory (overrides model.encoder)")
+    parser.add_argument("--output-dir", help="overrides output_dir")
+
+
+def load_stage_config(schema: type[S], args) -> S:
+    """The stage config named by :func:`add_stage_arguments`' arguments, with ``--encoder`` and
+    ``--output-dir`` applied."""
+    config = load_config(schema, args.config, args.overrides)
+    if args.encoder:
+        config.model.encoder = args.encoder
+    if args.output_dir:
+        config.output_dir = args.output_dir
+    return config

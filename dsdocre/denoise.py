@@ -27,7 +27,7 @@ from dataclasses import replace
 
 import numpy as np
 
-from dsdocre.config import Section
+from dsdocre.config import Section, add_stage_arguments, load_stage_config
 from dsdocre.model.classifier import ModelConfig
 from dsdocre.train import distributed
 from dsdocre.train.engine import TrainingConfig, log
@@ -56,13 +56,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
     train = sub.add_parser("train", help="train the rank model (Relation Detection on annotated documents)",
                            description="Train the pre-denoising rank model through DeepSpeed.")
-    train.add_argument("--config", default="configs/denoise.yaml",
-                       help="stage config (YAML; relative paths not found here are looked up among the packaged "
-                            "configs); default: %(default)s")
-    train.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                       help="override a config value, e.g. --set training.epochs=1 (repeatable)")
-    train.add_argument("--encoder", help="a BERT-family model directory (overrides model.encoder)")
-    train.add_argument("--output-dir", help="overrides output_dir")
+    add_stage_arguments(train, "configs/denoise.yaml", "training.epochs=1")
 
     score = sub.add_parser("score", help="score every entity pair of every document of a shard folder, keep the top k",
                            description="Score every ordered entity pair of every document of verified WebDataset "
@@ -93,14 +87,7 @@ def run(args: argparse.Namespace) -> int:
               f"{summary['pairs_kept']} pairs kept of {summary['pairs_scored']} -> {args.out}")
         return 0
 
-    from dsdocre.config import load_config
-
-    config = load_config(DenoiseConfig, args.config, args.overrides)
-    if args.encoder:
-        config.model.encoder = args.encoder
-    if args.output_dir:
-        config.output_dir = args.output_dir
-    train_rank_model(config)
+    train_rank_model(load_stage_config(DenoiseConfig, args))
     return 0
 
 

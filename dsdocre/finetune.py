@@ -24,7 +24,7 @@ from typing import Optional, Union
 
 import numpy as np
 
-from dsdocre.config import Section
+from dsdocre.config import Section, add_stage_arguments, load_stage_config
 from dsdocre.model.classifier import ModelConfig
 from dsdocre.train import distributed
 from dsdocre.train.engine import TrainingConfig, log
@@ -51,24 +51,11 @@ class FinetuneConfig(Section):
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", default="configs/finetune.yaml",
-                        help="stage config (YAML; a relative path not found here is looked up among the "
-                             "packaged configs); default: %(default)s")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a config value, e.g. --set training.epochs=3 (repeatable)")
-    parser.add_argument("--encoder", help="a BERT-family model directory (overrides model.encoder)")
-    parser.add_argument("--output-dir", help="overrides output_dir")
+    add_stage_arguments(parser, "configs/finetune.yaml")
 
 
 def run(args: argparse.Namespace) -> int:
-    from dsdocre.config import load_config
-
-    config = load_config(FinetuneConfig, args.config, args.overrides)
-    if args.encoder:
-        config.model.encoder = args.encoder
-    if args.output_dir:
-        config.output_dir = args.output_dir
-    result = finetune(config)
+    result = finetune(load_stage_config(FinetuneConfig, args))
     return 0 if result is not None else 1
 
 
