@@ -123,3 +123,15 @@ def machine_info(command: str | None = None, packages: tuple[str, ...] = ("trito
         except Exception:
             info[name] = None
     return info
+
+
+def real_data_dir():
+    """``../shared/data/redocred`` beside the checkout, or None (with a line saying why) when absent:
+    a fresh clone has no real data, and the real-data benchmarks then skip."""
+    from pathlib import Path
+
+    data = Path(__file__).resolve().parents[2] / "shared" / "data" / "redocred"
+    if not (data / "train.json").exists():
+        print(f"skipped: {data} is absent (the real data lives beside the checkout, see ../shared/data/README.md)")
+        return None
+    return data

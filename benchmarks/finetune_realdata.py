@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import machine_info, pin_threads  # noqa: E402
+from _common import machine_info, pin_threads, real_data_dir  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -31,9 +31,8 @@ def main() -> int:
     parser.add_argument("--out", default=str(ROOT / "benchmarks/results/finetune_realdata.json"))
     args = parser.parse_args()
 
-    data = ROOT.parent / "shared" / "data" / "redocred"
-    if not (data / "train.json").exists():
-        print(f"skipped: {data} is absent (the real data lives beside the checkout, see ../shared/data/README.md)")
+    data = real_data_dir()
+    if data is None:
         return 0
     threads = pin_threads()
     from dsdocre.config import load_config, to_plain

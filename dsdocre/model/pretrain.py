@@ -77,7 +77,7 @@ class PretrainModel(nn.Module):
 
     def forward(self, batch: dict) -> dict[str, torch.Tensor]:
         states, entities = self.encode(batch)  # entities [B, 2N, d]
-        B, two_n, d = entities.shape
+        B, _, d = entities.shape
         enabled = self.tasks.enabled()
         out: dict[str, torch.Tensor] = {}
 
