@@ -16,6 +16,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "validate": ("dsdocre.validate", "check DocRED-format JSON files and report every problem"),
     "synth": ("dsdocre.synth.command", "write a synthetic annotated + distantly supervised corpus"),
     "denoise": ("dsdocre.denoise", "pre-denoising: train the rank model, score and keep the top entity pairs"),
+    "pretrain": ("dsdocre.pretrain", "pre-train the encoder on the three denoising tasks (DeepSpeed ZeRO)"),
     "finetune": ("dsdocre.finetune", "fine-tune the relation classifier (DeepSpeed engine)"),
     "evaluate": ("dsdocre.predict", "score a checkpoint or a submission file: P/R/F1/Ign F1/Intra/Inter"),
     "predict": ("dsdocre.predict", "write the official submission file and a readable listing"),

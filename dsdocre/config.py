@@ -55,8 +55,9 @@ def resolve_config_path(path: str | Path) -> Path:
     return path
 
 
-def read_yaml(path: str | Path) -> dict:
-    resolved = resolve_config_path(path)
+def read_yaml(path: str | Path, _seen: tuple = ()) -> dict:
+    """A config file as a dict; a ``base:`` key names a config it extends (ablations are a few lines)."""
+    resolved = resolve_config_path(path).resolve()
     if not resolved.is_file():
         raise UserError(f"config file {path} does not exist (packaged configs: {packaged_configs_dir()})")
     try:
@@ -67,7 +68,22 @@ def read_yaml(path: str | Path) -> dict:
         return {}
     if not isinstance(data, dict):
         raise UserError(f"config file {resolved} must hold a mapping of sections, not {type(data).__name__}")
+    if "base" in data:  # `base: other.yaml`: that config, with this file's values over it
+        base_name = data.pop("base")
+        beside = resolved.parent / str(base_name)
+        chain = _seen + (resolved,)
+        base_path = beside if beside.is_file() else Path(str(base_name))
+        if resolve_config_path(base_path).resolve() in chain:
+            raise UserError(f"config file {resolved}: `base: {base_name}` makes a cycle")
+        data = _merged(read_yaml(base_path, chain), data)
     return data
+
+
+def _merged(base: dict, over: dict) -> dict:
+    out = dict(base)
+    for key, value in over.items():
+        out[key] = _merged(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
 
 
 def apply_override(config: dict, item: str) -> None:

@@ -158,10 +158,10 @@ def train_rank_model(config: DenoiseConfig) -> dict:
         metrics_path.unlink(missing_ok=True)
     best = {"recall": -1.0, "record": None}
 
-    def evaluate(record: dict) -> dict:
+    def evaluate(record: dict, model) -> dict:
         from dsdocre.model.rank import score_documents
 
-        scores = score_documents(engine.module, valid_encodings, micro_batch, device)
+        scores = score_documents(model, valid_encodings, micro_batch, device)
         record = {**record, "valid": kept_recall(valid_docs, scores, ("2n", "3n", "20"))}
         with open(metrics_path, "a") as f:
             f.write(json.dumps(record) + "\n")
@@ -170,12 +170,13 @@ def train_rank_model(config: DenoiseConfig) -> dict:
             + ", ".join(f"{k} {v:.2f}" for k, v in record["valid"].items() if k.startswith("fact_recall")))
         if recall > best["recall"]:
             best.update(recall=recall, record=record)
-            engine.module.save_pretrained(out_dir / "model", epoch=record["epoch"], valid=record["valid"],
+            model.save_pretrained(out_dir / "model", epoch=record["epoch"], valid=record["valid"],
                                           train_file=str(data_cfg.train), valid_file=str(data_cfg.valid))
         return record
 
     summary = train_epochs(engine, train_cfg, batches_of=batches_with_epoch, loss_of=loss_of, evaluate=evaluate,
-                           accumulation=run.accumulation, name="denoise")
+                           accumulation=run.accumulation, name="denoise",
+                           make_model=lambda: RankModel(model_cfg, tokenizer, encoder_dir=encoder_dir, added_tokens=added))
     if not main:
         return {}
     top = best["record"]

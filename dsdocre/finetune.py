@@ -120,15 +120,17 @@ def finetune(config: FinetuneConfig) -> dict:
         metrics_path.unlink(missing_ok=True)
     best = {"f1": -1.0, "record": None}  # unrounded F1: the record keeps it rounded for display
 
-    def evaluate(record: dict) -> dict:
-        record, f1, saved = _evaluate_and_save(engine.module, record, best["f1"], valid_examples, valid_gold,
+    def evaluate(record: dict, model) -> dict:
+        record, f1, saved = _evaluate_and_save(model, record, best["f1"], valid_examples, valid_gold,
                                                facts_in_train, micro_batch, device, out_dir, data_cfg)
         if saved:
             best.update(f1=f1, record=record)
         return record
 
     summary = train_epochs(engine, train_cfg, batches_of=run.batches_of, loss_of=loss_of, evaluate=evaluate,
-                           accumulation=run.accumulation, name="finetune")
+                           accumulation=run.accumulation, name="finetune",
+                           make_model=lambda: RelationClassifier(model_cfg, tokenizer, encoder_dir=encoder_dir,
+                                                                 added_tokens=added))
 
     rejected = len(train_rej)
     if not main:

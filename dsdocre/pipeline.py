@@ -9,11 +9,16 @@ Stages run in order and talk only through files under ``output_dir``::
                                                20 per distant document, 2 N_ent per annotated one
     pairs/             dsdocre fact-join       document pairs sharing a relational fact, through
                                                distant labels the denoiser kept (pre-training input)
-    finetune/          dsdocre finetune        model/, metrics.jsonl, valid_predictions.json (on kept pairs)
+    heldout/           synth, shard, fact-join held-out distant documents (another seed) and their
+                                               pairs: per-task accuracy of pre-training on unseen pairs
+    pretrain/          dsdocre pretrain        MM + RD + RA on DeepSpeed: encoder/, checkpoints/,
+                                               metrics.jsonl, valid.json (held-out accuracy vs chance)
+    finetune/          dsdocre finetune        model/ (from the pre-trained encoder), metrics.jsonl,
+                                               valid_predictions.json (on kept pairs)
     test/              dsdocre evaluate        result.json (official submission format), metrics.json
 
-With ``denoise.enabled: false`` the pipeline is the paper's "BERT" row (every pair a candidate);
-with it (the default), "BERT+D". Pre-training joins the chain (between pairs/ and finetune/) as it lands.
+The paper's rows: ``denoise.enabled`` and ``pretrain.enabled`` both false = "BERT" (every pair a
+candidate, the packaged encoder); denoise only = "BERT+D"; both (the default) = "BERT+D+P".
 """
 
 from __future__ import annotations
@@ -53,12 +58,19 @@ class DenoiseStageConfig(Section):
     keep_annotated: str = "2n"  # pairs kept per annotated document (fine-tuning and evaluation: 2 N_ent)
 
 
+class PretrainStageConfig(Section):
+    enabled: bool = True  # false: fine-tune the packaged encoder directly (no pre-training)
+    config: str = "configs/pretrain.yaml"  # its data paths and output_dir are set to this run's
+    heldout_distant_docs: int = 200  # distant documents of another seed whose pairs measure the tasks (0 = none)
+
+
 class PipelineConfig(Section):
     output_dir: str = "runs/pipeline"
     synth: SynthConfig = SynthConfig()
     shard: ShardConfig = ShardConfig()
     fact_join: FactJoinConfig = FactJoinConfig()
     denoise: DenoiseStageConfig = DenoiseStageConfig()
+    pretrain: PretrainStageConfig = PretrainStageConfig()
     finetune: str = "configs/finetune.yaml"  # its data paths and output_dir are set to this run's
     device: str = "auto"  # where the test set is scored: auto (CUDA when available), cpu, cuda:N
 
@@ -67,6 +79,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", default="configs/pipeline.yaml", help="pipeline config (YAML); default: %(default)s")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a pipeline config value, e.g. --set synth.docs=200")
+    parser.add_argument("--pretrain-set", dest="pretrain_overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a pre-training config value, e.g. --pretrain-set training.max_steps=10")
     parser.add_argument("--finetune-set", dest="finetune_overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a fine-tuning config value, e.g. --finetune-set training.epochs=1")
     parser.add_argument("--encoder", help="a BERT-family model directory (default: the packaged MiniLM)")
@@ -101,7 +115,28 @@ def run(args: argparse.Namespace) -> int:
 
             ray.shutdown()
 
-    # 5. fine-tune (on the kept pairs when pre-denoising is on)
+    # 5. pre-train on the document pairs (labels the denoiser kept), held-out pairs measured
+    encoder = args.encoder
+    if config.pretrain.enabled:
+        from dsdocre.pretrain import PretrainConfig, pretrain
+
+        heldout = out / "heldout"
+        pt = load_config(PretrainConfig, config.pretrain.config, [
+            f"data.pairs={out / 'pairs'}", f"data.shards={out / 'shards' / 'train_distant'}",
+            f"output_dir={out / 'pretrain'}", "training.resume=false", *args.pretrain_overrides])
+        if config.pretrain.heldout_distant_docs:
+            if json.loads((heldout / "pairs" / "manifest.json").read_text())["counts"]["pairs"]:
+                pt.data.valid_pairs, pt.data.valid_shards = str(heldout / "pairs"), str(heldout / "shards")
+            else:
+                print("   the held-out documents share no fact: no held-out pairs to measure the tasks on", flush=True)
+        if args.encoder:
+            pt.model.encoder = args.encoder
+        print("== pretrain: MM + RD + RA on document pairs" + (" (labels the denoiser kept)" if kept else ""),
+              flush=True)
+        pretrain(pt)
+        encoder = str(out / "pretrain" / "encoder")
+
+    # 6. fine-tune (on the kept pairs when pre-denoising is on), from the pre-trained encoder
     from dsdocre.finetune import FinetuneConfig, finetune
 
     ft = load_config(FinetuneConfig, config.finetune, [
@@ -109,12 +144,13 @@ def run(args: argparse.Namespace) -> int:
         f"output_dir={out / 'finetune'}", *args.finetune_overrides])
     if kept:
         ft.data.kept_pairs = [str(kept["train_annotated"]), str(kept["dev"])]
-    if args.encoder:
-        ft.model.encoder = args.encoder
-    print("== finetune" + (" (on the denoiser's kept pairs)" if kept else ""), flush=True)
+    if encoder:
+        ft.model.encoder = encoder
+    print("== finetune" + (" (on the denoiser's kept pairs)" if kept else "")
+          + (" from the pre-trained encoder" if config.pretrain.enabled else ""), flush=True)
     finetune(ft)
 
-    # 6. evaluate on the held-out test set (a gold fact whose pair was not kept counts as missed)
+    # 7. evaluate on the held-out test set (a gold fact whose pair was not kept counts as missed)
     from dsdocre.evaluation import format_metrics
     from dsdocre.inference import write_submission
     from dsdocre.predict import score_model
@@ -174,4 +210,17 @@ def _shard_denoise_join(config: PipelineConfig, args: argparse.Namespace, corpus
     print(f"== fact-join -> {out / 'pairs'}" + (" (labels on kept pairs only)" if kept else ""), flush=True)
     fact_join(out / "shards" / "train_distant", out / "pairs", max_pairs_per_fact=config.fact_join.max_pairs_per_fact,
               seed=config.fact_join.seed, workers=workers, kept_dir=kept.get("train_distant"))
+
+    if config.pretrain.enabled and config.pretrain.heldout_distant_docs:
+        from dsdocre.synth import generate_corpus
+
+        heldout, n = out / "heldout", config.pretrain.heldout_distant_docs
+        print(f"== held-out pairs for pre-training: {n} distant documents of seed {config.synth.seed + 1} "
+              f"-> {heldout}", flush=True)
+        generate_corpus(heldout / "corpus", 0, config.synth.seed + 1, noise_rate=config.synth.noise_rate,
+                        dev_docs=0, test_docs=0, distant_docs=n, progress=False)
+        shard_corpus([heldout / "corpus" / "train_distant.json"], heldout / "shards",
+                     docs_per_shard=config.shard.docs_per_shard, encoder=args.encoder, workers=workers, progress=False)
+        fact_join(heldout / "shards", heldout / "pairs", max_pairs_per_fact=config.fact_join.max_pairs_per_fact,
+                  seed=config.fact_join.seed, workers=workers)
     return kept

@@ -108,23 +108,26 @@ def _launch(corpus, out, *overrides, procs=2, port=29617):
     return proc
 
 
-def _ds_config(tmp_path, name, micro, accumulation) -> Path:
-    cfg = json.loads((ROOT / "configs/deepspeed/finetune_zero2.json").read_text())
+def _ds_config(tmp_path, name, micro, accumulation, base="finetune_zero2.json") -> Path:
+    cfg = json.loads((ROOT / "configs/deepspeed" / base).read_text())
     cfg.update(train_micro_batch_size_per_gpu=micro, gradient_accumulation_steps=accumulation)
     (tmp_path / name).write_text(json.dumps(cfg))
     return tmp_path / name
 
 
 @pytest.mark.slow
-def test_two_processes_zero2_compute_what_one_process_computes(corpus, tmp_path):
-    """2 processes x micro-batch 2 under the launcher (ZeRO-2) against 1 process x micro-batch 2 x 2
-    accumulation steps: the same global batches, so the same weights after a few steps."""
+@pytest.mark.parametrize("zero,port", [("finetune_zero2.json", 29617), ("finetune_zero3.json", 29637)])
+def test_two_processes_compute_what_one_process_computes(corpus, tmp_path, zero, port):
+    """2 processes x micro-batch 2 under the launcher (ZeRO-2, and ZeRO-3 with its partitioned
+    parameters gathered for evaluation and saving, and the fused classifier registered as an
+    external parameter) against 1 process x micro-batch 2 x 2 accumulation steps (ZeRO-2): the same
+    global batches, so the same weights and valid F1 after a few steps."""
     from safetensors.torch import load_file
 
     deterministic = ["--set", "training.epochs=1", "--set", "training.max_steps=3",
                      "--set", "model.dropout=0.0", "--set", "model.encoder_dropout=0.0"]
     two = _launch(corpus, tmp_path / "two", *deterministic,
-                  "--set", f"training.deepspeed={_ds_config(tmp_path, 'two.json', 2, 1)}")
+                  "--set", f"training.deepspeed={_ds_config(tmp_path, 'two.json', 2, 1, base=zero)}", port=port)
     assert "world 2" in two.stdout
     _cli("finetune", "--set", f"data.train={corpus / 'train_annotated.json'}",
          "--set", f"data.valid={corpus / 'dev.json'}", *deterministic,
@@ -185,15 +188,3 @@ def test_agree_gives_every_rank_the_strongest_decision(tmp_path, codes, expected
     mp.start_processes(_agree_worker, args=(2, port, codes, str(tmp_path)), nprocs=2, join=True,
                        start_method="spawn")
     assert [json.loads((tmp_path / f"{r}.json").read_text()) for r in range(2)] == [expected, expected]
-
-
-def test_zero3_is_refused_with_a_reason(corpus, tmp_path):
-    cfg = json.loads((ROOT / "configs/deepspeed/finetune.json").read_text())
-    cfg["zero_optimization"] = {"stage": 3}
-    (tmp_path / "z3.json").write_text(json.dumps(cfg))
-    proc = subprocess.run([sys.executable, "-m", "dsdocre.cli", "finetune",
-                           "--set", f"data.train={corpus / 'train_annotated.json'}",
-                           "--set", f"data.valid={corpus / 'dev.json'}",
-                           "--set", f"training.deepspeed={tmp_path / 'z3.json'}", "--output-dir", str(tmp_path / "o")],
-                          cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=600)
-    assert proc.returncode != 0 and "ZeRO stages 0-2" in proc.stderr

@@ -22,16 +22,20 @@ def _run(args, cwd, timeout=900):
 
 
 def _run_pipeline_config(config: Path, out: Path) -> None:
-    """`dsdocre pipeline` as the README runs it, shrunk: synth -> shard -> fact-join -> finetune ->
-    evaluate on test."""
+    """`dsdocre pipeline` as the README runs it, shrunk: synth -> shard -> denoise -> fact-join ->
+    pretrain -> finetune -> evaluate on test."""
     proc = _run(["pipeline", "--config", config, "--set", f"output_dir={out}",
                  "--set", "synth.docs=16", "--set", "synth.dev_docs=6", "--set", "synth.test_docs=6",
-                 "--set", "synth.distant_docs=4", "--finetune-set", "training.epochs=1"], cwd=ROOT)
+                 "--set", "synth.distant_docs=120", "--set", "pretrain.heldout_distant_docs=120",
+                 "--pretrain-set", "training.max_steps=2", "--finetune-set", "training.epochs=1"], cwd=ROOT)
     assert "Ign" in proc.stdout and "pipeline done" in proc.stdout
     metrics = json.loads((out / "test" / "metrics.json").read_text())
     assert {"f1", "ign_f1", "intra_f1", "inter_f1", "threshold"} <= set(metrics)
     assert metrics["num_gold"] == sum(len(d["labels"]) for d in json.loads((out / "corpus" / "test.json").read_text()))
     assert (out / "finetune" / "model" / "encoder" / "config.json").exists()
+    # pre-training ran on the pairs, measured its tasks on held-out pairs, and fine-tuning started from it
+    assert "from the pre-trained encoder" in proc.stdout and (out / "pretrain" / "encoder" / "config.json").exists()
+    assert json.loads((out / "pretrain" / "valid.json").read_text())["after"]
     result = json.loads((out / "test" / "result.json").read_text())
     assert all(set(r) == {"title", "h_idx", "t_idx", "r"} for r in result)
 
@@ -42,6 +46,29 @@ def small_corpus(tmp_path_factory) -> Path:
     _run(["synth", "--docs", 12, "--dev-docs", 4, "--test-docs", 4, "--distant-docs", 4, "--seed", 2,
           "--out", out, "--no-progress"], cwd=ROOT)
     return out
+
+
+@pytest.fixture(scope="module")
+def pair_corpus(tmp_path_factory) -> Path:
+    """Distant documents sharded and fact-joined: pre-training input (15 document pairs)."""
+    from dsdocre.synth import generate_corpus
+    from sharding.fact_join import fact_join
+    from sharding.shard import shard_corpus
+
+    root = tmp_path_factory.mktemp("pairs")
+    generate_corpus(root / "corpus", 4, 11, dev_docs=1, test_docs=1, distant_docs=120, progress=False)
+    shard_corpus([root / "corpus" / "train_distant.json"], root / "shards", docs_per_shard=60, workers=0,
+                 progress=False, log=None)
+    fact_join(root / "shards", root / "pairs", workers=0, log=None)
+    return root
+
+
+def _run_pretrain_config(config: Path, corpus: Path, out: Path, *extra) -> list[dict]:
+    _run(["pretrain", "--config", config, "--set", f"data.pairs={corpus / 'pairs'}",
+          "--set", f"data.shards={corpus / 'shards'}", "--set", "training.max_steps=1", *extra,
+          "--output-dir", out], cwd=ROOT)
+    assert (out / "encoder" / "config.json").exists()
+    return [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
 
 
 def _run_finetune_config(config: Path, corpus: Path, out: Path, *extra) -> dict:
@@ -55,13 +82,15 @@ CONFIG_FILES = sorted(str(p.relative_to(ROOT)) for p in (ROOT / "configs").rglob
 
 
 @pytest.mark.parametrize("name", CONFIG_FILES)
-def test_every_config_file_loads_and_runs(name, small_corpus, tmp_path):
+def test_every_config_file_loads_and_runs(name, small_corpus, pair_corpus, tmp_path):
     """Each config file is validated against its stage's schema and run (on a tiny corpus, one
     step): a config no stage can run, or one with a stale key, fails here."""
     from dsdocre.config import load_deepspeed_config, read_yaml, validate
     from dsdocre.denoise import DenoiseConfig
     from dsdocre.finetune import FinetuneConfig
+    from dsdocre.model.pretrain import TASKS
     from dsdocre.pipeline import PipelineConfig
+    from dsdocre.pretrain import PretrainConfig
 
     path = ROOT / name
     if name == "configs/pipeline.yaml":
@@ -78,6 +107,16 @@ def test_every_config_file_loads_and_runs(name, small_corpus, tmp_path):
               "--set", "training.max_steps=1", "--output-dir", tmp_path], cwd=ROOT)
         record = json.loads((tmp_path / "metrics.jsonl").read_text().splitlines()[0])
         assert record["steps"] == 1 and "fact_recall_at_2n" in record["valid"]
+    elif path.suffix == ".yaml" and "pretrain" in path.name:
+        config = validate(PretrainConfig, read_yaml(path))
+        [record] = _run_pretrain_config(path, pair_corpus, tmp_path)
+        # each enabled task ran (has its loss) and no switched-off one did: the ablations are real
+        assert {t for t in TASKS if f"{t}_loss" in record} == set(config.tasks.enabled())
+    elif path.parent.name == "deepspeed" and path.name.startswith("pretrain"):
+        ds = load_deepspeed_config(path)
+        [record] = _run_pretrain_config(ROOT / "configs/pretrain.yaml", pair_corpus, tmp_path,
+                                        "--set", f"training.deepspeed={path}")
+        assert record["step"] == 1 and ds["zero_optimization"]["stage"] in (1, 2, 3)
     elif path.parent.name == "deepspeed":
         ds = load_deepspeed_config(path)
         record = _run_finetune_config(ROOT / "configs/finetune.yaml", small_corpus, tmp_path,

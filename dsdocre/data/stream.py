@@ -85,7 +85,8 @@ class SampleStream:
                  expected_format: str = mf.FORMAT):
         self.dir = Path(shard_dir)
         manifest = (mf.verify if verify else mf.load)(self.dir, expected_format)
-        self.shards = [(s["name"], int(s["docs"])) for s in manifest["shards"]]
+        # document shards count "docs", fact-join pair shards "pairs"
+        self.shards = [(s["name"], int(s["docs"] if "docs" in s else s["pairs"])) for s in manifest["shards"]]
         self.total = sum(n for _, n in self.shards)
         if global_batch < world:
             raise UserError(f"a global batch of {global_batch} samples cannot give each of {world} processes one")

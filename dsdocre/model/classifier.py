@@ -94,6 +94,14 @@ class RelationClassifier(nn.Module):
         act = torch.relu if self.config.pair_activation == "relu" else torch.tanh
         return self.classifier(self.dropout(act(pairs)))
 
+    def external_parameters(self) -> list:
+        """Parameters read outside their own module's forward: the fused path hands the classifier's
+        weight to the pair operator, so ``self.classifier`` never runs its forward and ZeRO-3 must be
+        told to gather it for this module's (``deepspeed.zero.register_external_parameter``)."""
+        if self.config.pair_activation != "none":
+            return []
+        return [self.classifier.weight, self.classifier.bias]
+
     # ---- save_pretrained / from_pretrained ------------------------------------------------
     def save_pretrained(self, out_dir: str | Path, **metadata) -> None:
         """The model directory, complete or not at all; ``metadata`` (threshold, epoch, ...) goes

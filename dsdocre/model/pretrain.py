@@ -51,11 +51,12 @@ class PretrainModel(nn.Module):
 
     def __init__(self, encoder_dir: str, tasks: TaskSwitches, pair_dim: int = 256, window_overlap: int = 128,
                  added_tokens: int = 0, tokenizer_max_length: int | None = None, special_ids=(0, 0, 0),
-                 bilinear_impl: str = "auto"):
+                 bilinear_impl: str = "auto", encoder_dropout: float | None = None):
         super().__init__()
         self.tasks = tasks
         self.special_ids = special_ids
-        self.encoder = DocumentEncoder(encoder_dir, window_overlap, added_tokens, tokenizer_max_length)
+        self.encoder = DocumentEncoder(encoder_dir, window_overlap, added_tokens, tokenizer_max_length,
+                                       dropout=encoder_dropout)
         d = self.encoder.hidden_size
         self.mention_entity = PairBilinear(d, d, 1, impl=bilinear_impl)  # Bilinear_M, one score
         self.pair = PairBilinear(d, d, pair_dim, impl=bilinear_impl)  # r(i, k), shared by RD and RA
@@ -88,6 +89,9 @@ class PretrainModel(nn.Module):
             out[f"{task}_loss"] = nn.functional.cross_entropy(logits.float(), target)
             out[f"{task}_accuracy"] = (logits.argmax(-1) == target).float().mean().detach()
             out[f"{task}_candidates"] = torch.tensor(float(logits.shape[-1]))
+            # instances, and the accuracy of a uniform guess among each instance's real candidates
+            out[f"{task}_count"] = torch.tensor(float(logits.shape[0]))
+            out[f"{task}_chance"] = (1.0 / torch.isfinite(logits).sum(-1).float()).mean().detach()
 
         if "mm_intra" in enabled or "mm_inter" in enabled:
             n = int(batch["num_entities"])

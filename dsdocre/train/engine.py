@@ -12,9 +12,10 @@ from __future__ import annotations
 import math
 import random
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Literal
 
 import numpy as np
 
@@ -33,6 +34,25 @@ class TrainingConfig(Section):
     max_steps: int = 0  # 0 = no limit; stop after this many optimizer steps in all
     seed: int = 42
     threads: int = 0  # torch threads per process; 0 = torch's default
+    # auto: bf16 on a GPU that has it (else fp16 on GPU), fp32 on CPU; "json": as the DeepSpeed JSON says
+    precision: Literal["auto", "json", "fp32", "bf16", "fp16"] = "auto"
+
+
+def apply_precision(ds_config: dict, precision: str) -> dict:
+    """The DeepSpeed JSON with its ``bf16``/``fp16`` switches set for ``precision``."""
+    import torch
+
+    if precision == "json":
+        return ds_config
+    if precision == "auto":
+        if not torch.cuda.is_available():
+            precision = "fp32"
+        else:
+            precision = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    config = dict(ds_config)
+    config["bf16"] = {**config.get("bf16", {}), "enabled": precision == "bf16"}
+    config["fp16"] = {**config.get("fp16", {}), "enabled": precision == "fp16"}
+    return config
 
 
 def seed_everything(seed: int) -> None:
@@ -91,13 +111,8 @@ def setup_engine(model, training: TrainingConfig, lengths: list[int], stage: str
     to the steps the loop will run) and the deterministic per-rank batches of ``lengths``' documents."""
     from dsdocre.config import load_deepspeed_config
     from dsdocre.data.examples import epoch_batches
-    from dsdocre.errors import UserError
 
-    ds_config = load_deepspeed_config(training.deepspeed)
-    if int(ds_config.get("zero_optimization", {}).get("stage", 0)) >= 3:
-        # Rank 0 evaluates and saves alone; ZeRO-3 would need every rank in each forward pass.
-        raise UserError(f"{stage} supports ZeRO stages 0-2 (the model fits on one device); "
-                        f"{training.deepspeed} asks for stage 3")
+    ds_config = apply_precision(load_deepspeed_config(training.deepspeed), training.precision)
     micro_batch, accumulation = batch_layout(ds_config)
     world, rank = distributed.world_size(), distributed.rank()
 
@@ -134,10 +149,62 @@ def build_engine(model, param_groups: list[dict], ds_config: dict, schedule: Cal
     import deepspeed
     import torch
 
+    if int(ds_config.get("zero_optimization", {}).get("stage", 0)) >= 3:
+        for parameter in getattr(model, "external_parameters", list)():
+            deepspeed.zero.register_external_parameter(model, parameter)
     engine, _, _, _ = deepspeed.initialize(
         model=model, model_parameters=param_groups, config=ds_config,
         lr_scheduler=lambda optimizer: torch.optim.lr_scheduler.LambdaLR(optimizer, schedule))
     return engine
+
+
+def zero_stage(engine) -> int:
+    return int(engine.zero_optimization_stage())
+
+
+@contextmanager
+def full_parameters(engine):
+    """Inside the block every parameter of ``engine.module`` is whole on every rank: ZeRO-3 keeps
+    only a partition of each outside a forward pass; below stage 3 this does nothing. A collective:
+    every rank enters."""
+    if zero_stage(engine) >= 3:
+        import deepspeed
+
+        with deepspeed.zero.GatheredParameters(list(engine.module.parameters()), modifier_rank=None):
+            yield
+    else:
+        yield
+
+
+def full_state_dict(engine) -> dict | None:
+    """The module's whole state dict (CPU copies) on rank 0, None on the other ranks. A collective."""
+    with full_parameters(engine):
+        if not distributed.is_main_process():
+            return None
+        return {k: v.detach().cpu().clone() for k, v in engine.module.state_dict().items()}
+
+
+class EvaluationModel:
+    """What rank 0 evaluates and saves: the engine's module itself below ZeRO stage 3; under
+    ZeRO-3 (each rank holds a partition only, and a forward pass on rank 0 alone would wait for
+    the others) a plain copy built once by ``make_model`` and refreshed with the gathered weights
+    at each call. Call on every rank; returns None on the others."""
+
+    def __init__(self, engine, make_model: Callable[[], "object"] | None):
+        self.engine, self.make_model, self.copy = engine, make_model, None
+
+    def __call__(self):
+        if zero_stage(self.engine) < 3:
+            return self.engine.module if distributed.is_main_process() else None
+        if self.make_model is None:
+            raise ValueError("under ZeRO-3 the stage must say how to build a plain copy of its model")
+        state = full_state_dict(self.engine)
+        if state is None:
+            return None
+        if self.copy is None:
+            self.copy = self.make_model()
+        self.copy.load_state_dict(state)
+        return self.copy.to(self.engine.device)
 
 
 def log(message: str) -> None:
@@ -147,11 +214,12 @@ def log(message: str) -> None:
 
 
 def train_epochs(engine, training: TrainingConfig, *, batches_of: Callable[[int], list[list[int]]],
-                 loss_of: Callable[[list[int]], "object"], evaluate: Callable[[dict], dict],
-                 accumulation: int = 1, name: str = "train") -> dict:
+                 loss_of: Callable[[list[int]], "object"], evaluate: Callable[[dict, "object"], dict],
+                 accumulation: int = 1, name: str = "train", make_model: Callable[[], "object"] | None = None) -> dict:
     """The loop: epochs of micro-batches (``batches_of(epoch)``, this rank's document indices),
-    ``loss_of(indices)`` forward, DeepSpeed's backward and step, then ``evaluate(record)`` on rank 0
-    after each epoch (it returns the record with its metrics, and saves what it wants to keep).
+    ``loss_of(indices)`` forward, DeepSpeed's backward and step, then ``evaluate(record, model)``
+    on rank 0 after each epoch (it returns the record with its metrics, and saves what it wants to
+    keep); ``model`` is :class:`EvaluationModel`'s (``make_model`` builds the plain copy ZeRO-3 needs).
 
     Stops at the end of ``training.epochs``, or when the time budget or ``max_steps`` is reached,
     decided at optimizer-step boundaries and agreed by all ranks (each rank's clock differs: one
@@ -167,6 +235,7 @@ def train_epochs(engine, training: TrainingConfig, *, batches_of: Callable[[int]
     train_seconds = 0.0
     docs_seen = steps = 0
     stop = distributed.CONTINUE
+    evaluation_model = EvaluationModel(engine, make_model)
     for epoch in range(1, training.epochs + 1):
         engine.train()
         started = time.perf_counter()
@@ -191,9 +260,10 @@ def train_epochs(engine, training: TrainingConfig, *, batches_of: Callable[[int]
 
         record = {"epoch": epoch, "loss": float(np.mean(losses)) if losses else None, "steps": steps,
                   "train_seconds": round(train_seconds, 1), "docs_seen": docs_seen * world}
+        model = evaluation_model()  # every rank: a collective under ZeRO-3
         if main:
             try:
-                record = evaluate(record)
+                record = evaluate(record, model)
             except BaseException:
                 distributed.agree(distributed.FAILED)  # release the other ranks, then fail here
                 raise

@@ -1,0 +1,128 @@
+"""Pre-training throughput on CPU: ZeRO stage 1, 2 and 3, with 1 and 2 processes, same global batch.
+
+    python benchmarks/pretrain_throughput.py [--steps 12] [--skip 2] [--docs 400]
+
+* Data: the synthetic distant corpus (``--docs`` documents), sharded and fact-joined with the
+  packaged encoder's tokenizer (139 document pairs for 400 documents); no pre-denoising (the
+  throughput does not depend on which labels are positives).
+* Model: the packaged MiniLM (6 layers, d = 384) with the three task heads, fp32.
+* Each configuration is a real ``dsdocre pretrain`` run under ``launch/deepspeed_pretrain.sh``
+  (``NUM_PROCS`` = 1 or 2; one thread per process, so one process is one core) with a global
+  batch of 4 document pairs: 1 process x micro-batch 2 x accumulation 2, or 2 processes x
+  micro-batch 2. ``--steps`` optimizer steps; the first ``--skip`` are left out (start-up).
+* From the run's ``metrics.jsonl`` (rank 0, one line per step): tokens/s and document pairs/s
+  (real tokens of both documents of every pair, all ranks), the step time split (data wait,
+  forward, backward, optimizer step), and rank 0's peak resident memory.
+* The baseline in the same run is ZeRO-1 with 1 process; ratios: 2 processes over 1 per stage.
+
+On a GPU (the ``device`` tool, when a session is lent one) the same script would run BERT-base-sized
+weights at 512 tokens in bf16; this machine has none, so ``gpu`` is null with the reason.
+Writes ``benchmarks/results/pretrain_throughput.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import machine_info  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def prepare(root: Path, docs: int) -> None:
+    from dsdocre.synth import generate_corpus
+    from sharding.fact_join import fact_join
+    from sharding.shard import shard_corpus
+
+    generate_corpus(root / "corpus", 4, 0, dev_docs=1, test_docs=1, distant_docs=docs, progress=False)
+    shard_corpus([root / "corpus" / "train_distant.json"], root / "shards", docs_per_shard=100, workers=0,
+                 progress=False, log=None)
+    fact_join(root / "shards", root / "pairs", workers=0, log=None)
+
+
+def run_config(root: Path, stage: int, procs: int, steps: int, port: int) -> list[dict]:
+    cfg = json.loads((ROOT / "configs/deepspeed" / f"pretrain_zero{stage}.json").read_text())
+    cfg.update(train_micro_batch_size_per_gpu=2, gradient_accumulation_steps=2 // procs)
+    cfg["tensorboard"] = {"enabled": False}
+    ds = root / f"zero{stage}_p{procs}.json"
+    ds.write_text(json.dumps(cfg))
+    out = root / f"run_zero{stage}_p{procs}"
+    sets = [f"data.pairs={root / 'pairs'}", f"data.shards={root / 'shards'}", f"training.deepspeed={ds}",
+            f"training.max_steps={steps}", "training.log_every=1", "training.checkpoint_every=100000",
+            "training.threads=1", "training.resume=false"]
+    env = {**os.environ, "NUM_PROCS": str(procs), "MASTER_PORT": str(port), "OMP_NUM_THREADS": "1",
+           "MKL_NUM_THREADS": "1", "RAYON_RS_NUM_CPUS": "1", "TOKENIZERS_PARALLELISM": "false",
+           "DS_ACCELERATOR": "cpu", "PYTHON": sys.executable, "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.run(["bash", "launch/deepspeed_pretrain.sh", *[x for s in sets for x in ("--set", s)],
+                           "--output-dir", str(out)], cwd=ROOT, env=env, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise SystemExit(f"zero{stage} procs {procs} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+    return [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+
+
+def summarize(records: list[dict], skip: int) -> dict:
+    kept = records[skip:]
+    seconds = sum(r["seconds"] for r in kept)
+    tokens = sum(r["tokens"] for r in kept)
+    pairs = sum(r["pairs_per_s"] * r["seconds"] for r in kept)
+    split = {k: round(sum(r[f"{k}_fraction"] * r["seconds"] for r in kept) / seconds, 4)
+             for k in ("data_wait", "forward", "backward", "optimizer")}
+    return {"tokens_per_s": round(tokens / seconds, 1), "pairs_per_s": round(pairs / seconds, 3),
+            "step_seconds": round(seconds / len(kept), 3), "data_wait_fraction": split["data_wait"],
+            "time_split": split, "peak_rss_mb": round(max(r["peak_rss_mb"] for r in records), 1),
+            "steps_measured": len(kept), "tokens_per_step": round(tokens / len(kept), 1)}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--steps", type=int, default=12)
+    parser.add_argument("--skip", type=int, default=2, help="first steps left out of the measure (start-up)")
+    parser.add_argument("--docs", type=int, default=400)
+    parser.add_argument("--out", default=str(ROOT / "benchmarks/results/pretrain_throughput.json"))
+    args = parser.parse_args()
+    result = {"machine": machine_info(packages=("deepspeed", "transformers")),
+              "setup": {"model": "packaged all-MiniLM-L6-v2 + MM/RD/RA heads, fp32", "global_batch_pairs": 4,
+                        "steps": args.steps, "skipped_steps": args.skip, "threads_per_process": 1,
+                        "peak_rss_mb": "rank 0's peak resident memory (each process holds about as much)"},
+              "cpu": {}, "gpu": None,
+              "gpu_note": "no GPU lent to this session (device tool: not drawn); not measured"}
+    with tempfile.TemporaryDirectory(prefix="pretrain_bench_") as tmp:
+        root = Path(tmp)
+        prepare(root, args.docs)
+        port = 29700
+        for stage in (1, 2, 3):
+            row = {}
+            for procs in (1, 2):
+                t0 = time.perf_counter()
+                row[f"procs_{procs}"] = summarize(run_config(root, stage, procs, args.steps, port), args.skip)
+                row[f"procs_{procs}"]["wall_seconds"] = round(time.perf_counter() - t0, 1)
+                port += 1
+            row["procs_2_over_1"] = round(row["procs_2"]["tokens_per_s"] / row["procs_1"]["tokens_per_s"], 3)
+            result["cpu"][f"zero{stage}"] = row
+    base = result["cpu"]["zero1"]["procs_1"]["tokens_per_s"]
+    for stage, row in result["cpu"].items():
+        row["procs_1_over_zero1"] = round(row["procs_1"]["tokens_per_s"] / base, 3)
+    print(f"{'config':<14}{'tokens/s':>10}{'pairs/s':>9}{'step s':>8}{'wait':>7}{'fwd':>7}{'bwd':>7}{'opt':>7}{'RSS MB':>8}")
+    for stage, row in result["cpu"].items():
+        for procs in ("procs_1", "procs_2"):
+            r = row[procs]
+            t = r["time_split"]
+            print(f"{stage + ' ' + procs:<14}{r['tokens_per_s']:>10.1f}{r['pairs_per_s']:>9.3f}{r['step_seconds']:>8.2f}"
+                  f"{t['data_wait']:>7.3f}{t['forward']:>7.3f}{t['backward']:>7.3f}{t['optimizer']:>7.3f}"
+                  f"{r['peak_rss_mb']:>8.0f}")
+        print(f"{stage}: 2 processes / 1 = {row['procs_2_over_1']:.2f}x")
+    Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,175 @@
+"""The pre-training data: this rank's micro-batches of document pairs, deterministic and resumable.
+
+Three documented folders feed it (``docs/shards.md``): the fact-join pair shards (``pairs/``, one
+record per document pair), the document shards they reference (``shards/``, read by key through
+tar indexes) and, when the pairs were joined through the denoiser's kept labels, the scored shards
+(only kept labels are positives). The folders are checked to belong together: the pairs name the
+sha256 of the shard manifest they were joined from and of the scored manifest they kept labels
+from, and the tokenizer that encoded the documents must be the model's.
+
+The order is :class:`dsdocre.data.stream.SampleStream`'s: a pure function of (pair manifest,
+seed, epoch), cut into global batches of ``micro x world x accumulation`` pair records, each rank
+taking its slice of each. A step's slice is split into ``accumulation`` micro-batches. A rank
+whose slice of the epoch's last, smaller global batch is empty runs one record with weight 0 (so
+every rank makes the same forward and backward calls, as ZeRO's collectives need) without it
+counting. The task instances of a record (blanking, queries, negatives) are drawn from
+``random.Random("{seed}/{epoch}/{pair key}")``: the same on any process layout.
+
+The position is global batches consumed (:meth:`PairBatches.state_dict`); after a restart the
+loader continues from it exactly. Loader workers (``workers > 0``) each build every workers-th
+step, which is the order in which ``torch.utils.data.DataLoader`` hands them back.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import torch
+
+from dsdocre.data import manifest as mf
+from dsdocre.data.encoding import MarkerTokenizer
+from dsdocre.data.pretrain_examples import DocumentStore, PretrainExample, build_example, collate_pretrain
+from dsdocre.data.stream import SampleStream
+from dsdocre.errors import UserError
+
+PAIRS_FORMAT = "dsdocre-pairs"
+
+
+@dataclass
+class Step:
+    """One optimizer step of this rank: its micro-batches and what they hold."""
+
+    epoch: int
+    batch: int  # global batch number within the epoch
+    micro_batches: list[dict]  # collated (collate_pretrain); each has "weight": 1.0, or 0.0 for padding
+    pairs: int  # real pair records of this rank in the step
+    tokens: int  # real (non-padding) tokens of this rank in the step
+    keys: list[str]  # the real pair records' keys (what this rank consumed)
+
+
+def check_folders(pairs_dir: str | Path, shard_dir: str | Path, scored_dir: str | Path | None,
+                  tokenizer: MarkerTokenizer) -> Path | None:
+    """The folders belong together; returns the scored folder to read kept labels from (the one
+    the pairs were joined through, or None when they were joined over every distant label)."""
+    pairs = mf.load(pairs_dir, PAIRS_FORMAT)
+    source = pairs["source"]
+    shard_sha = mf.sha256_file(Path(shard_dir) / mf.MANIFEST)
+    if source["manifest_sha256"] != shard_sha:
+        raise UserError(f"{pairs_dir} was joined from the shards at {source['path']}, not from {shard_dir} "
+                        "(their manifests differ); pass the document shards the fact join read")
+    if source.get("tokenizer_fingerprint") != tokenizer.fingerprint():
+        raise UserError(f"{shard_dir}: documents were tokenized with tokenizer {source.get('tokenizer_fingerprint')}, "
+                        f"the model's encoder uses {tokenizer.fingerprint()}: re-shard with the model's encoder")
+    kept = pairs.get("kept_pairs")
+    if kept is None:
+        if scored_dir:
+            raise UserError(f"{pairs_dir} was joined over every distant label (no --kept); a scored folder "
+                            f"({scored_dir}) would make positives of a different set: re-run fact-join with --kept")
+        return None
+    scored = Path(scored_dir or kept["path"])
+    if not (scored / mf.MANIFEST).is_file():
+        raise UserError(f"{pairs_dir} was joined through the kept labels of {kept['path']}, which is not there; "
+                        "pass the scored folder with data.scored")
+    if mf.sha256_file(scored / mf.MANIFEST) != kept["manifest_sha256"]:
+        raise UserError(f"{scored}: not the scored folder {pairs_dir} was joined through (manifests differ)")
+    return scored
+
+
+class PairBatches:
+    """This rank's pre-training steps from its current position to the end of the epoch."""
+
+    def __init__(self, pairs_dir: str | Path, shard_dir: str | Path, tokenizer: MarkerTokenizer, *,
+                 micro_batch: int, accumulation: int = 1, rank: int = 0, world: int = 1, seed: int = 0,
+                 scored_dir: str | Path | None = None, blank_prob: float = 0.7, negatives: int = 5,
+                 workers: int = 0, shuffle: bool = True):
+        self.scored_dir = check_folders(pairs_dir, shard_dir, scored_dir, tokenizer)
+        self.pairs_dir, self.shard_dir = Path(pairs_dir), Path(shard_dir)
+        self.tokenizer, self.blank_prob, self.negatives = tokenizer, blank_prob, negatives
+        self.micro_batch, self.accumulation, self.workers = micro_batch, accumulation, workers
+        self.stream = SampleStream(pairs_dir, micro_batch * world * accumulation, seed=seed, rank=rank, world=world,
+                                   shuffle=shuffle, expected_format=PAIRS_FORMAT)
+        self.seed = seed
+        self._store: DocumentStore | None = None
+
+    # ---- position --------------------------------------------------------------------------
+    @property
+    def epoch(self) -> int:
+        return self.stream.position.epoch
+
+    def steps_per_epoch(self) -> int:
+        return self.stream.batches_per_epoch()
+
+    def advance(self) -> None:
+        """One step consumed (call after the optimizer step)."""
+        self.stream.advance(1)
+
+    def state_dict(self) -> dict:
+        return self.stream.state_dict()
+
+    def load_state_dict(self, state: dict) -> None:
+        self.stream.load_state_dict(state)
+
+    # ---- building ----------------------------------------------------------------------------
+    def example(self, key: str, record: dict, epoch: int) -> PretrainExample:
+        if self._store is None:
+            self._store = DocumentStore(self.shard_dir, self.scored_dir)
+        rng = random.Random(f"{self.seed}/{epoch}/{key}")
+        return build_example(record, self._store, self.tokenizer, rng, blank_prob=self.blank_prob,
+                             negatives=self.negatives)
+
+    def build_step(self, epoch: int, batch: int, samples: list[tuple[int, int]], order) -> Step:
+        weights = [1.0] * len(samples)
+        if not samples:  # this rank's slice of the last, smaller global batch is empty: pad, weight 0
+            samples, weights = [order[batch * self.stream.global_batch]], [0.0]
+        examples, keys = [], []
+        for s, i in samples:
+            raw = self.stream.read(s, i)
+            keys.append(raw["__key__"])
+            examples.append(self.example(raw["__key__"], json.loads(raw["pair.json"]), epoch))
+        micro_batches = []
+        for part in np.array_split(np.arange(len(examples)), min(self.accumulation, len(examples))):
+            collated = collate_pretrain([examples[i] for i in part], self.tokenizer.pad_id)
+            collated["weight"] = torch.tensor(weights[part[0]])
+            micro_batches.append(collated)
+        real = [e for e, w in zip(examples, weights) if w]
+        tokens = sum(len(d.input_ids) for e in real for d in e.docs)
+        return Step(epoch, batch, micro_batches, len(real), tokens, [k for k, w in zip(keys, weights) if w])
+
+    def _steps(self, worker: int = 0, workers: int = 1) -> Iterator[Step]:
+        epoch, start = self.stream.position.epoch, self.stream.position.batches
+        order = self.stream.epoch_order(epoch)
+        for b, samples in self.stream.my_batches(epoch, start):
+            if (b - start) % workers == worker:
+                yield self.build_step(epoch, b, samples, order)
+
+    def __iter__(self) -> Iterator[Step]:
+        """Steps from the current position to the end of its epoch (call :meth:`advance` after each)."""
+        if self.workers <= 0:
+            yield from self._steps()
+            return
+        loader = torch.utils.data.DataLoader(_WorkerSplit(self), batch_size=None, num_workers=self.workers,
+                                             collate_fn=lambda step: step, prefetch_factor=2,
+                                             persistent_workers=False)
+        yield from loader
+
+    def close(self) -> None:
+        self.stream.close()
+        if self._store is not None:
+            self._store.close()
+
+
+class _WorkerSplit(torch.utils.data.IterableDataset):
+    """Each DataLoader worker builds every workers-th step; the loader interleaves them in order."""
+
+    def __init__(self, batches: PairBatches):
+        self.batches = batches
+
+    def __iter__(self):
+        info = torch.utils.data.get_worker_info()
+        worker, workers = (info.id, info.num_workers) if info else (0, 1)
+        return self.batches._steps(worker, workers)

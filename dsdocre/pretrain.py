@@ -1,0 +1,327 @@
+"""``dsdocre pretrain``: the three denoising pre-training tasks (Sec. 3.2) on a DeepSpeed engine.
+
+Reads top to bottom: set-up (config, tokenizer, data, model, engine, resume), the held-out tasks
+scored once before training (the untrained encoder's accuracy), the loop (a step = ``accumulation``
+micro-batches of document pairs; DeepSpeed's backward and step), checkpoints with the encoder
+exported, the held-out tasks scored again. Inputs are the documented folders of the earlier
+stages (``docs/shards.md``): ``data.pairs`` (fact-join), ``data.shards`` (the document shards),
+and the denoiser's scored shards when the pairs were joined through kept labels. Outputs in
+``output_dir``::
+
+    checkpoints/       DeepSpeed checkpoints (every rank's ZeRO partition) with the loop's state:
+                       step, data position, RNG; `latest` names the newest complete one
+    encoder/           the newest checkpoint's encoder (save_pretrained layout, marker tokens in its
+                       tokenizer): `dsdocre finetune --encoder DIR`, AutoModel.from_pretrained(DIR)
+    metrics.jsonl      every `log_every` steps: per-task loss and accuracy, tokens/s, the step's
+                       time split (data wait, forward, backward, optimizer)
+    valid.json         held-out per-task accuracy before and after training, beside chance level
+    tensorboard/       DeepSpeed's monitor (when the DeepSpeed JSON enables it)
+
+ZeRO stage 1, 2 or 3, the optimizer, CPU offload and batch layout come from the DeepSpeed JSON
+(``training.deepspeed``); precision from ``training.precision`` (bf16 on GPU, fp32 on CPU). Run as
+one process, or under the deepspeed launcher (``launch/deepspeed_pretrain.sh``) on one or many
+nodes. A re-run with the same ``output_dir`` resumes from the newest checkpoint.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import resource
+import time
+from typing import Optional
+
+from dsdocre.config import Section, add_stage_arguments, load_stage_config
+from dsdocre.model.pretrain import TASKS, TaskSwitches
+from dsdocre.train import distributed
+from dsdocre.train.engine import TrainingConfig, log
+
+
+class PretrainDataConfig(Section):
+    pairs: str  # document pairs sharing a fact (`dsdocre fact-join` output)
+    shards: str  # the document shards the pairs were joined from (`dsdocre shard` output)
+    scored: Optional[str] = None  # the denoiser's scored shards the join kept labels from (default: as the pairs' manifest names)
+    valid_pairs: Optional[str] = None  # held-out document pairs: per-task accuracy before and after training
+    valid_shards: Optional[str] = None  # the document shards of valid_pairs
+    loader_workers: int = 0  # DataLoader worker processes building steps ahead (0 = in the training process)
+
+
+class ExamplesConfig(Section):
+    blank_prob: float = 0.7  # alpha: every mention of an entity blanked with this probability
+    negatives: int = 5  # k_n NA pairs beside each Relation Detection positive
+
+
+class PretrainModelConfig(Section):
+    encoder: str = "default"  # a BERT-family model directory; "default" = the packaged MiniLM
+    pair_dim: int = 256  # size of r = Bilinear(e_h, e_t), shared by RD and RA
+    window_overlap: int = 128  # tokens shared by consecutive encoder windows of a long document
+    max_entities: int = 128  # entity marker pairs in the vocabulary
+    bilinear_impl: str = "auto"  # dsdocre.kernels implementation of the pair heads
+    encoder_dropout: Optional[float] = None  # the encoder's dropout; null = its config's
+
+
+class PretrainTrainingConfig(TrainingConfig):
+    deepspeed: str = "configs/deepspeed/pretrain_zero2.json"
+    epochs: int = 1
+    log_every: int = 10  # optimizer steps between metrics.jsonl lines
+    checkpoint_every: int = 200  # optimizer steps between checkpoints (and one at the end)
+    keep_checkpoints: int = 2  # newest checkpoints kept on disk
+    resume: bool = True  # continue from output_dir/checkpoints when it has one
+    log_samples: bool = False  # each rank lists the pair keys of every step in samples/rank-N.jsonl (audits)
+
+
+class PretrainConfig(Section):
+    output_dir: str = "runs/pretrain"
+    data: PretrainDataConfig
+    model: PretrainModelConfig = PretrainModelConfig()
+    tasks: TaskSwitches = TaskSwitches()  # which tasks run: the paper's Table 2 ablations
+    examples: ExamplesConfig = ExamplesConfig()
+    training: PretrainTrainingConfig = PretrainTrainingConfig()
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_stage_arguments(parser, "configs/pretrain.yaml", "training.max_steps=100")
+
+
+def run(args: argparse.Namespace) -> int:
+    pretrain(load_stage_config(PretrainConfig, args))
+    return 0
+
+
+def pretrain(config: PretrainConfig) -> dict:
+    """Pre-train, checkpoint, export the encoder. Returns the run's summary (rank 0; {} elsewhere)."""
+    distributed.prepare_environment()
+    import torch
+    from tqdm.auto import tqdm
+
+    from dsdocre.config import load_deepspeed_config, to_plain
+    from dsdocre.data.encoding import load_tokenizer, resolve_encoder_dir
+    from dsdocre.data.pretrain_data import PairBatches
+    from dsdocre.model.pretrain import PretrainModel
+    from dsdocre.train import checkpoint
+    from dsdocre.train.engine import (apply_precision, base_learning_rate, batch_layout, build_engine,
+                                      linear_warmup_decay, param_groups, start)
+
+    data_cfg, train_cfg, model_cfg = config.data, config.training, config.model
+    out_dir = start(train_cfg, config.output_dir)
+    main, world, rank = distributed.is_main_process(), distributed.world_size(), distributed.rank()
+
+    # ---- data: this rank's steps of document pairs (deterministic, resumable) ---------------------
+    ds_config = apply_precision(load_deepspeed_config(train_cfg.deepspeed), train_cfg.precision)
+    monitor = ds_config.get("tensorboard", {})
+    if monitor.get("enabled") and not monitor.get("output_path"):
+        ds_config["tensorboard"] = {**monitor, "output_path": str(out_dir / "tensorboard")}
+    micro_batch, accumulation = batch_layout(ds_config)
+    encoder_dir = resolve_encoder_dir(model_cfg.encoder)
+    tokenizer, added = load_tokenizer(encoder_dir, model_cfg.max_entities)
+    examples = dict(blank_prob=config.examples.blank_prob, negatives=config.examples.negatives)
+    data = PairBatches(data_cfg.pairs, data_cfg.shards, tokenizer, micro_batch=micro_batch, accumulation=accumulation,
+                       rank=rank, world=world, seed=train_cfg.seed, scored_dir=data_cfg.scored,
+                       workers=data_cfg.loader_workers, **examples)
+    valid = None
+    if data_cfg.valid_pairs:
+        valid = PairBatches(data_cfg.valid_pairs, data_cfg.valid_shards or data_cfg.shards, tokenizer,
+                            micro_batch=micro_batch, seed=train_cfg.seed, shuffle=False, **examples)
+    total_steps = data.steps_per_epoch() * train_cfg.epochs
+    if train_cfg.max_steps:
+        total_steps = min(total_steps, train_cfg.max_steps)
+
+    # ---- model and engine; resume from the newest checkpoint --------------------------------------
+    model = PretrainModel(encoder_dir, config.tasks, pair_dim=model_cfg.pair_dim,
+                          window_overlap=model_cfg.window_overlap, added_tokens=added,
+                          tokenizer_max_length=tokenizer.tokenizer.model_max_length,
+                          special_ids=(tokenizer.cls_id, tokenizer.sep_id, tokenizer.pad_id),
+                          bilinear_impl=model_cfg.bilinear_impl, encoder_dropout=model_cfg.encoder_dropout)
+    engine = build_engine(model, param_groups(model, base_learning_rate(ds_config), train_cfg.head_lr_multiplier),
+                          ds_config, linear_warmup_decay(total_steps, int(train_cfg.warmup_ratio * total_steps)))
+    device = engine.device
+    step, train_seconds, resumed = 0, 0.0, None
+    if train_cfg.resume:
+        resumed = checkpoint.load_latest(engine, out_dir)
+    if resumed:
+        step, train_seconds = resumed["step"], resumed["train_seconds"]
+        data.load_state_dict(resumed["data"])
+        log(f"resumed from step {step} (epoch {data.epoch}, {data.state_dict()['batches']} steps into it)")
+    log(f"pretrain: {encoder_dir}; tasks {', '.join(config.tasks.enabled())}; "
+        f"{sum(p.numel() for p in model.parameters()) / 1e6:.1f}M parameters; ZeRO stage "
+        f"{engine.zero_optimization_stage()}; world {world}; {data.stream.total} document pairs, "
+        f"global batch {data.stream.global_batch}, {data.steps_per_epoch()} steps/epoch; {total_steps} steps")
+
+    def to_device(batch: dict) -> dict:
+        return {k: v.to(device) for k, v in batch.items()}
+
+    def export(state: dict, folder) -> None:
+        checkpoint.export_encoder(engine.module.encoder.model, tokenizer.tokenizer, state, folder, "encoder.model.",
+                                  step=step, tasks=config.tasks.enabled(), config=to_plain(config))
+
+    def save() -> None:
+        checkpoint.save(engine, out_dir, step, {"step": step, "train_seconds": train_seconds,
+                                                "data": data.state_dict()},
+                        keep=train_cfg.keep_checkpoints, export=export)
+
+    valid_scores = {}
+    if valid is not None and not resumed:
+        valid_scores["before"] = evaluate_tasks(engine, valid, to_device)
+        log("held-out, before training: " + _format_scores(valid_scores["before"]))
+
+    # ---- the loop ------------------------------------------------------------------------------
+    metrics_path = out_dir / "metrics.jsonl"
+    if main and not resumed:
+        metrics_path.unlink(missing_ok=True)
+    samples_path = out_dir / "samples" / f"rank-{rank}.jsonl"
+    if train_cfg.log_samples:
+        samples_path.parent.mkdir(exist_ok=True)
+        if not resumed:
+            samples_path.unlink(missing_ok=True)
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    window = _Window()
+    budget_s = train_cfg.max_train_minutes * 60 or math.inf
+    bar = tqdm(total=total_steps, initial=step, desc="pretrain", disable=not main)
+    stop = step >= total_steps
+    while not stop:
+        engine.train()
+        steps = iter(data)
+        while True:
+            t0 = time.perf_counter()
+            batch = next(steps, None)  # data wait: the time this rank waits for its next step
+            if batch is None:
+                break  # the epoch is over; the stream has rolled over to the next one
+            t_data = time.perf_counter()
+            t_fwd = t_bwd = t_opt = 0.0
+            for micro in batch.micro_batches:
+                ta = time.perf_counter()
+                out = engine(to_device(micro))
+                loss = out["loss"] * micro["weight"].to(device)
+                sync()
+                tb = time.perf_counter()
+                engine.backward(loss)
+                sync()
+                tc = time.perf_counter()
+                engine.step()  # DeepSpeed steps the optimizer at the accumulation boundary
+                sync()
+                t_fwd, t_bwd, t_opt = t_fwd + tb - ta, t_bwd + tc - tb, t_opt + time.perf_counter() - tc
+                window.add_task_metrics(out, float(micro["weight"]))
+            data.advance()
+            step += 1
+            if train_cfg.log_samples:
+                with open(samples_path, "a") as f:
+                    f.write(json.dumps({"step": step, "epoch": batch.epoch, "batch": batch.batch, "keys": batch.keys}) + "\n")
+            elapsed = time.perf_counter() - t0
+            train_seconds += elapsed
+            window.add_step(batch, t_data - t0, t_fwd, t_bwd, t_opt, elapsed)
+            bar.update(1)
+            if step % train_cfg.log_every == 0 or step == total_steps:
+                record = window.flush(step, data.epoch, world)
+                if main:
+                    bar.set_postfix(loss=f"{record['loss']:.3f}")
+                    with open(metrics_path, "a") as f:
+                        f.write(json.dumps(record) + "\n")
+                    engine.monitor.write_events([(f"pretrain/{k}", v, step) for k, v in record.items()
+                                                 if isinstance(v, float)])
+            over = step >= total_steps or train_seconds > budget_s
+            stop = distributed.agree(distributed.STOP if over else distributed.CONTINUE) != distributed.CONTINUE
+            if stop or step % train_cfg.checkpoint_every == 0:
+                save()
+            if stop:
+                break
+    bar.close()
+
+    if valid is not None:
+        valid_scores["after"] = evaluate_tasks(engine, valid, to_device)
+        log("held-out, after training:  " + _format_scores(valid_scores["after"]))
+    data.close()
+    if not main:
+        return {}
+    summary = {"steps": step, "train_seconds": round(train_seconds, 1), "world": world,
+               "zero_stage": engine.zero_optimization_stage(), "encoder": str(out_dir / checkpoint.ENCODER),
+               "valid": valid_scores}
+    if valid_scores:
+        (out_dir / "valid.json").write_text(json.dumps(valid_scores, indent=2))
+    log(f"pretrain done: {step} steps in {train_seconds:.0f}s; encoder exported to {out_dir / checkpoint.ENCODER}")
+    return summary
+
+
+def evaluate_tasks(engine, valid, to_device) -> dict:
+    """Per-task accuracy on the held-out pairs, beside chance (a uniform guess among each
+    instance's real candidates). Ranks share the steps round-robin and run the same number of
+    forward passes (a rank short of steps repeats its first with weight 0: ZeRO-3 gathers each
+    layer's parameters from every rank); the counts are summed over ranks."""
+    import torch
+    import torch.distributed as dist
+
+    world, rank = distributed.world_size(), distributed.rank()
+    steps = list(valid)
+    if not steps:
+        return {}
+    per_rank = -(-len(steps) // world)
+    mine = [(s, 1.0) for s in steps[rank::world]]
+    mine += [(steps[0], 0.0)] * (per_rank - len(mine))
+    sums = torch.zeros(len(TASKS), 3, dtype=torch.float64)  # correct, instances, chance summed over instances
+    engine.eval()
+    with torch.no_grad():
+        for s, weight in mine:
+            for micro in s.micro_batches:
+                out = engine(to_device(micro))
+                for i, task in enumerate(TASKS):
+                    if weight and f"{task}_count" in out:
+                        n = float(out[f"{task}_count"])
+                        sums[i] += torch.tensor([float(out[f"{task}_accuracy"]) * n, n,
+                                                 float(out[f"{task}_chance"]) * n], dtype=torch.float64)
+    engine.train()
+    if world > 1:
+        dist.all_reduce(sums)
+    return {task: {"accuracy": round(100 * float(c / n), 2), "chance": round(100 * float(ch / n), 2),
+                   "instances": int(n)}
+            for task, (c, n, ch) in zip(TASKS, sums.tolist()) if n}
+
+
+def _format_scores(scores: dict) -> str:
+    return "; ".join(f"{t} {s['accuracy']:.1f}% (chance {s['chance']:.1f}%)" for t, s in scores.items())
+
+
+class _Window:
+    """Sums over the steps since the last metrics line."""
+
+    def __init__(self):
+        self.reset()
+
+    def reset(self) -> None:
+        self.tasks: dict[str, list[float]] = {}
+        self.losses: list[float] = []
+        self.steps = self.pairs = self.tokens = 0
+        self.times = {"data_wait": 0.0, "forward": 0.0, "backward": 0.0, "optimizer": 0.0, "step": 0.0}
+
+    def add_task_metrics(self, out: dict, weight: float) -> None:
+        if not weight:
+            return
+        self.losses.append(out["loss"].item())
+        for task in TASKS:
+            if f"{task}_loss" in out:
+                n = float(out[f"{task}_count"])
+                acc = self.tasks.setdefault(task, [0.0, 0.0, 0.0])
+                acc[0] += float(out[f"{task}_loss"]) * n
+                acc[1] += float(out[f"{task}_accuracy"]) * n
+                acc[2] += n
+
+    def add_step(self, step, wait: float, fwd: float, bwd: float, opt: float, total: float) -> None:
+        self.steps += 1
+        self.pairs += step.pairs
+        self.tokens += step.tokens
+        for k, v in zip(self.times, (wait, fwd, bwd, opt, total)):
+            self.times[k] += v
+
+    def flush(self, step: int, epoch: int, world: int) -> dict:
+        """One metrics line; tokens and pairs are this rank's times the world (ranks get equal shares)."""
+        seconds = max(self.times["step"], 1e-9)
+        record = {"step": step, "epoch": epoch, "loss": float(sum(self.losses) / max(len(self.losses), 1))}
+        for task, (loss, acc, n) in self.tasks.items():
+            record[f"{task}_loss"] = loss / n
+            record[f"{task}_accuracy"] = acc / n
+        record.update({"tokens_per_s": self.tokens * world / seconds, "pairs_per_s": self.pairs * world / seconds,
+                       "step_seconds": seconds / max(self.steps, 1),
+                       **{f"{k}_fraction": v / seconds for k, v in self.times.items() if k != "step"},
+                       "steps_in_window": self.steps, "tokens": self.tokens * world, "seconds": seconds,
+                       "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024})  # this rank's
+        self.reset()
+        return record

@@ -1,0 +1,110 @@
+"""Checkpoints of a training run: DeepSpeed's own ``save_checkpoint`` / ``load_checkpoint`` (model,
+optimizer and scheduler state, each rank's ZeRO partition) with the loop's client state (step,
+data position, RNG), and the encoder exported beside them in the ``save_pretrained`` layout.
+
+Layout under the run's output folder::
+
+    checkpoints/
+      latest              the tag of the newest complete checkpoint (DeepSpeed writes it last)
+      step00000040/       one DeepSpeed checkpoint (every rank's files) + client state
+    encoder/              the newest checkpoint's encoder: AutoModel.from_pretrained(encoder/) loads it,
+                          and `dsdocre finetune --set model.encoder=encoder/` starts from it
+
+A crash while saving leaves ``latest`` naming the previous checkpoint, so a resume never reads a
+half-written one; the exported encoder is swapped in with renames (complete or absent).
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import shutil
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from dsdocre.train import distributed
+from dsdocre.train.engine import full_state_dict
+
+CHECKPOINTS = "checkpoints"
+ENCODER = "encoder"
+
+
+def tag_of(step: int) -> str:
+    return f"step{step:08d}"
+
+
+def rng_state() -> dict:
+    import torch
+
+    return {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+
+
+def set_rng_state(state: dict) -> None:
+    import torch
+
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+
+
+def save(engine, run_dir: str | Path, step: int, client_state: dict, keep: int = 2,
+         export: Callable[[dict, Path], None] | None = None) -> Path:
+    """Save a checkpoint on every rank (a collective), then (rank 0) export with ``export(full
+    state dict, folder)`` and drop all but the newest ``keep`` checkpoints."""
+    ckpt_dir = Path(run_dir) / CHECKPOINTS
+    tag = tag_of(step)
+    engine.save_checkpoint(str(ckpt_dir), tag=tag, client_state={**client_state, "rng": rng_state()},
+                           save_latest=True)
+    state = full_state_dict(engine) if export else None  # every rank: gathers under ZeRO-3
+    if distributed.is_main_process():
+        if export:
+            export_atomically(lambda folder: export(state, folder), Path(run_dir) / ENCODER)
+        tags = sorted(p.name for p in ckpt_dir.glob("step*") if p.is_dir())
+        for old in tags[:-keep] if keep > 0 else []:
+            shutil.rmtree(ckpt_dir / old, ignore_errors=True)
+    distributed.barrier()
+    return ckpt_dir / tag
+
+
+def load_latest(engine, run_dir: str | Path) -> dict | None:
+    """Restore the newest complete checkpoint into ``engine``; its client state, or None when the
+    run has none (a fresh start)."""
+    ckpt_dir = Path(run_dir) / CHECKPOINTS
+    if not (ckpt_dir / "latest").is_file():
+        return None
+    path, client_state = engine.load_checkpoint(str(ckpt_dir))
+    if path is None:
+        raise RuntimeError(f"{ckpt_dir}: 'latest' names {(ckpt_dir / 'latest').read_text().strip()}, "
+                           "which DeepSpeed could not load")
+    if client_state and "rng" in client_state:
+        set_rng_state(client_state["rng"])
+    return client_state
+
+
+def export_atomically(write: Callable[[Path], None], folder: Path) -> None:
+    """``write(tmp)`` into a fresh temporary folder, then swap it in: complete or absent."""
+    tmp = folder.with_name(folder.name + ".tmp")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+    write(tmp)
+    if folder.exists():
+        old = folder.with_name(folder.name + ".old")
+        if old.exists():
+            shutil.rmtree(old)
+        folder.replace(old)
+        tmp.replace(folder)
+        shutil.rmtree(old)
+    else:
+        tmp.replace(folder)
+
+
+def export_encoder(encoder_model, tokenizer, state: dict, folder: Path, prefix: str, **metadata) -> None:
+    """The encoder (a transformers model) with the weights in ``state`` under ``prefix``, and its
+    tokenizer (marker tokens included), in the ``save_pretrained`` layout."""
+    weights = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+    encoder_model.save_pretrained(folder, state_dict=weights)
+    tokenizer.save_pretrained(folder)
+    (folder / "dsdocre_pretrain.json").write_text(json.dumps(metadata, indent=2))

@@ -1,0 +1,203 @@
+"""Pre-training: the data split over ranks and loader workers, its resumable position, the folder
+checks, and real runs (one process for ZeRO 1/2/3; two under the deepspeed launcher for ZeRO-2 and
+ZeRO-3) on a small synthetic corpus."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from dsdocre.errors import UserError
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    """Distant documents sharded and fact-joined (15 pairs), and a held-out corpus of another seed."""
+    from dsdocre.synth import generate_corpus
+    from sharding.fact_join import fact_join
+    from sharding.shard import shard_corpus
+
+    root = tmp_path_factory.mktemp("pretrain")
+    for name, seed in (("train", 11), ("valid", 12)):
+        generate_corpus(root / name / "corpus", 4, seed, dev_docs=1, test_docs=1, distant_docs=120, progress=False)
+        shard_corpus([root / name / "corpus" / "train_distant.json"], root / name / "shards", docs_per_shard=30,
+                     workers=0, progress=False, log=None)
+        fact_join(root / name / "shards", root / name / "pairs", workers=0, log=None)
+    return root
+
+
+@pytest.fixture(scope="module")
+def tokenizer(encoder_dir):
+    from dsdocre.data.encoding import load_tokenizer
+
+    return load_tokenizer(encoder_dir)[0]
+
+
+def _batches(corpus, tokenizer, **kw):
+    from dsdocre.data.pretrain_data import PairBatches
+
+    kw.setdefault("micro_batch", 2)
+    return PairBatches(corpus / "train" / "pairs", corpus / "train" / "shards", tokenizer, **kw)
+
+
+def _epoch(batches) -> list:
+    steps = []
+    for step in batches:
+        steps.append(step)
+        batches.advance()
+    return steps
+
+
+def test_ranks_and_workers_split_each_step_without_overlap_or_gap(corpus, tokenizer):
+    one = _epoch(_batches(corpus, tokenizer, micro_batch=4))
+    total = _batches(corpus, tokenizer).stream.total
+    assert total == 15 and len(one) == 4  # 15 pairs in global batches of 4: 4, 4, 4, 3
+    for world, workers in ((2, 0), (3, 0), (2, 2)):
+        micro = 4 // world if world != 3 else 1
+        ranks = [_epoch(_batches(corpus, tokenizer, micro_batch=micro, accumulation=4 // (micro * world) or 1,
+                                 rank=r, world=world, workers=workers)) for r in range(world)]
+        if world == 3:  # global batch 3: another cut of the same order
+            keys = [k for steps in zip(*ranks) for s in steps for k in s.keys]
+            assert sorted(keys) == sorted(k for s in one for k in s.keys) and len(set(keys)) == total
+            continue
+        for b, steps in enumerate(zip(*ranks)):
+            mine = [set(s.keys) for s in steps]
+            assert not mine[0] & mine[1], "two ranks got the same pair"
+            assert sorted(mine[0] | mine[1]) == sorted(one[b].keys), "the ranks together are the global batch"
+            assert sum(s.pairs for s in steps) == one[b].pairs
+
+
+def test_empty_rank_slice_runs_a_weightless_pair(corpus, tokenizer):
+    """15 pairs, global batch 8 over 8 ranks: the last step gives rank 7 nothing; it runs one
+    record with weight 0 so that every rank makes the same calls."""
+    last = [_epoch(_batches(corpus, tokenizer, micro_batch=1, rank=r, world=8))[-1] for r in range(8)]
+    assert [s.pairs for s in last] == [1] * 7 + [0]
+    assert float(last[7].micro_batches[0]["weight"]) == 0.0 and last[7].keys == []
+    assert all(float(s.micro_batches[0]["weight"]) == 1.0 for s in last[:7])
+
+
+def test_position_resumes_exactly_with_the_same_instances(corpus, tokenizer):
+    import torch
+
+    full = _batches(corpus, tokenizer, seed=3)
+    reference = _epoch(full) + _epoch(full)[:2]  # into the second epoch
+    first = _batches(corpus, tokenizer, seed=3)
+    it = iter(first)
+    for _ in range(3):
+        next(it)
+        first.advance()
+    state = json.loads(json.dumps(first.state_dict()))  # what a checkpoint stores
+    resumed = _batches(corpus, tokenizer, seed=3)
+    resumed.load_state_dict(state)
+    rest = _epoch(resumed) + _epoch(resumed)[:2]
+    assert [s.keys for s in rest] == [s.keys for s in reference[3:]]
+    for a, b in zip(rest, reference[3:]):
+        for ma, mb in zip(a.micro_batches, b.micro_batches):
+            assert ma.keys() == mb.keys() and all(torch.equal(ma[k], mb[k]) for k in ma)
+    assert [s.keys for s in reference[:4]] != [s.keys for s in reference[4:8]]  # epochs are reshuffled
+
+
+def test_folders_must_belong_together(corpus, tokenizer):
+    from dsdocre.data.pretrain_data import PairBatches
+
+    with pytest.raises(UserError, match="was joined from the shards at"):
+        PairBatches(corpus / "train" / "pairs", corpus / "valid" / "shards", tokenizer, micro_batch=1)
+    with pytest.raises(UserError, match="15 samples cannot feed 16 processes"):
+        _batches(corpus, tokenizer, micro_batch=1, world=16)
+
+
+# ---- real runs ----------------------------------------------------------------------------------
+def _env(**extra) -> dict:
+    return {**os.environ, "HF_HUB_OFFLINE": "1", "DS_ACCELERATOR": "cpu", "OMP_NUM_THREADS": "1",
+            "TOKENIZERS_PARALLELISM": "false", **extra}
+
+
+def _ds_config(tmp_path, stage: int, micro: int, accumulation: int) -> Path:
+    cfg = json.loads((ROOT / "configs/deepspeed" / f"pretrain_zero{stage}.json").read_text())
+    cfg.update(train_micro_batch_size_per_gpu=micro, gradient_accumulation_steps=accumulation)
+    cfg["optimizer"]["params"]["lr"] = 1e-4
+    path = tmp_path / f"zero{stage}_{micro}x{accumulation}.json"
+    path.write_text(json.dumps(cfg))
+    return path
+
+
+def _settings(corpus, ds_config, out, *extra) -> list[str]:
+    sets = [f"data.pairs={corpus / 'train' / 'pairs'}", f"data.shards={corpus / 'train' / 'shards'}",
+            f"training.deepspeed={ds_config}", "model.encoder_dropout=0.0", "examples.blank_prob=0.3",
+            "training.log_every=1", "training.warmup_ratio=0.0", *extra]
+    return [x for s in sets for x in ("--set", s)] + ["--output-dir", str(out)]
+
+
+def _metrics(out: Path) -> list[dict]:
+    return [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+
+
+@pytest.mark.slow
+def test_zero_stages_reach_the_same_loss(corpus, tmp_path):
+    """One process, the same seed: ZeRO-1, -2 and -3 give the same loss at every one of 20 steps
+    (within 1e-3), and the loss falls."""
+    losses = {}
+    for stage in (1, 2, 3):
+        out = tmp_path / f"zero{stage}"
+        proc = subprocess.run([sys.executable, "-m", "dsdocre.cli", "pretrain",
+                               *_settings(corpus, _ds_config(tmp_path, stage, 2, 1), out, "training.max_steps=20", "training.epochs=3",
+                                          "training.checkpoint_every=1000")],
+                              cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=900)
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+        assert f"ZeRO stage {stage}" in proc.stdout
+        losses[stage] = [r["loss"] for r in _metrics(out)]
+    assert len(losses[1]) == 20
+    for stage in (2, 3):
+        assert max(abs(a - b) for a, b in zip(losses[1], losses[stage])) < 1e-3, (losses[1], losses[stage])
+    epoch = 8  # 15 pairs, global batch 2
+    assert sum(losses[1][-epoch:]) < sum(losses[1][:epoch])
+
+
+def launch(corpus, out, ds_config, *extra, procs=2, port=29651, node_env=None) -> subprocess.CompletedProcess:
+    env = _env(NUM_PROCS=str(procs), MASTER_PORT=str(port), PYTHON=sys.executable,
+               PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}", **(node_env or {}))
+    proc = subprocess.run(["bash", "launch/deepspeed_pretrain.sh", *_settings(corpus, ds_config, out, *extra)],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return proc
+
+
+def check_two_rank_run(out: Path, total_pairs: int, epochs: int) -> None:
+    """Both ranks' samples are disjoint and together cover each epoch; the encoder loads."""
+    from transformers import AutoModel
+
+    from dsdocre.data.encoding import load_tokenizer
+
+    seen = {r: [json.loads(x) for x in (out / "samples" / f"rank-{r}.jsonl").read_text().splitlines()]
+            for r in (0, 1)}
+    for epoch in range(1, epochs + 1):
+        keys = [[k for s in seen[r] if s["epoch"] == epoch for k in s["keys"]] for r in (0, 1)]
+        assert not set(keys[0]) & set(keys[1])
+        assert len(keys[0]) + len(keys[1]) == total_pairs == len(set(keys[0]) | set(keys[1]))
+    model = AutoModel.from_pretrained(out / "encoder")
+    assert model.config.hidden_size == 384
+    assert load_tokenizer(out / "encoder")[1] == 0  # the markers are in the exported tokenizer
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("stage,port", [(2, 29651), (3, 29661)])
+def test_two_processes_under_the_launcher(corpus, tmp_path, stage, port):
+    out = tmp_path / "run"
+    proc = launch(corpus, out, _ds_config(tmp_path, stage, 1, 1), "training.epochs=2", "training.log_samples=true",
+                  "training.checkpoint_every=5", f"data.valid_pairs={corpus / 'valid' / 'pairs'}",
+                  f"data.valid_shards={corpus / 'valid' / 'shards'}", port=port)
+    assert "world 2" in proc.stdout and f"ZeRO stage {stage}" in proc.stdout
+    check_two_rank_run(out, 15, 2)
+    losses = [r["loss"] for r in _metrics(out)]
+    assert len(losses) == 16 and sum(losses[8:]) < sum(losses[:8])  # the second epoch's loss is lower
+    valid = json.loads((out / "valid.json").read_text())
+    assert valid["before"].keys() == valid["after"].keys() and all(
+        v["instances"] > 0 and 0 < v["chance"] < 100 for v in valid["after"].values())
+    assert sorted(p.name for p in (out / "checkpoints").glob("step*")) == ["step00000015", "step00000016"]
