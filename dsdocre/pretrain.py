@@ -161,19 +161,22 @@ def pretrain(config: PretrainConfig) -> dict:
                         keep=train_cfg.keep_checkpoints, export=export)
 
     valid_scores = {}
+    if resumed and (out_dir / "valid.json").exists():  # the untrained encoder's scores, from the first start
+        valid_scores = {"before": json.loads((out_dir / "valid.json").read_text()).get("before")}
     if valid is not None and not resumed:
         valid_scores["before"] = evaluate_tasks(engine, valid, to_device)
         log("held-out, before training: " + _format_scores(valid_scores["before"]))
 
     # ---- the loop ------------------------------------------------------------------------------
     metrics_path = out_dir / "metrics.jsonl"
-    if main and not resumed:
-        metrics_path.unlink(missing_ok=True)
     samples_path = out_dir / "samples" / f"rank-{rank}.jsonl"
     if train_cfg.log_samples:
         samples_path.parent.mkdir(exist_ok=True)
-        if not resumed:
-            samples_path.unlink(missing_ok=True)
+    # A fresh run starts its records; a resumed one keeps them up to its checkpoint's step (what a
+    # killed run wrote after it is redone, so it would otherwise be counted twice).
+    for path, mine in ((metrics_path, main), (samples_path, train_cfg.log_samples)):
+        if mine:
+            _keep_records_up_to(path, step if resumed else 0)
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     window = _Window()
     budget_s = train_cfg.max_train_minutes * 60 or math.inf
@@ -274,6 +277,18 @@ def evaluate_tasks(engine, valid, to_device) -> dict:
     return {task: {"accuracy": round(100 * float(c / n), 2), "chance": round(100 * float(ch / n), 2),
                    "instances": int(n)}
             for task, (c, n, ch) in zip(TASKS, sums.tolist()) if n}
+
+
+def _keep_records_up_to(path, step: int) -> None:
+    """Keep the JSON lines of ``path`` whose ``step`` is at most ``step`` (rewritten atomically)."""
+    from dsdocre.data.manifest import tmp_path
+
+    if not path.exists():
+        return
+    kept = [line for line in path.read_text().splitlines() if line.strip() and json.loads(line)["step"] <= step]
+    tmp = tmp_path(path)
+    tmp.write_text("".join(line + "\n" for line in kept))
+    tmp.replace(path)
 
 
 def _format_scores(scores: dict) -> str:

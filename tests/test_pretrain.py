@@ -201,3 +201,18 @@ def test_two_processes_under_the_launcher(corpus, tmp_path, stage, port):
     assert valid["before"].keys() == valid["after"].keys() and all(
         v["instances"] > 0 and 0 < v["chance"] < 100 for v in valid["after"].values())
     assert sorted(p.name for p in (out / "checkpoints").glob("step*")) == ["step00000015", "step00000016"]
+
+
+@pytest.mark.slow
+def test_two_nodes_on_localhost_pretrain(corpus, tmp_path):
+    """Two launcher invocations (node ranks 0 and 1, one process each, loopback master) form one
+    world of two and pre-train together, each rank on its own half of every step."""
+    from test_launch import launch_two_nodes
+
+    out = tmp_path / "run"
+    nodes = launch_two_nodes("pretrain", _settings(corpus, _ds_config(tmp_path, 2, 1, 1), out,
+                                                   "training.log_samples=true"), tmp_path, {}, timeout=600)
+    for rank, node in enumerate(nodes):
+        assert node.returncode == 0, f"node {rank}:\n" + node.stdout[-3000:] + node.stderr[-3000:]
+    assert "world 2" in nodes[0].stdout
+    check_two_rank_run(out, 15, 1)

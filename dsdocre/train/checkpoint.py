@@ -53,10 +53,15 @@ def save(engine, run_dir: str | Path, step: int, client_state: dict, keep: int =
          export: Callable[[dict, Path], None] | None = None) -> Path:
     """Save a checkpoint on every rank (a collective), then (rank 0) export with ``export(full
     state dict, folder)`` and drop all but the newest ``keep`` checkpoints."""
+    import torch
+
     ckpt_dir = Path(run_dir) / CHECKPOINTS
     tag = tag_of(step)
-    engine.save_checkpoint(str(ckpt_dir), tag=tag, client_state={**client_state, "rng": rng_state()},
-                           save_latest=True)
+    # Each rank's RNG (DeepSpeed keeps rank 0's client state only), written before DeepSpeed's own
+    # files and its `latest` pointer, which moves last.
+    (ckpt_dir / tag).mkdir(parents=True, exist_ok=True)
+    torch.save(rng_state(), ckpt_dir / tag / f"rng-rank{distributed.rank()}.pt")
+    engine.save_checkpoint(str(ckpt_dir), tag=tag, client_state=client_state, save_latest=True)
     state = full_state_dict(engine) if export else None  # every rank: gathers under ZeRO-3
     if distributed.is_main_process():
         if export:
@@ -74,12 +79,15 @@ def load_latest(engine, run_dir: str | Path) -> dict | None:
     ckpt_dir = Path(run_dir) / CHECKPOINTS
     if not (ckpt_dir / "latest").is_file():
         return None
+    import torch
+
     path, client_state = engine.load_checkpoint(str(ckpt_dir))
     if path is None:
         raise RuntimeError(f"{ckpt_dir}: 'latest' names {(ckpt_dir / 'latest').read_text().strip()}, "
                            "which DeepSpeed could not load")
-    if client_state and "rng" in client_state:
-        set_rng_state(client_state["rng"])
+    rng = ckpt_dir / (ckpt_dir / "latest").read_text().strip() / f"rng-rank{distributed.rank()}.pt"
+    if rng.exists():  # absent when resuming on more processes than wrote the checkpoint
+        set_rng_state(torch.load(rng, weights_only=False))
     return client_state
 
 
