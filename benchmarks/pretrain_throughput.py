@@ -14,6 +14,8 @@
   (real tokens of both documents of every pair, all ranks), the step time split (data wait,
   forward, backward, optimizer step), and rank 0's peak resident memory.
 * The baseline in the same run is ZeRO-1 with 1 process; ratios: 2 processes over 1 per stage.
+  Beside it, two independent 1-process runs at once (no communication): what two processes get
+  from this machine at all, i.e. the ceiling of the 2-over-1 ratio here.
 * Same seed, encoder dropout off: every configuration sees the same global batches, so all six
   should follow one loss curve; the largest difference from ZeRO-1 / 1 process over the run is
   reported (the issue's bar: the same loss within 1e-3 after 20 steps).
@@ -51,24 +53,42 @@ def prepare(root: Path, docs: int) -> None:
     fact_join(root / "shards", root / "pairs", workers=0, log=None)
 
 
-def run_config(root: Path, stage: int, procs: int, steps: int, port: int) -> list[dict]:
+def command(root: Path, stage: int, procs: int, steps: int, port: int, name: str) -> tuple[list[str], dict, Path]:
     cfg = json.loads((ROOT / "configs/deepspeed" / f"pretrain_zero{stage}.json").read_text())
     cfg.update(train_micro_batch_size_per_gpu=2, gradient_accumulation_steps=2 // procs)
     cfg["tensorboard"] = {"enabled": False}
-    ds = root / f"zero{stage}_p{procs}.json"
+    ds = root / f"{name}.json"
     ds.write_text(json.dumps(cfg))
-    out = root / f"run_zero{stage}_p{procs}"
+    out = root / f"run_{name}"
     sets = [f"data.pairs={root / 'pairs'}", f"data.shards={root / 'shards'}", f"training.deepspeed={ds}",
-            f"training.max_steps={steps}", "training.log_every=1", "training.checkpoint_every=100000",
+            f"training.max_steps={steps}", "training.log_every=1", "training.checkpoints=false",
             "training.threads=1", "training.resume=false", "model.encoder_dropout=0.0"]
     env = {**os.environ, "NUM_PROCS": str(procs), "MASTER_PORT": str(port), "OMP_NUM_THREADS": "1",
            "MKL_NUM_THREADS": "1", "RAYON_RS_NUM_CPUS": "1", "TOKENIZERS_PARALLELISM": "false",
            "DS_ACCELERATOR": "cpu", "PYTHON": sys.executable, "HF_HUB_OFFLINE": "1"}
-    proc = subprocess.run(["bash", "launch/deepspeed_pretrain.sh", *[x for s in sets for x in ("--set", s)],
-                           "--output-dir", str(out)], cwd=ROOT, env=env, capture_output=True, text=True)
+    args = ["bash", "launch/deepspeed_pretrain.sh", *[x for s in sets for x in ("--set", s)], "--output-dir", str(out)]
+    return args, env, out
+
+
+def run_config(root: Path, stage: int, procs: int, steps: int, port: int) -> list[dict]:
+    args, env, out = command(root, stage, procs, steps, port, f"zero{stage}_p{procs}")
+    proc = subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True)
     if proc.returncode != 0:
         raise SystemExit(f"zero{stage} procs {procs} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
     return [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+
+
+def run_independent_pair(root: Path, steps: int, port: int) -> list[list[dict]]:
+    """Two single-process ZeRO-1 runs at once, no communication between them: what two processes
+    can do on this machine at all (shared memory bandwidth and caches), the ceiling for 2 vs 1."""
+    runs = [command(root, 1, 1, steps, port + i, f"independent_{i}") for i in range(2)]
+    procs = [subprocess.Popen(a, cwd=ROOT, env=e, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+             for a, e, _ in runs]
+    for p in procs:
+        output = p.communicate()[0]
+        if p.returncode != 0:
+            raise SystemExit(f"independent run failed:\n{output[-3000:]}")
+    return [[json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()] for _, _, out in runs]
 
 
 def summarize(records: list[dict], skip: int) -> dict:
@@ -111,6 +131,7 @@ def main() -> int:
                 port += 1
             row["procs_2_over_1"] = round(row["procs_2"]["tokens_per_s"] / row["procs_1"]["tokens_per_s"], 3)
             result["cpu"][f"zero{stage}"] = row
+        independent_runs = run_independent_pair(root, args.steps, port + 10)
     # Same seed, no dropout, same global batches: every configuration should follow one loss curve.
     reference = result["cpu"]["zero1"]["procs_1"]["losses"]
     result["loss_at_last_step"] = {f"{stage}_{procs}": row[procs]["losses"][-1]
@@ -118,6 +139,12 @@ def main() -> int:
     result["max_loss_difference_vs_zero1_procs_1"] = {
         key: round(max(abs(a - b) for a, b in zip(reference, result["cpu"][key.rsplit("_procs", 1)[0]][
             "procs_" + key.rsplit("_", 1)[1]]["losses"])), 6) for key in result["loss_at_last_step"]}
+    independent = [summarize(r, args.skip) for r in independent_runs]
+    both = round(sum(r["tokens_per_s"] for r in independent), 1)
+    result["independent_pair"] = {
+        "what": "two single-process ZeRO-1 runs at once, no communication: the machine's ceiling for 2 processes",
+        "tokens_per_s_total": both, "runs": independent,
+        "over_one_process": round(both / result["cpu"]["zero1"]["procs_1"]["tokens_per_s"], 3)}
     base = result["cpu"]["zero1"]["procs_1"]["tokens_per_s"]
     for stage, row in result["cpu"].items():
         row["procs_1_over_zero1"] = round(row["procs_1"]["tokens_per_s"] / base, 3)
@@ -130,6 +157,8 @@ def main() -> int:
                   f"{t['data_wait']:>7.3f}{t['forward']:>7.3f}{t['backward']:>7.3f}{t['optimizer']:>7.3f}"
                   f"{r['peak_rss_mb']:>8.0f}")
         print(f"{stage}: 2 processes / 1 = {row['procs_2_over_1']:.2f}x")
+    print(f"two independent 1-process runs at once: {result['independent_pair']['tokens_per_s_total']:.1f} tokens/s "
+          f"= {result['independent_pair']['over_one_process']:.2f}x one process (the machine's ceiling for 2)")
     print("loss at the last step:", result["loss_at_last_step"])
     print("largest loss difference from zero1 procs_1 over the run:", result["max_loss_difference_vs_zero1_procs_1"])
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n")

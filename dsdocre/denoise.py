@@ -101,7 +101,8 @@ def train_rank_model(config: DenoiseConfig) -> dict:
     from dsdocre.data.examples import build_examples, collate, rank_candidates
     from dsdocre.errors import UserError
     from dsdocre.model import RankModel
-    from dsdocre.train.engine import setup_engine, start, train_epochs
+    from dsdocre.train.checkpoint import write_records
+    from dsdocre.train.engine import resume_point, run_fingerprint, setup_engine, start, train_epochs
 
     data_cfg, train_cfg, model_cfg = config.data, config.training, config.model
     out_dir = start(train_cfg, config.output_dir)
@@ -153,10 +154,12 @@ def train_rank_model(config: DenoiseConfig) -> dict:
         epoch_now["epoch"] = epoch
         return run.batches_of(epoch)
 
+    fingerprint = run_fingerprint(config)
+    resumed = resume_point(engine, train_cfg, out_dir, fingerprint)  # None for a fresh start
     metrics_path = out_dir / "metrics.jsonl"
     if main:
-        metrics_path.unlink(missing_ok=True)
-    best = {"recall": -1.0, "record": None}
+        write_records(metrics_path, resumed["records"] if resumed else [])
+    best = {"recall": -1.0, "record": None}  # restored on resume
 
     def evaluate(record: dict, model) -> dict:
         from dsdocre.model.rank import score_documents
@@ -176,6 +179,7 @@ def train_rank_model(config: DenoiseConfig) -> dict:
 
     summary = train_epochs(engine, train_cfg, batches_of=batches_with_epoch, loss_of=loss_of, evaluate=evaluate,
                            accumulation=run.accumulation, name="denoise",
+                           run_dir=out_dir, resumed=resumed, stage_state=best, fingerprint=fingerprint,
                            make_model=lambda: RankModel(model_cfg, tokenizer, encoder_dir=encoder_dir, added_tokens=added))
     if not main:
         return {}

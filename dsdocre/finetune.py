@@ -71,7 +71,8 @@ def finetune(config: FinetuneConfig) -> dict:
     from dsdocre.errors import UserError
     from dsdocre.evaluation import GoldIndex, train_fact_set
     from dsdocre.model import RelationClassifier
-    from dsdocre.train.engine import setup_engine, start, train_epochs
+    from dsdocre.train.checkpoint import write_records
+    from dsdocre.train.engine import resume_point, run_fingerprint, setup_engine, start, train_epochs
 
     data_cfg, train_cfg, model_cfg = config.data, config.training, config.model
     out_dir = start(train_cfg, config.output_dir)
@@ -115,10 +116,13 @@ def finetune(config: FinetuneConfig) -> dict:
         mask = batch["pair_mask"].unsqueeze(-1).expand_as(logits)
         return torch.nn.functional.binary_cross_entropy_with_logits(logits[mask].float(), batch["labels"][mask])
 
+    # ---- resume from the newest checkpoint, if any (model, optimizer, schedule, RNGs, position) ----
+    fingerprint = run_fingerprint(config)
+    resumed = resume_point(engine, train_cfg, out_dir, fingerprint)
     metrics_path = out_dir / "metrics.jsonl"
     if main:
-        metrics_path.unlink(missing_ok=True)
-    best = {"f1": -1.0, "record": None}  # unrounded F1: the record keeps it rounded for display
+        write_records(metrics_path, resumed["records"] if resumed else [])
+    best = {"f1": -1.0, "record": None}  # unrounded F1 (the record keeps it rounded); restored on resume
 
     def evaluate(record: dict, model) -> dict:
         record, f1, saved = _evaluate_and_save(model, record, best["f1"], valid_examples, valid_gold,
@@ -129,6 +133,7 @@ def finetune(config: FinetuneConfig) -> dict:
 
     summary = train_epochs(engine, train_cfg, batches_of=run.batches_of, loss_of=loss_of, evaluate=evaluate,
                            accumulation=run.accumulation, name="finetune",
+                           run_dir=out_dir, resumed=resumed, stage_state=best, fingerprint=fingerprint,
                            make_model=lambda: RelationClassifier(model_cfg, tokenizer, encoder_dir=encoder_dir,
                                                                  added_tokens=added))
 

@@ -123,7 +123,9 @@ def run(args: argparse.Namespace) -> int:
         heldout = out / "heldout"
         pt = load_config(PretrainConfig, config.pretrain.config, [
             f"data.pairs={out / 'pairs'}", f"data.shards={out / 'shards' / 'train_distant'}",
-            f"output_dir={out / 'pretrain'}", "training.resume=false", *args.pretrain_overrides])
+            # a short run: the exported encoder is what the next stage needs (a checkpoint is ~1 GB)
+            f"output_dir={out / 'pretrain'}", "training.resume=false", "training.checkpoints=false",
+            *args.pretrain_overrides])
         if config.pretrain.heldout_distant_docs:
             if json.loads((heldout / "pairs" / "manifest.json").read_text())["counts"]["pairs"]:
                 pt.data.valid_pairs, pt.data.valid_shards = str(heldout / "pairs"), str(heldout / "shards")
@@ -141,7 +143,7 @@ def run(args: argparse.Namespace) -> int:
 
     ft = load_config(FinetuneConfig, config.finetune, [
         f"data.train={corpus / 'train_annotated.json'}", f"data.valid={corpus / 'dev.json'}",
-        f"output_dir={out / 'finetune'}", *args.finetune_overrides])
+        f"output_dir={out / 'finetune'}", "training.resume=false", *args.finetune_overrides])
     if kept:
         ft.data.kept_pairs = [str(kept["train_annotated"]), str(kept["dev"])]
     if encoder:
@@ -193,7 +195,7 @@ def _shard_denoise_join(config: PipelineConfig, args: argparse.Namespace, corpus
 
         dn = load_config(DenoiseConfig, config.denoise.config, [
             f"data.train={corpus / 'train_annotated.json'}", f"data.valid={corpus / 'dev.json'}",
-            f"output_dir={out / 'denoise'}"])
+            f"output_dir={out / 'denoise'}", "training.resume=false"])
         if args.encoder:
             dn.model.encoder = args.encoder
         print("== denoise train: the rank model (Relation Detection on annotated documents)", flush=True)

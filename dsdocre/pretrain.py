@@ -65,9 +65,8 @@ class PretrainTrainingConfig(TrainingConfig):
     deepspeed: str = "configs/deepspeed/pretrain_zero2.json"
     epochs: int = 1
     log_every: int = 10  # optimizer steps between metrics.jsonl lines
+    checkpoints: bool = True  # DeepSpeed checkpoints (false: only the encoder is exported, at the end)
     checkpoint_every: int = 200  # optimizer steps between checkpoints (and one at the end)
-    keep_checkpoints: int = 2  # newest checkpoints kept on disk
-    resume: bool = True  # continue from output_dir/checkpoints when it has one
     log_samples: bool = False  # each rank lists the pair keys of every step in samples/rank-N.jsonl (audits)
 
 
@@ -101,7 +100,7 @@ def pretrain(config: PretrainConfig) -> dict:
     from dsdocre.model.pretrain import PretrainModel
     from dsdocre.train import checkpoint
     from dsdocre.train.engine import (apply_precision, base_learning_rate, batch_layout, build_engine,
-                                      linear_warmup_decay, param_groups, start)
+                                      linear_warmup_decay, param_groups, resume_point, run_fingerprint, start)
 
     data_cfg, train_cfg, model_cfg = config.data, config.training, config.model
     out_dir = start(train_cfg, config.output_dir)
@@ -137,8 +136,8 @@ def pretrain(config: PretrainConfig) -> dict:
                           ds_config, linear_warmup_decay(total_steps, int(train_cfg.warmup_ratio * total_steps)))
     device = engine.device
     step, train_seconds, resumed = 0, 0.0, None
-    if train_cfg.resume:
-        resumed = checkpoint.load_latest(engine, out_dir)
+    fingerprint = run_fingerprint(config)
+    resumed = resume_point(engine, train_cfg, out_dir, fingerprint)
     if resumed:
         step, train_seconds = resumed["step"], resumed["train_seconds"]
         data.load_state_dict(resumed["data"])
@@ -156,9 +155,12 @@ def pretrain(config: PretrainConfig) -> dict:
                                   step=step, tasks=config.tasks.enabled(), config=to_plain(config))
 
     def save() -> None:
+        if not train_cfg.checkpoints:  # the encoder is still exported
+            checkpoint.export_only(engine, out_dir, export)
+            return
         checkpoint.save(engine, out_dir, step, {"step": step, "train_seconds": train_seconds,
                                                 "data": data.state_dict()},
-                        keep=train_cfg.keep_checkpoints, export=export)
+                        keep=train_cfg.keep_checkpoints, export=export, fingerprint=fingerprint)
 
     valid_scores = {}
     if resumed and (out_dir / "valid.json").exists():  # the untrained encoder's scores, from the first start
@@ -327,12 +329,23 @@ class _Window:
             self.times[k] += v
 
     def flush(self, step: int, epoch: int, world: int) -> dict:
-        """One metrics line; tokens and pairs are this rank's times the world (ranks get equal shares)."""
+        """One metrics line (every rank calls it: losses and accuracies are over all ranks' pairs);
+        tokens and pairs are this rank's times the world (ranks get equal shares), times rank 0's."""
+        import torch
+        import torch.distributed as dist
+
+        # [loss sum, micro-batches] then per task [loss x n, accuracy x n, n], summed over ranks
+        sums = torch.tensor([sum(self.losses), len(self.losses)]
+                            + [x for t in TASKS for x in self.tasks.get(t, [0.0, 0.0, 0.0])], dtype=torch.float64)
+        if world > 1:
+            dist.all_reduce(sums)
         seconds = max(self.times["step"], 1e-9)
-        record = {"step": step, "epoch": epoch, "loss": float(sum(self.losses) / max(len(self.losses), 1))}
-        for task, (loss, acc, n) in self.tasks.items():
-            record[f"{task}_loss"] = loss / n
-            record[f"{task}_accuracy"] = acc / n
+        record = {"step": step, "epoch": epoch, "loss": float(sums[0] / max(float(sums[1]), 1.0))}
+        for i, task in enumerate(TASKS):
+            loss, acc, n = sums[2 + 3 * i: 5 + 3 * i].tolist()
+            if n:
+                record[f"{task}_loss"] = loss / n
+                record[f"{task}_accuracy"] = acc / n
         record.update({"tokens_per_s": self.tokens * world / seconds, "pairs_per_s": self.pairs * world / seconds,
                        "step_seconds": seconds / max(self.steps, 1),
                        **{f"{k}_fraction": v / seconds for k, v in self.times.items() if k != "step"},

@@ -188,3 +188,35 @@ def test_agree_gives_every_rank_the_strongest_decision(tmp_path, codes, expected
     mp.start_processes(_agree_worker, args=(2, port, codes, str(tmp_path)), nprocs=2, join=True,
                        start_method="spawn")
     assert [json.loads((tmp_path / f"{r}.json").read_text()) for r in range(2)] == [expected, expected]
+
+
+def _module_weights(run: Path) -> dict:
+    import torch
+
+    latest = (run / "checkpoints" / "latest").read_text().strip()
+    return torch.load(run / "checkpoints" / latest / "mp_rank_00_model_states.pt", weights_only=False)["module"]
+
+
+@pytest.mark.slow
+def test_a_stopped_run_resumes_to_the_same_weights(corpus, tmp_path):
+    """A run stopped mid-epoch (a time budget, checkpoint written) and started again continues from
+    its checkpoint: same micro-batches, RNG, optimizer and schedule, so its final weights are those
+    of an undisturbed run, bit for bit; its metrics file holds each epoch once."""
+    import torch
+
+    common = ["--set", f"data.train={corpus / 'train_annotated.json'}", "--set", f"data.valid={corpus / 'dev.json'}",
+              "--set", "training.epochs=2", "--set", "training.checkpoints=true", "--set", "training.threads=1"]
+    _cli("finetune", *common, "--output-dir", tmp_path / "whole")
+    stopped = _cli("finetune", *common, "--set", "training.max_train_minutes=0.0001", "--output-dir", tmp_path / "cut")
+    assert "stopping after epoch 1 (1 steps)" in stopped.stdout
+    resumed = _cli("finetune", *common, "--output-dir", tmp_path / "cut")
+    assert "resuming from" in resumed.stdout
+    whole, cut = _module_weights(tmp_path / "whole"), _module_weights(tmp_path / "cut")
+    assert whole.keys() == cut.keys() and all(torch.equal(whole[k], cut[k]) for k in whole)
+    records = [json.loads(x) for x in (tmp_path / "cut" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in records] == [1, 1, 2]  # the stop's evaluation, then epochs 1 and 2 complete
+    # another run's checkpoint is not continued
+    other = subprocess.run([sys.executable, "-m", "dsdocre.cli", "finetune", *common, "--set", "model.pair_dim=64",
+                            "--output-dir", str(tmp_path / "cut")], cwd=ROOT, env=_env(), capture_output=True,
+                           text=True, timeout=600)
+    assert other.returncode == 2 and "holds a checkpoint of another run" in other.stderr

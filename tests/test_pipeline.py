@@ -65,7 +65,8 @@ def pair_corpus(tmp_path_factory) -> Path:
 
 def _run_pretrain_config(config: Path, corpus: Path, out: Path, *extra) -> list[dict]:
     _run(["pretrain", "--config", config, "--set", f"data.pairs={corpus / 'pairs'}",
-          "--set", f"data.shards={corpus / 'shards'}", "--set", "training.max_steps=1", *extra,
+          "--set", f"data.shards={corpus / 'shards'}", "--set", "training.max_steps=1",
+          "--set", "training.checkpoints=false", *extra,
           "--output-dir", out], cwd=ROOT)
     assert (out / "encoder" / "config.json").exists()
     return [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]

@@ -24,6 +24,7 @@ from typing import Callable
 
 import numpy as np
 
+from dsdocre.data.manifest import write_json_atomic
 from dsdocre.train import distributed
 from dsdocre.train.engine import full_state_dict
 
@@ -49,8 +50,22 @@ def set_rng_state(state: dict) -> None:
     torch.set_rng_state(state["torch"])
 
 
+def latest_path(run_dir: str | Path) -> Path:
+    ckpt_dir = Path(run_dir) / CHECKPOINTS
+    return ckpt_dir / (ckpt_dir / "latest").read_text().strip()
+
+
+def has_checkpoint(run_dir: str | Path) -> bool:
+    return (Path(run_dir) / CHECKPOINTS / "latest").is_file()
+
+
+def saved_fingerprint(run_dir: str | Path) -> str | None:
+    path = Path(run_dir) / CHECKPOINTS / "run.json"
+    return json.loads(path.read_text()).get("fingerprint") if path.is_file() else None
+
+
 def save(engine, run_dir: str | Path, step: int, client_state: dict, keep: int = 2,
-         export: Callable[[dict, Path], None] | None = None) -> Path:
+         export: Callable[[dict, Path], None] | None = None, fingerprint: str | None = None) -> Path:
     """Save a checkpoint on every rank (a collective), then (rank 0) export with ``export(full
     state dict, folder)`` and drop all but the newest ``keep`` checkpoints."""
     import torch
@@ -61,6 +76,8 @@ def save(engine, run_dir: str | Path, step: int, client_state: dict, keep: int =
     # files and its `latest` pointer, which moves last.
     (ckpt_dir / tag).mkdir(parents=True, exist_ok=True)
     torch.save(rng_state(), ckpt_dir / tag / f"rng-rank{distributed.rank()}.pt")
+    if fingerprint is not None and distributed.is_main_process():
+        write_json_atomic(ckpt_dir / "run.json", {"fingerprint": fingerprint})
     engine.save_checkpoint(str(ckpt_dir), tag=tag, client_state=client_state, save_latest=True)
     state = full_state_dict(engine) if export else None  # every rank: gathers under ZeRO-3
     if distributed.is_main_process():
@@ -71,6 +88,25 @@ def save(engine, run_dir: str | Path, step: int, client_state: dict, keep: int =
             shutil.rmtree(ckpt_dir / old, ignore_errors=True)
     distributed.barrier()
     return ckpt_dir / tag
+
+
+def export_only(engine, run_dir: str | Path, export: Callable[[dict, Path], None]) -> None:
+    """Only the export (no DeepSpeed checkpoint): a collective under ZeRO-3, written by rank 0."""
+    state = full_state_dict(engine)
+    if distributed.is_main_process():
+        export_atomically(lambda folder: export(state, folder), Path(run_dir) / ENCODER)
+    distributed.barrier()
+
+
+def write_records(path: str | Path, records: list[dict]) -> None:
+    """A JSON-lines record file rewritten as ``records`` (atomically): a resumed run's file holds
+    what its checkpoint had seen, never what a killed run wrote after it."""
+    from dsdocre.data.manifest import tmp_path
+
+    path = Path(path)
+    tmp = tmp_path(path)
+    tmp.write_text("".join(json.dumps(r) + "\n" for r in records))
+    tmp.replace(path)
 
 
 def load_latest(engine, run_dir: str | Path) -> dict | None:

@@ -36,6 +36,12 @@ class TrainingConfig(Section):
     threads: int = 0  # torch threads per process; 0 = torch's default
     # auto: bf16 on a GPU that has it (else fp16 on GPU), fp32 on CPU; "json": as the DeepSpeed JSON says
     precision: Literal["auto", "json", "fp32", "bf16", "fp16"] = "auto"
+    # DeepSpeed checkpoints under output_dir/checkpoints (resumable runs). Off by default for the
+    # short fine-tuning and rank-model runs: one checkpoint of a MiniLM-sized model with AdamW is ~0.9 GB.
+    checkpoints: bool = False
+    checkpoint_every: int = 0  # optimizer steps between checkpoints; 0 = after each epoch only
+    keep_checkpoints: int = 2  # newest checkpoints kept on disk
+    resume: bool = True  # continue from output_dir/checkpoints when it holds a checkpoint
 
 
 def apply_precision(ds_config: dict, precision: str) -> dict:
@@ -213,9 +219,50 @@ def log(message: str) -> None:
         print(message, flush=True)
 
 
+# What may change between a run and its resumption: how long it runs and how it checkpoints.
+RESUMABLE_CHANGES = ("epochs", "max_steps", "max_train_minutes", "resume", "checkpoints", "checkpoint_every",
+                     "keep_checkpoints")
+
+
+def run_fingerprint(config) -> str:
+    """A run's identity for resumption: its stage config, less what a resumed run may change
+    (:data:`RESUMABLE_CHANGES`, ``output_dir``)."""
+    import hashlib
+    import json
+
+    from dsdocre.config import to_plain
+
+    plain = to_plain(config)
+    plain.pop("output_dir", None)
+    for key in RESUMABLE_CHANGES:
+        plain.get("training", {}).pop(key, None)
+    return hashlib.sha256(json.dumps(plain, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def resume_point(engine, training: TrainingConfig, run_dir: str | Path, fingerprint: str) -> dict | None:
+    """The loop state of the newest checkpoint under ``run_dir`` restored into ``engine`` (model,
+    optimizer, scheduler, every rank's RNG), or None for a fresh start (no checkpoint, or
+    ``training.resume`` off). A checkpoint of another run (another ``fingerprint``) is refused
+    rather than continued. Every rank calls it."""
+    from dsdocre.errors import UserError
+    from dsdocre.train import checkpoint
+
+    if not training.resume or not checkpoint.has_checkpoint(run_dir):
+        return None
+    saved = checkpoint.saved_fingerprint(run_dir)
+    if saved != fingerprint:
+        raise UserError(f"{run_dir} holds a checkpoint of another run (config fingerprint {saved}, this run's "
+                        f"{fingerprint}): use another output_dir, or --set training.resume=false to start over")
+    state = checkpoint.load_latest(engine, run_dir)
+    log(f"resuming from {checkpoint.latest_path(run_dir)}")
+    return state
+
+
 def train_epochs(engine, training: TrainingConfig, *, batches_of: Callable[[int], list[list[int]]],
                  loss_of: Callable[[list[int]], "object"], evaluate: Callable[[dict, "object"], dict],
-                 accumulation: int = 1, name: str = "train", make_model: Callable[[], "object"] | None = None) -> dict:
+                 accumulation: int = 1, name: str = "train", make_model: Callable[[], "object"] | None = None,
+                 run_dir: str | Path | None = None, resumed: dict | None = None,
+                 stage_state: dict | None = None, fingerprint: str = "") -> dict:
     """The loop: epochs of micro-batches (``batches_of(epoch)``, this rank's document indices),
     ``loss_of(indices)`` forward, DeepSpeed's backward and step, then ``evaluate(record, model)``
     on rank 0 after each epoch (it returns the record with its metrics, and saves what it wants to
@@ -225,41 +272,74 @@ def train_epochs(engine, training: TrainingConfig, *, batches_of: Callable[[int]
     decided at optimizer-step boundaries and agreed by all ranks (each rank's clock differs: one
     leaving alone would leave the others waiting in an all-reduce). A failure in rank 0's
     evaluation releases the other ranks, which then fail too. Returns the epoch records and totals.
+
+    Checkpoints (with ``run_dir``): every ``training.checkpoint_every`` optimizer steps, after each
+    epoch's evaluation and at a stop, DeepSpeed's checkpoint with the loop's state (epoch, micro-batches
+    done in it, totals, records, and ``stage_state``: the stage's own JSON-able state, e.g. the best
+    score so far, updated in place). ``resumed`` (from :func:`resume_point`) continues a run exactly
+    where its checkpoint left it: the epoch's batches are a pure function of (seed, epoch), so the
+    micro-batches already done are skipped, and the RNGs are those of that moment.
     """
     from tqdm.auto import tqdm
+
+    from dsdocre.train import checkpoint
 
     main = distributed.is_main_process()
     world = distributed.world_size()
     budget_s = training.max_train_minutes * 60 or math.inf
-    records: list[dict] = []
-    train_seconds = 0.0
-    docs_seen = steps = 0
+    stage_state = stage_state if stage_state is not None else {}
+    loop = {"epoch": 1, "micro_step": 0, "steps": 0, "docs_seen": 0, "train_seconds": 0.0, "records": [],
+            "epoch_losses": []}
+    if resumed:
+        loop.update({k: resumed[k] for k in loop})
+        stage_state.update(resumed.get("stage", {}))
+
+    def save() -> None:
+        if run_dir is not None and training.checkpoints:
+            checkpoint.save(engine, run_dir, loop["steps"], {**loop, "stage": stage_state},
+                            keep=training.keep_checkpoints, fingerprint=fingerprint)
+
     stop = distributed.CONTINUE
+    if training.max_steps and loop["steps"] >= training.max_steps:
+        stop = distributed.STOP  # resumed from the checkpoint of a run that already reached max_steps
     evaluation_model = EvaluationModel(engine, make_model)
-    for epoch in range(1, training.epochs + 1):
+    while loop["epoch"] <= training.epochs and not stop:
+        epoch = loop["epoch"]
         engine.train()
         started = time.perf_counter()
-        losses = []
-        bar = tqdm(batches_of(epoch), desc=f"{name} epoch {epoch}/{training.epochs}", disable=not main)
-        for micro_step, idx in enumerate(bar):
+        seconds_before = loop["train_seconds"]
+        losses = loop["epoch_losses"]
+        batches = batches_of(epoch)
+        bar = tqdm(total=len(batches), initial=loop["micro_step"], desc=f"{name} epoch {epoch}/{training.epochs}",
+                   disable=not main)
+        for micro_step in range(loop["micro_step"], len(batches)):
+            idx = batches[micro_step]
             loss = loss_of(idx)
             engine.backward(loss)
             engine.step()
             losses.append(loss.item())
-            docs_seen += len(idx)
+            loop["docs_seen"] += len(idx)
+            loop["micro_step"] = micro_step + 1
+            bar.update(1)
             bar.set_postfix(loss=f"{np.mean(losses[-50:]):.4f}")
             if (micro_step + 1) % accumulation:
                 continue  # decide only at optimizer-step boundaries
-            steps += 1
-            over_budget = train_seconds + time.perf_counter() - started > budget_s
-            over_steps = bool(training.max_steps) and steps >= training.max_steps
+            loop["steps"] += 1
+            loop["train_seconds"] = seconds_before + time.perf_counter() - started
+            over_budget = loop["train_seconds"] > budget_s
+            over_steps = bool(training.max_steps) and loop["steps"] >= training.max_steps
             stop = distributed.agree(distributed.STOP if over_budget or over_steps else distributed.CONTINUE)
             if stop:
                 break
-        train_seconds += time.perf_counter() - started
+            if training.checkpoint_every and loop["steps"] % training.checkpoint_every == 0 \
+                    and loop["micro_step"] < len(batches):
+                save()
+        bar.close()
+        loop["train_seconds"] = seconds_before + time.perf_counter() - started
+        steps = loop["steps"]
 
         record = {"epoch": epoch, "loss": float(np.mean(losses)) if losses else None, "steps": steps,
-                  "train_seconds": round(train_seconds, 1), "docs_seen": docs_seen * world}
+                  "train_seconds": round(loop["train_seconds"], 1), "docs_seen": loop["docs_seen"] * world}
         model = evaluation_model()  # every rank: a collective under ZeRO-3
         if main:
             try:
@@ -269,11 +349,13 @@ def train_epochs(engine, training: TrainingConfig, *, batches_of: Callable[[int]
                 raise
         if distributed.agree(distributed.CONTINUE) == distributed.FAILED:
             raise RuntimeError("rank 0 failed while evaluating; see its log")
-        records.append(record)
+        loop["records"].append(record)
+        if loop["micro_step"] >= len(batches):  # the epoch is done (a stop inside it resumes inside it)
+            loop.update(epoch=epoch + 1, micro_step=0, epoch_losses=[])
+        save()
         if stop:
             log(f"stopping after epoch {epoch} ({steps} steps): "
                 + ("max_steps reached" if training.max_steps and steps >= training.max_steps
                    else f"time budget of {budget_s / 60:.1f} min reached"))
-            break
-    return {"records": records, "steps": steps, "docs_seen": docs_seen * world,
-            "train_seconds": round(train_seconds, 1)}
+    return {"records": loop["records"], "steps": loop["steps"], "docs_seen": loop["docs_seen"] * world,
+            "train_seconds": round(loop["train_seconds"], 1)}
