@@ -1,6 +1,6 @@
 """Does each pre-training task learn? Held-out per-task accuracy before and after a short run.
 
-    python benchmarks/pretrain_tasks.py [--docs 800] [--heldout-docs 400] [--epochs 2]
+    python benchmarks/pretrain_tasks.py [--docs 800] [--heldout-docs 400] [--epochs 1]
 
 * Training pairs: ``--docs`` synthetic distant documents (seed 0), sharded and fact-joined over every
   distant label (no pre-denoising: this measures the tasks, not the denoiser).
@@ -46,7 +46,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--docs", type=int, default=800)
     parser.add_argument("--heldout-docs", type=int, default=400)
-    parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument("--epochs", type=int, default=1)
     parser.add_argument("--out", default=str(ROOT / "benchmarks/results/pretrain_tasks.json"))
     args = parser.parse_args()
     threads = pin_threads()

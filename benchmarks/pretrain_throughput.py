@@ -13,6 +13,8 @@
 * From the run's ``metrics.jsonl`` (rank 0, one line per step): tokens/s and document pairs/s
   (real tokens of both documents of every pair, all ranks), the step time split (data wait,
   forward, backward, optimizer step), and rank 0's peak resident memory.
+* Also ZeRO-2 at the paper's pre-training batch of 16 pairs (``--large-steps`` steps): the gradient
+  exchange per step is the same, the compute per step 4x.
 * The baseline in the same run is ZeRO-1 with 1 process; ratios: 2 processes over 1 per stage.
   Beside it, two independent 1-process runs at once (no communication): what two processes get
   from this machine at all, i.e. the ceiling of the 2-over-1 ratio here.
@@ -53,9 +55,11 @@ def prepare(root: Path, docs: int) -> None:
     fact_join(root / "shards", root / "pairs", workers=0, log=None)
 
 
-def command(root: Path, stage: int, procs: int, steps: int, port: int, name: str) -> tuple[list[str], dict, Path]:
+def command(root: Path, stage: int, procs: int, steps: int, port: int, name: str,
+            global_batch: int = 4) -> tuple[list[str], dict, Path]:
+    """A ``dsdocre pretrain`` run under the launcher: micro-batch 2, accumulation to ``global_batch``."""
     cfg = json.loads((ROOT / "configs/deepspeed" / f"pretrain_zero{stage}.json").read_text())
-    cfg.update(train_micro_batch_size_per_gpu=2, gradient_accumulation_steps=2 // procs)
+    cfg.update(train_micro_batch_size_per_gpu=2, gradient_accumulation_steps=global_batch // (2 * procs))
     cfg["tensorboard"] = {"enabled": False}
     ds = root / f"{name}.json"
     ds.write_text(json.dumps(cfg))
@@ -70,8 +74,8 @@ def command(root: Path, stage: int, procs: int, steps: int, port: int, name: str
     return args, env, out
 
 
-def run_config(root: Path, stage: int, procs: int, steps: int, port: int) -> list[dict]:
-    args, env, out = command(root, stage, procs, steps, port, f"zero{stage}_p{procs}")
+def run_config(root: Path, stage: int, procs: int, steps: int, port: int, global_batch: int = 4) -> list[dict]:
+    args, env, out = command(root, stage, procs, steps, port, f"zero{stage}_p{procs}_b{global_batch}", global_batch)
     proc = subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True)
     if proc.returncode != 0:
         raise SystemExit(f"zero{stage} procs {procs} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
@@ -109,6 +113,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--skip", type=int, default=2, help="first steps left out of the measure (start-up)")
+    parser.add_argument("--large-steps", type=int, default=6, help="steps of the global-batch-16 runs")
     parser.add_argument("--docs", type=int, default=400)
     parser.add_argument("--out", default=str(ROOT / "benchmarks/results/pretrain_throughput.json"))
     args = parser.parse_args()
@@ -132,6 +137,10 @@ def main() -> int:
             row["procs_2_over_1"] = round(row["procs_2"]["tokens_per_s"] / row["procs_1"]["tokens_per_s"], 3)
             result["cpu"][f"zero{stage}"] = row
         independent_runs = run_independent_pair(root, args.steps, port + 10)
+        # The paper's pre-training batch (16 pairs): the same gradient exchange per step, 4x the compute
+        large = {f"procs_{p}": summarize(run_config(root, 2, p, args.large_steps, port + 20 + p, 16),
+                                         args.skip if args.large_steps > args.skip + 2 else 1)
+                 for p in (1, 2)}
     # Same seed, no dropout, same global batches: every configuration should follow one loss curve.
     reference = result["cpu"]["zero1"]["procs_1"]["losses"]
     result["loss_at_last_step"] = {f"{stage}_{procs}": row[procs]["losses"][-1]
@@ -145,6 +154,8 @@ def main() -> int:
         "what": "two single-process ZeRO-1 runs at once, no communication: the machine's ceiling for 2 processes",
         "tokens_per_s_total": both, "runs": independent,
         "over_one_process": round(both / result["cpu"]["zero1"]["procs_1"]["tokens_per_s"], 3)}
+    large["procs_2_over_1"] = round(large["procs_2"]["tokens_per_s"] / large["procs_1"]["tokens_per_s"], 3)
+    result["zero2_global_batch_16"] = large
     base = result["cpu"]["zero1"]["procs_1"]["tokens_per_s"]
     for stage, row in result["cpu"].items():
         row["procs_1_over_zero1"] = round(row["procs_1"]["tokens_per_s"] / base, 3)
@@ -157,6 +168,8 @@ def main() -> int:
                   f"{t['data_wait']:>7.3f}{t['forward']:>7.3f}{t['backward']:>7.3f}{t['optimizer']:>7.3f}"
                   f"{r['peak_rss_mb']:>8.0f}")
         print(f"{stage}: 2 processes / 1 = {row['procs_2_over_1']:.2f}x")
+    print(f"ZeRO-2 at the paper's global batch of 16 pairs: 1 process {large['procs_1']['tokens_per_s']:.1f}, "
+          f"2 processes {large['procs_2']['tokens_per_s']:.1f} tokens/s = {large['procs_2_over_1']:.2f}x")
     print(f"two independent 1-process runs at once: {result['independent_pair']['tokens_per_s_total']:.1f} tokens/s "
           f"= {result['independent_pair']['over_one_process']:.2f}x one process (the machine's ceiling for 2)")
     print("loss at the last step:", result["loss_at_last_step"])

@@ -329,16 +329,18 @@ class _Window:
             self.times[k] += v
 
     def flush(self, step: int, epoch: int, world: int) -> dict:
-        """One metrics line (every rank calls it: losses and accuracies are over all ranks' pairs);
-        tokens and pairs are this rank's times the world (ranks get equal shares), times rank 0's."""
+        """One metrics line (every rank calls it): losses, accuracies, tokens and pairs summed over all
+        ranks; times are rank 0's."""
         import torch
         import torch.distributed as dist
 
-        # [loss sum, micro-batches] then per task [loss x n, accuracy x n, n], summed over ranks
-        sums = torch.tensor([sum(self.losses), len(self.losses)]
+        # [loss sum, micro-batches, tokens, pairs] then per task [loss x n, accuracy x n, n], summed over ranks
+        sums = torch.tensor([sum(self.losses), len(self.losses), self.tokens, self.pairs]
                             + [x for t in TASKS for x in self.tasks.get(t, [0.0, 0.0, 0.0])], dtype=torch.float64)
         if world > 1:
             dist.all_reduce(sums)
+        tokens, pairs = float(sums[2]), float(sums[3])
+        sums = torch.cat([sums[:2], sums[4:]])
         seconds = max(self.times["step"], 1e-9)
         record = {"step": step, "epoch": epoch, "loss": float(sums[0] / max(float(sums[1]), 1.0))}
         for i, task in enumerate(TASKS):
@@ -346,10 +348,10 @@ class _Window:
             if n:
                 record[f"{task}_loss"] = loss / n
                 record[f"{task}_accuracy"] = acc / n
-        record.update({"tokens_per_s": self.tokens * world / seconds, "pairs_per_s": self.pairs * world / seconds,
+        record.update({"tokens_per_s": tokens / seconds, "pairs_per_s": pairs / seconds,
                        "step_seconds": seconds / max(self.steps, 1),
                        **{f"{k}_fraction": v / seconds for k, v in self.times.items() if k != "step"},
-                       "steps_in_window": self.steps, "tokens": self.tokens * world, "seconds": seconds,
+                       "steps_in_window": self.steps, "tokens": tokens, "seconds": seconds,
                        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024})  # this rank's
         self.reset()
         return record

@@ -159,3 +159,21 @@ def test_library_never_imports_a_stage_ray_or_the_cli():
         if bad:
             offenders[str(path.relative_to(ROOT))] = sorted(bad)
     assert not offenders, offenders
+
+
+def test_precision_is_bf16_on_a_gpu_that_has_it_and_fp32_on_cpu(monkeypatch):
+    import torch
+
+    from dsdocre.train.engine import apply_precision
+
+    base = {"bf16": {"enabled": True}, "fp16": {"enabled": True, "loss_scale": 0}}
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    cpu = apply_precision(base, "auto")
+    assert not cpu["bf16"]["enabled"] and not cpu["fp16"]["enabled"] and cpu["fp16"]["loss_scale"] == 0
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: True)
+    assert apply_precision(base, "auto")["bf16"]["enabled"] and not apply_precision(base, "auto")["fp16"]["enabled"]
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: False)
+    assert apply_precision(base, "auto")["fp16"]["enabled"]
+    assert apply_precision(base, "json") == base and base["bf16"]["enabled"]  # the JSON as written, unchanged
+    assert apply_precision(base, "fp32")["bf16"] == {"enabled": False}

@@ -202,6 +202,13 @@ def test_two_processes_under_the_launcher(corpus, tmp_path, stage, port):
     assert valid["before"].keys() == valid["after"].keys() and all(
         v["instances"] > 0 and 0 < v["chance"] < 100 for v in valid["after"].values())
     assert sorted(p.name for p in (out / "checkpoints").glob("step*")) == ["step00000016"]  # the newest kept
+    # per-task curves went to TensorBoard through DeepSpeed's monitor (rank 0)
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(next((out / "tensorboard").rglob("events.out.tfevents*"))))
+    events.Reload()
+    assert {"pretrain/loss", "pretrain/ra_accuracy", "pretrain/mm_intra_loss"} <= set(events.Tags()["scalars"])
+    assert [e.step for e in events.Scalars("pretrain/loss")] == list(range(1, 17))
 
 
 @pytest.mark.slow
