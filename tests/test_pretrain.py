@@ -34,6 +34,24 @@ def corpus(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
+def tiny(corpus, tmp_path_factory):
+    """The same documents sharded for a tiny random BERT (the real runs below exercise DeepSpeed,
+    the launcher and resumption, where a 6-layer encoder would only cost time), and their pairs."""
+    from conftest import tiny_bert
+    from sharding.fact_join import fact_join
+    from sharding.shard import shard_corpus
+
+    root = tmp_path_factory.mktemp("pretrain_tiny")
+    (root / "encoder").mkdir()
+    encoder = tiny_bert(root / "encoder")
+    for name in ("train", "valid"):
+        shard_corpus([corpus / name / "corpus" / "train_distant.json"], root / name / "shards", docs_per_shard=30,
+                     encoder=encoder, workers=0, progress=False, log=None)
+        fact_join(root / name / "shards", root / name / "pairs", workers=0, log=None)
+    return root, encoder
+
+
+@pytest.fixture(scope="module")
 def tokenizer(encoder_dir):
     from dsdocre.data.encoding import load_tokenizer
 
@@ -128,8 +146,10 @@ def _ds_config(tmp_path, stage: int, micro: int, accumulation: int) -> Path:
     return path
 
 
-def _settings(corpus, ds_config, out, *extra) -> list[str]:
-    sets = [f"data.pairs={corpus / 'train' / 'pairs'}", f"data.shards={corpus / 'train' / 'shards'}",
+def _settings(tiny, ds_config, out, *extra) -> list[str]:
+    root, encoder = tiny
+    sets = [f"data.pairs={root / 'train' / 'pairs'}", f"data.shards={root / 'train' / 'shards'}",
+            f"model.encoder={encoder}", "model.window_overlap=8", "model.pair_dim=16",
             f"training.deepspeed={ds_config}", "model.encoder_dropout=0.0", "examples.blank_prob=0.3",
             "training.log_every=1", "training.warmup_ratio=0.0", *extra]
     return [x for s in sets for x in ("--set", s)] + ["--output-dir", str(out)]
@@ -140,14 +160,14 @@ def _metrics(out: Path) -> list[dict]:
 
 
 @pytest.mark.slow
-def test_zero_stages_reach_the_same_loss(corpus, tmp_path):
+def test_zero_stages_reach_the_same_loss(tiny, tmp_path):
     """One process, the same seed: ZeRO-1, -2 and -3 give the same loss at every one of 20 steps
     (within 1e-3), and the loss falls."""
     losses = {}
     for stage in (1, 2, 3):
         out = tmp_path / f"zero{stage}"
         proc = subprocess.run([sys.executable, "-m", "dsdocre.cli", "pretrain",
-                               *_settings(corpus, _ds_config(tmp_path, stage, 2, 1), out, "training.max_steps=20", "training.epochs=3",
+                               *_settings(tiny, _ds_config(tmp_path, stage, 2, 1), out, "training.max_steps=20", "training.epochs=3",
                                           "training.checkpoints=false")],
                               cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=900)
         assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
@@ -160,10 +180,10 @@ def test_zero_stages_reach_the_same_loss(corpus, tmp_path):
     assert sum(losses[1][-epoch:]) < sum(losses[1][:epoch])
 
 
-def launch(corpus, out, ds_config, *extra, procs=2, port=29651, node_env=None) -> subprocess.CompletedProcess:
+def launch(tiny, out, ds_config, *extra, procs=2, port=29651, node_env=None) -> subprocess.CompletedProcess:
     env = _env(NUM_PROCS=str(procs), MASTER_PORT=str(port), PYTHON=sys.executable,
                PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}", **(node_env or {}))
-    proc = subprocess.run(["bash", "launch/deepspeed_pretrain.sh", *_settings(corpus, ds_config, out, *extra)],
+    proc = subprocess.run(["bash", "launch/deepspeed_pretrain.sh", *_settings(tiny, ds_config, out, *extra)],
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return proc
@@ -182,18 +202,18 @@ def check_two_rank_run(out: Path, total_pairs: int, epochs: int) -> None:
         assert not set(keys[0]) & set(keys[1])
         assert len(keys[0]) + len(keys[1]) == total_pairs == len(set(keys[0]) | set(keys[1]))
     model = AutoModel.from_pretrained(out / "encoder")
-    assert model.config.hidden_size == 384
+    assert model.config.hidden_size == 32  # the tiny BERT the runs train
     assert load_tokenizer(out / "encoder")[1] == 0  # the markers are in the exported tokenizer
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("stage,port", [(2, 29651), (3, 29661)])
-def test_two_processes_under_the_launcher(corpus, tmp_path, stage, port):
+def test_two_processes_under_the_launcher(tiny, tmp_path, stage, port):
     out = tmp_path / "run"
-    proc = launch(corpus, out, _ds_config(tmp_path, stage, 1, 1), "training.epochs=2", "training.log_samples=true",
+    proc = launch(tiny, out, _ds_config(tmp_path, stage, 1, 1), "training.epochs=2", "training.log_samples=true",
                   "training.checkpoint_every=5", "training.keep_checkpoints=1",
-                  f"data.valid_pairs={corpus / 'valid' / 'pairs'}",
-                  f"data.valid_shards={corpus / 'valid' / 'shards'}", port=port)
+                  f"data.valid_pairs={tiny[0] / 'valid' / 'pairs'}",
+                  f"data.valid_shards={tiny[0] / 'valid' / 'shards'}", port=port)
     assert "world 2" in proc.stdout and f"ZeRO stage {stage}" in proc.stdout
     check_two_rank_run(out, 15, 2)
     losses = [r["loss"] for r in _metrics(out)]
@@ -212,13 +232,13 @@ def test_two_processes_under_the_launcher(corpus, tmp_path, stage, port):
 
 
 @pytest.mark.slow
-def test_two_nodes_on_localhost_pretrain(corpus, tmp_path):
+def test_two_nodes_on_localhost_pretrain(tiny, tmp_path):
     """Two launcher invocations (node ranks 0 and 1, one process each, loopback master) form one
     world of two and pre-train together, each rank on its own half of every step."""
     from test_launch import launch_two_nodes
 
     out = tmp_path / "run"
-    nodes = launch_two_nodes("pretrain", _settings(corpus, _ds_config(tmp_path, 2, 1, 1), out,
+    nodes = launch_two_nodes("pretrain", _settings(tiny, _ds_config(tmp_path, 2, 1, 1), out,
                                                    "training.log_samples=true"), tmp_path, {}, timeout=600)
     for rank, node in enumerate(nodes):
         assert node.returncode == 0, f"node {rank}:\n" + node.stdout[-3000:] + node.stderr[-3000:]
@@ -234,7 +254,7 @@ def _final_weights(out: Path) -> dict:
 
 
 @pytest.mark.slow
-def test_a_stopped_two_process_run_resumes_exactly(corpus, tmp_path):
+def test_a_stopped_two_process_run_resumes_exactly(tiny, tmp_path):
     """2 processes, ZeRO-2, under the launcher: a run stopped after its first step (time budget;
     checkpoint with the data position and every rank's RNG) and started again ends with the weights
     of an undisturbed run, bit for bit, and every pair is seen once per epoch over the two starts."""
@@ -243,10 +263,10 @@ def test_a_stopped_two_process_run_resumes_exactly(corpus, tmp_path):
     ds = _ds_config(tmp_path, 2, 1, 1)
     common = ["training.epochs=2", "training.log_samples=true", "training.keep_checkpoints=1",
               "training.checkpoint_every=1000"]
-    launch(corpus, tmp_path / "whole", ds, *common, port=29671)
-    stopped = launch(corpus, tmp_path / "cut", ds, *common, "training.max_train_minutes=0.0001", port=29672)
+    launch(tiny, tmp_path / "whole", ds, *common, port=29671)
+    stopped = launch(tiny, tmp_path / "cut", ds, *common, "training.max_train_minutes=0.0001", port=29672)
     assert "pretrain done: 1 steps" in stopped.stdout
-    resumed = launch(corpus, tmp_path / "cut", ds, *common, port=29673)
+    resumed = launch(tiny, tmp_path / "cut", ds, *common, port=29673)
     assert "resumed from step 1" in resumed.stdout
     whole, cut = _final_weights(tmp_path / "whole"), _final_weights(tmp_path / "cut")
     assert whole.keys() == cut.keys() and all(torch.equal(whole[k], cut[k]) for k in whole)
