@@ -135,3 +135,20 @@ def real_data_dir():
         print(f"skipped: {data} is absent (the real data lives beside the checkout, see ../shared/data/README.md)")
         return None
     return data
+
+
+def synthetic_pairs(root, docs: int, seed: int = 0, docs_per_shard: int = 100) -> int:
+    """Pre-training input under ``root``: ``docs`` synthetic distant documents (``corpus/``), their
+    shards (``shards/``, packaged encoder) and fact-join pairs over every label (``pairs/``).
+    Returns the number of document pairs."""
+    from pathlib import Path
+
+    from dsdocre.synth import generate_corpus
+    from sharding.fact_join import fact_join
+    from sharding.shard import shard_corpus
+
+    root = Path(root)
+    generate_corpus(root / "corpus", 0, seed, dev_docs=0, test_docs=0, distant_docs=docs, progress=False)
+    shard_corpus([root / "corpus" / "train_distant.json"], root / "shards", docs_per_shard=docs_per_shard,
+                 workers=0, progress=False, log=None)
+    return fact_join(root / "shards", root / "pairs", workers=0, log=None)["counts"]["pairs"]

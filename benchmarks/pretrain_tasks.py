@@ -26,20 +26,9 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import machine_info, pin_threads  # noqa: E402
+from _common import machine_info, pin_threads, synthetic_pairs  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def prepare(root: Path, docs: int, seed: int) -> int:
-    from dsdocre.synth import generate_corpus
-    from sharding.fact_join import fact_join
-    from sharding.shard import shard_corpus
-
-    generate_corpus(root / "corpus", 0, seed, dev_docs=0, test_docs=0, distant_docs=docs, progress=False)
-    shard_corpus([root / "corpus" / "train_distant.json"], root / "shards", docs_per_shard=200, workers=0,
-                 progress=False, log=None)
-    return fact_join(root / "shards", root / "pairs", workers=0, log=None)["counts"]["pairs"]
 
 
 def main() -> int:
@@ -52,8 +41,8 @@ def main() -> int:
     threads = pin_threads()
     with tempfile.TemporaryDirectory(prefix="pretrain_tasks_") as tmp:
         root = Path(tmp)
-        pairs = prepare(root / "train", args.docs, 0)
-        heldout_pairs = prepare(root / "heldout", args.heldout_docs, 1)
+        pairs = synthetic_pairs(root / "train", args.docs, 0, docs_per_shard=200)
+        heldout_pairs = synthetic_pairs(root / "heldout", args.heldout_docs, 1, docs_per_shard=200)
         sets = [f"data.pairs={root / 'train' / 'pairs'}", f"data.shards={root / 'train' / 'shards'}",
                 f"data.valid_pairs={root / 'heldout' / 'pairs'}", f"data.valid_shards={root / 'heldout' / 'shards'}",
                 f"training.epochs={args.epochs}", "training.resume=false", "training.checkpoint_every=100000"]

@@ -39,20 +39,9 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import machine_info  # noqa: E402
+from _common import machine_info, synthetic_pairs  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def prepare(root: Path, docs: int) -> None:
-    from dsdocre.synth import generate_corpus
-    from sharding.fact_join import fact_join
-    from sharding.shard import shard_corpus
-
-    generate_corpus(root / "corpus", 4, 0, dev_docs=1, test_docs=1, distant_docs=docs, progress=False)
-    shard_corpus([root / "corpus" / "train_distant.json"], root / "shards", docs_per_shard=100, workers=0,
-                 progress=False, log=None)
-    fact_join(root / "shards", root / "pairs", workers=0, log=None)
 
 
 def command(root: Path, stage: int, procs: int, steps: int, port: int, name: str,
@@ -125,7 +114,7 @@ def main() -> int:
               "gpu_note": "no GPU lent to this session (device tool: not drawn); not measured"}
     with tempfile.TemporaryDirectory(prefix="pretrain_bench_") as tmp:
         root = Path(tmp)
-        prepare(root, args.docs)
+        synthetic_pairs(root, args.docs, docs_per_shard=100)
         port = 29700
         for stage in (1, 2, 3):
             row = {}

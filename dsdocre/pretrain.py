@@ -178,7 +178,7 @@ def pretrain(config: PretrainConfig) -> dict:
     # killed run wrote after it is redone, so it would otherwise be counted twice).
     for path, mine in ((metrics_path, main), (samples_path, train_cfg.log_samples)):
         if mine:
-            _keep_records_up_to(path, step if resumed else 0)
+            checkpoint.keep_records_up_to(path, step if resumed else 0)
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     window = _Window()
     budget_s = train_cfg.max_train_minutes * 60 or math.inf
@@ -279,18 +279,6 @@ def evaluate_tasks(engine, valid, to_device) -> dict:
     return {task: {"accuracy": round(100 * float(c / n), 2), "chance": round(100 * float(ch / n), 2),
                    "instances": int(n)}
             for task, (c, n, ch) in zip(TASKS, sums.tolist()) if n}
-
-
-def _keep_records_up_to(path, step: int) -> None:
-    """Keep the JSON lines of ``path`` whose ``step`` is at most ``step`` (rewritten atomically)."""
-    from dsdocre.data.manifest import tmp_path
-
-    if not path.exists():
-        return
-    kept = [line for line in path.read_text().splitlines() if line.strip() and json.loads(line)["step"] <= step]
-    tmp = tmp_path(path)
-    tmp.write_text("".join(line + "\n" for line in kept))
-    tmp.replace(path)
 
 
 def _format_scores(scores: dict) -> str:

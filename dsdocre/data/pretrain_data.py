@@ -143,9 +143,8 @@ class PairBatches:
     def _steps(self, worker: int = 0, workers: int = 1) -> Iterator[Step]:
         epoch, start = self.stream.position.epoch, self.stream.position.batches
         order = self.stream.epoch_order(epoch)
-        for b, samples in self.stream.my_batches(epoch, start):
-            if (b - start) % workers == worker:
-                yield self.build_step(epoch, b, samples, order)
+        for b, samples in self.stream.my_batches(epoch, start, worker, workers):
+            yield self.build_step(epoch, b, samples, order)
 
     def __iter__(self) -> Iterator[Step]:
         """Steps from the current position to the end of its epoch (call :meth:`advance` after each)."""

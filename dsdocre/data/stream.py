@@ -116,14 +116,18 @@ class SampleStream:
     def batches_per_epoch(self) -> int:
         return -(-self.total // self.global_batch)
 
-    def my_batches(self, epoch: int, start: int = 0) -> Iterator[tuple[int, list[tuple[int, int]]]]:
-        """(global batch number, this consumer's samples of it) from global batch ``start`` on."""
+    def my_batches(self, epoch: int, start: int = 0, worker: int | None = None,
+                   workers: int | None = None) -> Iterator[tuple[int, list[tuple[int, int]]]]:
+        """(global batch number, this consumer's samples of it) from global batch ``start`` on;
+        ``worker``/``workers`` override the stream's own (a loader worker of this rank)."""
+        worker = self.worker if worker is None else worker
+        workers = self.workers if workers is None else workers
         order = self.epoch_order(epoch)
         for b in range(start, self.batches_per_epoch()):
             step = order[b * self.global_batch:(b + 1) * self.global_batch]
             mine = np.array_split(np.arange(len(step)), self.world)[self.rank]
             # a loader worker serves every workers-th micro-batch of its rank
-            if (b - start) % self.workers == self.worker:
+            if (b - start) % workers == worker:
                 yield b, [step[i] for i in mine]
 
     # ---- reading ------------------------------------------------------------------------------

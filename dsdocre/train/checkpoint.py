@@ -79,14 +79,14 @@ def save(engine, run_dir: str | Path, step: int, client_state: dict, keep: int =
     if fingerprint is not None and distributed.is_main_process():
         write_json_atomic(ckpt_dir / "run.json", {"fingerprint": fingerprint})
     engine.save_checkpoint(str(ckpt_dir), tag=tag, client_state=client_state, save_latest=True)
-    state = full_state_dict(engine) if export else None  # every rank: gathers under ZeRO-3
     if distributed.is_main_process():
-        if export:
-            export_atomically(lambda folder: export(state, folder), Path(run_dir) / ENCODER)
         tags = sorted(p.name for p in ckpt_dir.glob("step*") if p.is_dir())
         for old in tags[:-keep] if keep > 0 else []:
             shutil.rmtree(ckpt_dir / old, ignore_errors=True)
-    distributed.barrier()
+    if export:
+        export_only(engine, run_dir, export)
+    else:
+        distributed.barrier()
     return ckpt_dir / tag
 
 
@@ -107,6 +107,13 @@ def write_records(path: str | Path, records: list[dict]) -> None:
     tmp = tmp_path(path)
     tmp.write_text("".join(json.dumps(r) + "\n" for r in records))
     tmp.replace(path)
+
+
+def keep_records_up_to(path: str | Path, step: int) -> None:
+    """Keep the lines of a JSON-lines record file whose ``step`` is at most ``step``."""
+    path = Path(path)
+    if path.exists():
+        write_records(path, [r for r in map(json.loads, path.read_text().splitlines()) if r["step"] <= step])
 
 
 def load_latest(engine, run_dir: str | Path) -> dict | None:
