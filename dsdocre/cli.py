@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 # sub-command -> (module, one-line help). The module defines ``add_arguments(parser)`` and
@@ -55,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 2
-    from dsdocre.errors import UserError
+    from dsdocre.errors import Interrupted, UserError
 
     # A module that serves two commands (evaluate/predict) reads ``args.command``.
     try:
@@ -63,6 +64,10 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as err:  # a user's mistake: one line, no traceback (those are for bugs)
         print(f"dsdocre {args.command}: error: {err}", file=sys.stderr)
         return 2
+    except Interrupted as stop:  # preempted, or too many non-finite steps: a checkpoint was saved
+        if os.environ.get("RANK", "0") == "0":  # every rank stops; one says why
+            print(f"dsdocre {args.command}: {stop}", file=sys.stderr)
+        return stop.exit_code
     except OSError as err:
         if err.filename is None:
             raise

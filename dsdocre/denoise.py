@@ -102,7 +102,8 @@ def train_rank_model(config: DenoiseConfig) -> dict:
     from dsdocre.errors import UserError
     from dsdocre.model import RankModel
     from dsdocre.train.checkpoint import write_records
-    from dsdocre.train.engine import resume_point, run_fingerprint, setup_engine, start, train_epochs
+    from dsdocre.train.engine import (resume_plan, resume_point, run_fingerprint, setup_engine, start,
+                                      train_epochs)
 
     data_cfg, train_cfg, model_cfg = config.data, config.training, config.model
     out_dir = start(train_cfg, config.output_dir)
@@ -129,7 +130,11 @@ def train_rank_model(config: DenoiseConfig) -> dict:
 
     # ---- model and engine -------------------------------------------------------------------
     model = RankModel(model_cfg, tokenizer, encoder_dir=encoder_dir, added_tokens=added)
-    run = setup_engine(model, train_cfg, [len(e.encoded.input_ids) for e in examples], "denoise train")
+    # the checkpoint to resume from, if any (verified; chosen before the engine, which it configures)
+    fingerprint = run_fingerprint(config)
+    plan = resume_plan(train_cfg, out_dir, fingerprint)
+    run = setup_engine(model, train_cfg, [len(e.encoded.input_ids) for e in examples], "denoise train",
+                       plan=plan)
     engine, device, micro_batch = run.engine, run.engine.device, run.micro_batch
     log(f"rank model: {encoder_dir} + pair bilinear {model_cfg.pair_dim} -> 1 score; world {run.world}; "
         f"{run.steps_per_epoch} steps/epoch")
@@ -154,8 +159,7 @@ def train_rank_model(config: DenoiseConfig) -> dict:
         epoch_now["epoch"] = epoch
         return run.batches_of(epoch)
 
-    fingerprint = run_fingerprint(config)
-    resumed = resume_point(engine, train_cfg, out_dir, fingerprint)  # None for a fresh start
+    resumed = resume_point(engine, train_cfg, plan)  # None for a fresh start
     metrics_path = out_dir / "metrics.jsonl"
     if main:
         write_records(metrics_path, resumed["records"] if resumed else [])

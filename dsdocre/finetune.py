@@ -72,7 +72,8 @@ def finetune(config: FinetuneConfig) -> dict:
     from dsdocre.evaluation import GoldIndex, train_fact_set
     from dsdocre.model import RelationClassifier
     from dsdocre.train.checkpoint import write_records
-    from dsdocre.train.engine import resume_point, run_fingerprint, setup_engine, start, train_epochs
+    from dsdocre.train.engine import (resume_plan, resume_point, run_fingerprint, setup_engine, start,
+                                      train_epochs)
 
     data_cfg, train_cfg, model_cfg = config.data, config.training, config.model
     out_dir = start(train_cfg, config.output_dir)
@@ -103,7 +104,11 @@ def finetune(config: FinetuneConfig) -> dict:
     model = RelationClassifier(model_cfg, tokenizer, encoder_dir=encoder_dir, added_tokens=added)
     if train_cfg.prior_bias_init:
         _init_bias_to_class_priors(model, train_examples)
-    run = setup_engine(model, train_cfg, [len(e.encoded.input_ids) for e in train_examples], "finetune")
+    # the checkpoint to resume from, if any (verified; chosen before the engine, which it configures)
+    fingerprint = run_fingerprint(config)
+    plan = resume_plan(train_cfg, out_dir, fingerprint)
+    run = setup_engine(model, train_cfg, [len(e.encoded.input_ids) for e in train_examples], "finetune",
+                       plan=plan)
     engine, device, micro_batch = run.engine, run.engine.device, run.micro_batch
     log(f"model: {encoder_dir} + pair bilinear {model_cfg.pair_dim}; "
         f"{sum(p.numel() for p in model.parameters()) / 1e6:.1f}M parameters; world {run.world}; "
@@ -117,8 +122,7 @@ def finetune(config: FinetuneConfig) -> dict:
         return torch.nn.functional.binary_cross_entropy_with_logits(logits[mask].float(), batch["labels"][mask])
 
     # ---- resume from the newest checkpoint, if any (model, optimizer, schedule, RNGs, position) ----
-    fingerprint = run_fingerprint(config)
-    resumed = resume_point(engine, train_cfg, out_dir, fingerprint)
+    resumed = resume_point(engine, train_cfg, plan)
     metrics_path = out_dir / "metrics.jsonl"
     if main:
         write_records(metrics_path, resumed["records"] if resumed else [])

@@ -99,8 +99,10 @@ def pretrain(config: PretrainConfig) -> dict:
     from dsdocre.data.pretrain_data import PairBatches
     from dsdocre.model.pretrain import PretrainModel
     from dsdocre.train import checkpoint
-    from dsdocre.train.engine import (apply_precision, base_learning_rate, batch_layout, build_engine,
-                                      linear_warmup_decay, param_groups, resume_point, run_fingerprint, start)
+    from dsdocre.train import faults
+    from dsdocre.train.engine import (StepControl, apply_precision, base_learning_rate, batch_layout, build_engine,
+                                      check_global_batch, linear_warmup_decay, optimizer_step, param_groups,
+                                      resume_plan, resume_point, run_fingerprint, start)
 
     data_cfg, train_cfg, model_cfg = config.data, config.training, config.model
     out_dir = start(train_cfg, config.output_dir)
@@ -126,7 +128,11 @@ def pretrain(config: PretrainConfig) -> dict:
     if train_cfg.max_steps:
         total_steps = min(total_steps, train_cfg.max_steps)
 
-    # ---- model and engine; resume from the newest checkpoint --------------------------------------
+    # ---- model and engine; resume from the newest verified checkpoint -----------------------------
+    fingerprint = run_fingerprint(config)
+    plan = resume_plan(train_cfg, out_dir, fingerprint)  # before the engine: it may need the universal form
+    if plan is not None:
+        ds_config = plan.deepspeed_config(ds_config)
     model = PretrainModel(encoder_dir, config.tasks, pair_dim=model_cfg.pair_dim,
                           window_overlap=model_cfg.window_overlap, added_tokens=added,
                           tokenizer_max_length=tokenizer.tokenizer.model_max_length,
@@ -135,11 +141,11 @@ def pretrain(config: PretrainConfig) -> dict:
     engine = build_engine(model, param_groups(model, base_learning_rate(ds_config), train_cfg.head_lr_multiplier),
                           ds_config, linear_warmup_decay(total_steps, int(train_cfg.warmup_ratio * total_steps)))
     device = engine.device
-    step, train_seconds, resumed = 0, 0.0, None
-    fingerprint = run_fingerprint(config)
-    resumed = resume_point(engine, train_cfg, out_dir, fingerprint)
+    step, train_seconds, skipped = 0, 0.0, 0
+    resumed = resume_point(engine, train_cfg, plan)
     if resumed:
-        step, train_seconds = resumed["step"], resumed["train_seconds"]
+        check_global_batch(resumed, data.stream.global_batch)
+        step, train_seconds, skipped = resumed["step"], resumed["train_seconds"], resumed.get("skipped_steps", 0)
         data.load_state_dict(resumed["data"])
         log(f"resumed from step {step} (epoch {data.epoch}, {data.state_dict()['batches']} steps into it)")
     log(f"pretrain: {encoder_dir}; tasks {', '.join(config.tasks.enabled())}; "
@@ -154,13 +160,18 @@ def pretrain(config: PretrainConfig) -> dict:
         checkpoint.export_encoder(engine.module.encoder.model, tokenizer.tokenizer, state, folder, "encoder.model.",
                                   step=step, tasks=config.tasks.enabled(), config=to_plain(config))
 
+    control = StepControl(train_cfg)
+    control.skipped_total = skipped
+
     def save() -> None:
         if not train_cfg.checkpoints:  # the encoder is still exported
             checkpoint.export_only(engine, out_dir, export)
             return
-        checkpoint.save(engine, out_dir, step, {"step": step, "train_seconds": train_seconds,
-                                                "data": data.state_dict()},
+        checkpoint.save(engine, out_dir, step, {"step": step, "train_seconds": train_seconds, "data": data.state_dict(),
+                                                "global_batch": data.stream.global_batch,
+                                                "skipped_steps": control.skipped_total},
                         keep=train_cfg.keep_checkpoints, export=export, fingerprint=fingerprint)
+        control.saved()
 
     valid_scores = {}
     if resumed and (out_dir / "valid.json").exists():  # the untrained encoder's scores, from the first start
@@ -194,19 +205,24 @@ def pretrain(config: PretrainConfig) -> dict:
                 break  # the epoch is over; the stream has rolled over to the next one
             t_data = time.perf_counter()
             t_fwd = t_bwd = t_opt = 0.0
-            for micro in batch.micro_batches:
+            poisoned = faults.armed("nan-loss", step + 1)  # a test's injected numerical fault
+            for i, micro in enumerate(batch.micro_batches):
                 ta = time.perf_counter()
                 out = engine(to_device(micro))
                 loss = out["loss"] * micro["weight"].to(device)
+                if poisoned:
+                    loss = loss * float("nan")
                 sync()
                 tb = time.perf_counter()
                 engine.backward(loss)
                 sync()
                 tc = time.perf_counter()
-                engine.step()  # DeepSpeed steps the optimizer at the accumulation boundary
+                # DeepSpeed steps the optimizer at the accumulation boundary (a non-finite step is skipped)
+                applied = optimizer_step(engine, boundary=i == len(batch.micro_batches) - 1)
                 sync()
                 t_fwd, t_bwd, t_opt = t_fwd + tb - ta, t_bwd + tc - tb, t_opt + time.perf_counter() - tc
-                window.add_task_metrics(out, float(micro["weight"]))
+                if not poisoned and bool(torch.isfinite(out["loss"])):
+                    window.add_task_metrics(out, float(micro["weight"]))
             data.advance()
             step += 1
             if train_cfg.log_samples:
@@ -216,21 +232,25 @@ def pretrain(config: PretrainConfig) -> dict:
             train_seconds += elapsed
             window.add_step(batch, t_data - t0, t_fwd, t_bwd, t_opt, elapsed)
             bar.update(1)
+            stop, due, reason = control.decide(step, step >= total_steps or train_seconds > budget_s, applied)
             if step % train_cfg.log_every == 0 or step == total_steps:
-                record = window.flush(step, data.epoch, world)
+                record = {**window.flush(step, data.epoch, world), "skipped_steps": control.skipped_total}
                 if main:
-                    bar.set_postfix(loss=f"{record['loss']:.3f}")
+                    if record["loss"] is not None:
+                        bar.set_postfix(loss=f"{record['loss']:.3f}")
                     with open(metrics_path, "a") as f:
                         f.write(json.dumps(record) + "\n")
                     engine.monitor.write_events([(f"pretrain/{k}", v, step) for k, v in record.items()
                                                  if isinstance(v, float)])
-            over = step >= total_steps or train_seconds > budget_s
-            stop = distributed.agree(distributed.STOP if over else distributed.CONTINUE) != distributed.CONTINUE
-            if stop or step % train_cfg.checkpoint_every == 0:
+            if stop or due:
                 save()
+            if reason in ("sigterm", "nonfinite"):
+                control.close()
+                raise control.interrupted(step, reason, train_cfg.checkpoints)
             if stop:
                 break
     bar.close()
+    control.close()
 
     if valid is not None:
         valid_scores["after"] = evaluate_tasks(engine, valid, to_device)
@@ -239,6 +259,7 @@ def pretrain(config: PretrainConfig) -> dict:
     if not main:
         return {}
     summary = {"steps": step, "train_seconds": round(train_seconds, 1), "world": world,
+               "skipped_steps": control.skipped_total,
                "zero_stage": engine.zero_optimization_stage(), "encoder": str(out_dir / checkpoint.ENCODER),
                "valid": valid_scores}
     if valid_scores:
@@ -330,7 +351,8 @@ class _Window:
         tokens, pairs = float(sums[2]), float(sums[3])
         sums = torch.cat([sums[:2], sums[4:]])
         seconds = max(self.times["step"], 1e-9)
-        record = {"step": step, "epoch": epoch, "loss": float(sums[0] / max(float(sums[1]), 1.0))}
+        # no loss when every micro-batch of the window was skipped as non-finite
+        record = {"step": step, "epoch": epoch, "loss": float(sums[0] / sums[1]) if float(sums[1]) else None}
         for i, task in enumerate(TASKS):
             loss, acc, n = sums[2 + 3 * i: 5 + 3 * i].tolist()
             if n:

@@ -35,6 +35,7 @@ from pathlib import Path
 from dsdocre.data import manifest as mf
 from dsdocre.data.scored import FORMAT, FORMAT_VERSION
 from dsdocre.errors import UserError
+from sharding.shard import fault_point
 
 PROGRESS_DIR = ".progress"
 
@@ -117,6 +118,8 @@ class ShardScorer:
                     if self.all_scores:
                         record["all_scores"] = [[round(float(v), 5) for v in row] for row in s]
                     sink.write({"__key__": key, "kept.json": json.dumps(record, separators=(",", ":")).encode()})
+                f.flush()
+                fault_point(Path(out_name).stem)  # tests only: hold here, half-written, when asked to
             os.replace(tmp, self.out / out_name)  # complete, or not there at all
         finally:
             if tmp.exists():
@@ -140,9 +143,9 @@ def _reusable(out: Path, entry: dict, job: dict) -> dict | None:
 
 def score_shards(model_dir: str | Path, shard_dir: str | Path, out_dir: str | Path, *, keep: str = "2n",
                  all_scores: bool = False, workers: int | None = None, address: str | None = None,
-                 batch_size: int = 4, device: str = "auto", progress: bool = True) -> dict:
+                 batch_size: int = 4, device: str = "auto", progress: bool = True, log=print) -> dict:
     """Score every document of ``shard_dir`` with the rank model at ``model_dir``; write ``out_dir``.
-    Returns the manifest."""
+    Returns the manifest; ``log`` gets one line: how many shards were scored, how many kept."""
     from dsdocre.model.rank import check_keep_spec
 
     try:
@@ -162,8 +165,9 @@ def score_shards(model_dir: str | Path, shard_dir: str | Path, out_dir: str | Pa
         raise UserError(str(err)) from None
     out.mkdir(parents=True, exist_ok=True)
     (out / PROGRESS_DIR).mkdir(exist_ok=True)
-    for stale in out.glob("*.tmp-*"):
-        stale.unlink()
+    for folder in (out, out / PROGRESS_DIR):  # left by a worker or driver killed mid-write
+        for stale in folder.glob("*.tmp-*"):
+            stale.unlink()
 
     done = {e["name"]: r for e in source["shards"] if (r := _reusable(out, e, job))}
     todo = [{"path": str(shard_dir / e["name"]), "name": e["name"], "sha256": e["sha256"]}
@@ -177,7 +181,11 @@ def score_shards(model_dir: str | Path, shard_dir: str | Path, out_dir: str | Pa
         else:
             results = _score_on_ray(todo, args, workers, address, device, progress)
         done.update({r["source"]: r for r in results})
-    return _finish(out, shard_dir, source, done, job, model_dir)
+    manifest = _finish(out, shard_dir, source, done, job, model_dir)
+    if log is not None:
+        log(f"{len(source['shards'])} shards ({len(todo)} scored, {len(source['shards']) - len(todo)} verified and "
+            f"kept) in {out}")
+    return manifest
 
 
 def _score_on_ray(todo: list[dict], args: dict, workers: int | None, address: str | None, device: str,
@@ -199,8 +207,10 @@ def _score_on_ray(todo: list[dict], args: dict, workers: int | None, address: st
         scored = dataset.map_batches(
             ShardScorer, fn_constructor_kwargs=args, batch_size=1, compute=ray.data.ActorPoolStrategy(size=actors),
             num_cpus=0 if gpus else 1, num_gpus=gpus, runtime_env=ray_setup.RUNTIME_ENV)
-        # Ray Data restarts an actor that dies and retries its shard (its defaults for actor pools:
-        # max_restarts=-1, max_task_retries=-1); atomic writes make the retry safe.
+        # Ray Data restarts an actor that dies (its process killed, or its node lost) and retries
+        # its shard (its defaults for actor pools: max_restarts=-1, max_task_retries=-1); atomic
+        # writes make the retry safe. Only the small records travel back (the scored shards are on
+        # disk), so they are inlined in the driver, never lost with a node.
         return [json.loads(row["record"]) for row in scored.take_all()]
     finally:
         if started:
@@ -208,6 +218,9 @@ def _score_on_ray(todo: list[dict], args: dict, workers: int | None, address: st
 
 
 def _finish(out: Path, shard_dir: Path, source: dict, done: dict, job: dict, model_dir: Path) -> dict:
+    for folder in (out, out / PROGRESS_DIR):  # what workers that died mid-write left (their shard was redone)
+        for stale in folder.glob("*.tmp-*"):
+            stale.unlink()
     shards, rejected = [], []
     for entry in source["shards"]:
         record = done[entry["name"]]

@@ -17,16 +17,30 @@ over the document shards of ``dsdocre shard``:
 
 Everything is a pure function of (shards, max_pairs_per_fact, seed, partitions): re-running gives
 the same files. Files are written under temporary names and renamed; ``manifest.json`` comes last.
+
+Faults. Each task writes its output to the output folder (a file system every node sees, as for
+``dsdocre shard``) and returns only a small record: the map and fact-reduce tasks write their
+partitioned entries to ``.work/`` (one JSON Lines file per task, partition p at the byte range
+``offsets[p]:offsets[p+1]``), and the next step reads its partition from there. A task whose worker
+or node dies is run again (``max_retries``) and writes the same bytes; nothing the job needs lives
+only in a worker's memory or object store. Every finished task leaves a record in ``.progress/``
+(what it read, what it wrote, the sha256 of its files, its counts); a re-run of a job that was
+killed keeps every output whose record matches this job and whose files still hash to the record,
+and runs only the rest: the pair shards that are missing, the reducers they need (when their
+``.work`` file is gone) and the maps those need. ``.work/`` is deleted when the job finishes.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import random
+import shutil
 import sys
 import time
+import uuid
 import zlib
 from collections import defaultdict
 from pathlib import Path
@@ -34,10 +48,14 @@ from pathlib import Path
 from dsdocre.errors import UserError
 from dsdocre.data import manifest as mf
 from sharding.entities import entity_key
+from sharding.shard import fault_point
 
 FORMAT = "dsdocre-pairs"
 FACTS_PATTERN = "facts-{:05d}.jsonl"
 PAIRS_PATTERN = "pairs-{:06d}.tar"
+WORK_DIR = ".work"  # the partitioned outputs of the map and fact-reduce tasks (deleted at the end)
+PROGRESS_DIR = ".progress"  # one record per finished task: what a re-run may keep
+REDUCE_PATTERN = "reduce-{:05d}.jsonl"
 
 
 def _bucket(text: str, n: int) -> int:
@@ -66,18 +84,73 @@ def document_facts(doc: dict) -> dict[tuple[str, str], tuple[int, int, list[str]
 
 
 # --------------------------------------------------------------------------------------------
+# Files: written under a unique temporary name and renamed; partitioned work files
+# --------------------------------------------------------------------------------------------
+def _tmp(path: Path) -> Path:
+    """Unique per attempt: a retried task (or one still running on a node taken for dead) never
+    writes into another attempt's file."""
+    return path.with_name(f"{path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+
+
+def _finish_file(tmp: Path, path: Path, point: str) -> dict:
+    """Rename the complete ``tmp`` into place; its manifest entry {bytes, sha256}."""
+    fault_point(point)  # tests only: hold the task here, before its output is in place, when asked to
+    os.replace(tmp, path)  # complete, or not there at all
+    return {"bytes": path.stat().st_size, "sha256": mf.sha256_file(path)}
+
+
+def _write_partitions(out: Path, name: str, parts: list[list], point: str) -> dict:
+    """One JSON Lines file under .work/ holding every partition, partition p at bytes
+    [offsets[p], offsets[p+1]); its entry {name, bytes, sha256, offsets}."""
+    path = out / WORK_DIR / name
+    path.parent.mkdir(exist_ok=True)
+    tmp = _tmp(path)
+    offsets = [0]
+    try:
+        with open(tmp, "wb") as f:
+            for items in parts:
+                for item in items:
+                    f.write(json.dumps(item, ensure_ascii=False, separators=(",", ":")).encode() + b"\n")
+                offsets.append(f.tell())
+        written = _finish_file(tmp, path, point)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return {"name": f"{WORK_DIR}/{name}", **written, "offsets": offsets}
+
+
+def _read_partition(out: Path, entry: dict, part: int) -> list:
+    with open(out / entry["name"], "rb") as f:
+        f.seek(entry["offsets"][part])
+        data = f.read(entry["offsets"][part + 1] - entry["offsets"][part])
+    return [json.loads(line) for line in data.splitlines()]
+
+
+def _progress_path(out: Path, stem: str) -> Path:
+    return out / PROGRESS_DIR / f"{stem}.json"
+
+
+def _save_record(out: Path, stem: str, record: dict) -> dict:
+    path = _progress_path(out, stem)
+    path.parent.mkdir(exist_ok=True)
+    mf.write_json_atomic(path, record, indent=None)
+    return record
+
+
+# --------------------------------------------------------------------------------------------
 # The three steps (plain functions: Ray runs them as tasks; --workers 0 calls them in-process)
 # --------------------------------------------------------------------------------------------
-def map_shard(shard_path: str, shard_name: str, partitions: int, kept_path: str | None = None) -> list:
-    """Step 1: [stats] + one list of fact entries per fact partition. With ``kept_path`` (the
-    denoiser's scored shard of this shard), only DS labels on kept pairs count."""
+def map_shard(shard_path: str, shard_name: str, partitions: int, kept_path: str | None, out_dir: str,
+              key: dict) -> dict:
+    """Step 1: the fact entries of one document shard, by fact partition, into
+    ``.work/map-{shard}.jsonl``; returns its record (counts and the file's entry). With
+    ``kept_path`` (the denoiser's scored shard of this shard), only DS labels on kept pairs count."""
     import webdataset as wds
 
     kept = None
     if kept_path is not None:
         kept = {s["__key__"]: {tuple(p) for p in json.loads(s["kept.json"])["kept"]}
                 for s in wds.WebDataset([kept_path], shardshuffle=False, empty_check=False)}
-    parts: list[list[tuple]] = [[] for _ in range(partitions)]
+    parts: list[list] = [[] for _ in range(partitions)]
     stats = {"documents": 0, "documents_with_facts": 0, "fact_mentions": 0, "labels_dropped_by_denoiser": 0}
     for sample in wds.WebDataset([shard_path], shardshuffle=False, empty_check=False):
         doc = json.loads(sample["json"])
@@ -92,8 +165,11 @@ def map_shard(shard_path: str, shard_name: str, partitions: int, kept_path: str 
         stats["fact_mentions"] += len(facts)
         for (hk, tk), (h, t, rels) in facts.items():
             parts[_bucket(f"{hk}\t{tk}", partitions)].append(
-                (hk, tk, sample["__key__"], shard_name, doc["title"], h, t, rels))
-    return [stats] + parts
+                [hk, tk, sample["__key__"], shard_name, doc["title"], h, t, rels])
+    stem = f"map-{Path(shard_name).stem}"
+    out = Path(out_dir)
+    entry = _write_partitions(out, f"{stem}.jsonl", parts, stem)
+    return _save_record(out, stem, {**key, **entry, "stats": stats})
 
 
 def sample_pairs(n: int, cap: int, rng: random.Random) -> list[tuple[int, int]]:
@@ -109,64 +185,94 @@ def sample_pairs(n: int, cap: int, rng: random.Random) -> list[tuple[int, int]]:
     return sorted(chosen)
 
 
-def reduce_facts(part: int, out_dir: str, max_pairs_per_fact: int, seed: int, partitions: int,
-                 *entry_lists: list) -> list:
-    """Step 2: write the fact index of one partition; return [stats, record] + pair partitions."""
-    groups: dict[tuple[str, str], list[tuple]] = defaultdict(list)
-    for entries in entry_lists:
-        for hk, tk, key, shard, title, h, t, rels in entries:
-            groups[(hk, tk)].append((key, shard, title, h, t, rels))
-    pair_parts: list[list[tuple]] = [[] for _ in range(partitions)]
+def reduce_facts(part: int, out_dir: str, max_pairs_per_fact: int, seed: int, partitions: int, key: dict,
+                 *map_records: dict) -> dict:
+    """Step 2: gather fact partition ``part`` from every map file, write its fact index, and the
+    drawn document pairs by pair partition into ``.work/reduce-{part}.jsonl``; returns its record."""
+    out = Path(out_dir)
+    groups: dict[tuple[str, str], list[list]] = defaultdict(list)
+    for record in map_records:
+        for hk, tk, key_, shard, title, h, t, rels in _read_partition(out, record, part):
+            groups[(hk, tk)].append([key_, shard, title, h, t, rels])
+    pair_parts: list[list] = [[] for _ in range(partitions)]
     stats = {"facts": len(groups), "shared_facts": 0, "capped_facts": 0, "fact_pairs": 0}
-    path = Path(out_dir) / FACTS_PATTERN.format(part)
-    tmp = mf.tmp_path(path)
-    with open(tmp, "w") as f:
-        for fact in sorted(groups):
-            docs = sorted(groups[fact])
-            f.write(json.dumps({"head": fact[0], "tail": fact[1],
-                                "docs": [{"key": d[0], "shard": d[1], "h": d[3], "t": d[4], "relations": d[5]}
-                                         for d in docs]}, ensure_ascii=False) + "\n")
-            if len(docs) < 2:
-                continue
-            stats["shared_facts"] += 1
-            stats["capped_facts"] += len(docs) * (len(docs) - 1) // 2 > max_pairs_per_fact
-            rng = random.Random(f"{seed}\t{fact[0]}\t{fact[1]}")  # str seeds are stable across runs
-            for i, j in sample_pairs(len(docs), max_pairs_per_fact, rng):
-                a, b = docs[i], docs[j]
-                if a[2] == b[2]:  # the same title twice: a duplicated document, not two documents
+    path = out / FACTS_PATTERN.format(part)
+    tmp = _tmp(path)
+    try:
+        with open(tmp, "w") as f:
+            for fact in sorted(groups):
+                docs = sorted(groups[fact])
+                f.write(json.dumps({"head": fact[0], "tail": fact[1],
+                                    "docs": [{"key": d[0], "shard": d[1], "h": d[3], "t": d[4], "relations": d[5]}
+                                             for d in docs]}, ensure_ascii=False) + "\n")
+                if len(docs) < 2:
                     continue
-                stats["fact_pairs"] += 1
-                pair_parts[_bucket(f"{a[0]}\t{b[0]}", partitions)].append(
-                    (a[0], b[0], a[1], b[1], a[2], b[2],
-                     {"head": fact[0], "tail": fact[1], "a": [a[3], a[4]], "b": [b[3], b[4]],
-                      "relations_a": a[5], "relations_b": b[5]}))
-    os.replace(tmp, path)
-    record = {"name": path.name, "facts": len(groups), "bytes": path.stat().st_size, "sha256": mf.sha256_file(path)}
-    return [stats, record] + pair_parts
+                stats["shared_facts"] += 1
+                stats["capped_facts"] += len(docs) * (len(docs) - 1) // 2 > max_pairs_per_fact
+                rng = random.Random(f"{seed}\t{fact[0]}\t{fact[1]}")  # str seeds are stable across runs
+                for i, j in sample_pairs(len(docs), max_pairs_per_fact, rng):
+                    a, b = docs[i], docs[j]
+                    if a[2] == b[2]:  # the same title twice: a duplicated document, not two documents
+                        continue
+                    stats["fact_pairs"] += 1
+                    pair_parts[_bucket(f"{a[0]}\t{b[0]}", partitions)].append(
+                        [a[0], b[0], a[1], b[1], a[2], b[2],
+                         {"head": fact[0], "tail": fact[1], "a": [a[3], a[4]], "b": [b[3], b[4]],
+                          "relations_a": a[5], "relations_b": b[5]}])
+        facts_file = {"name": path.name, "facts": len(groups), **_finish_file(tmp, path, path.stem)}
+    finally:
+        tmp.unlink(missing_ok=True)
+    pairs_file = _write_partitions(out, REDUCE_PATTERN.format(part), pair_parts, f"reduce-{part:05d}")
+    return _save_record(out, path.stem, {**key, "facts_file": facts_file, "pairs_file": pairs_file, "stats": stats})
 
 
-def write_pairs(part: int, out_dir: str, *pair_lists: list) -> dict:
-    """Step 3: merge the facts of each document pair; write one pair shard."""
+def write_pairs(part: int, out_dir: str, key: dict, *reduce_records: dict) -> dict:
+    """Step 3: gather pair partition ``part`` from every reducer, merge the facts of each document
+    pair, write one pair shard; returns its record."""
     import webdataset as wds
 
+    out = Path(out_dir)
     pairs: dict[tuple[str, str], dict] = {}
-    for entries in pair_lists:
-        for ka, kb, sa, sb, ta, tb, fact in entries:
+    for record in reduce_records:
+        for ka, kb, sa, sb, ta, tb, fact in _read_partition(out, record["pairs_file"], part):
             rec = pairs.setdefault((ka, kb), {"a": {"key": ka, "shard": sa, "title": ta},
                                               "b": {"key": kb, "shard": sb, "title": tb}, "shared_facts": []})
             rec["shared_facts"].append(fact)
-    path = Path(out_dir) / PAIRS_PATTERN.format(part)
-    tmp = mf.tmp_path(path)
-    with open(tmp, "wb") as f, wds.TarWriter(f, encoder=False, mtime=0, user="dsdocre", group="dsdocre") as sink:
-        for ka, kb in sorted(pairs):
-            rec = pairs[(ka, kb)]
-            rec["shared_facts"].sort(key=lambda x: (x["head"], x["tail"]))
-            shared = {(x["head"], x["a"][0], x["b"][0]) for x in rec["shared_facts"]}
-            shared |= {(x["tail"], x["a"][1], x["b"][1]) for x in rec["shared_facts"]}
-            rec["shared_entities"] = [list(s) for s in sorted(shared)]
-            sink.write({"__key__": f"{ka}_{kb}", "pair.json": json.dumps(rec, ensure_ascii=False).encode()})
-    os.replace(tmp, path)
-    return {"name": path.name, "pairs": len(pairs), "bytes": path.stat().st_size, "sha256": mf.sha256_file(path)}
+    path = out / PAIRS_PATTERN.format(part)
+    tmp = _tmp(path)
+    try:
+        with open(tmp, "wb") as f, wds.TarWriter(f, encoder=False, mtime=0, user="dsdocre", group="dsdocre") as sink:
+            for ka, kb in sorted(pairs):
+                rec = pairs[(ka, kb)]
+                rec["shared_facts"].sort(key=lambda x: (x["head"], x["tail"]))
+                shared = {(x["head"], x["a"][0], x["b"][0]) for x in rec["shared_facts"]}
+                shared |= {(x["tail"], x["a"][1], x["b"][1]) for x in rec["shared_facts"]}
+                rec["shared_entities"] = [list(s) for s in sorted(shared)]
+                sink.write({"__key__": f"{ka}_{kb}", "pair.json": json.dumps(rec, ensure_ascii=False).encode()})
+        entry = _finish_file(tmp, path, path.stem)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return _save_record(out, path.stem, {**key, "name": path.name, "pairs": len(pairs), **entry})
+
+
+# --------------------------------------------------------------------------------------------
+# Resuming: which outputs of an earlier (killed) run of the same job verify
+# --------------------------------------------------------------------------------------------
+def _kept_record(out: Path, stem: str, key: dict, *files: str | None) -> dict | None:
+    """The record ``.progress/{stem}.json`` when it belongs to the job ``key`` and the files it
+    names are intact (``files``: the record's fields holding file entries; None: the record itself)."""
+    try:
+        record = json.loads(_progress_path(out, stem).read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(record, dict) or any(record.get(k) != v for k, v in key.items()):
+        return None
+    try:
+        if any(mf.check_file(out, record if f is None else record[f]) is not None for f in files):
+            return None
+    except (KeyError, TypeError):  # a record of another layout
+        return None
+    return record
 
 
 # --------------------------------------------------------------------------------------------
@@ -174,9 +280,10 @@ def write_pairs(part: int, out_dir: str, *pair_lists: list) -> dict:
 # --------------------------------------------------------------------------------------------
 def fact_join(shard_dir: str | Path, out_dir: str | Path, *, max_pairs_per_fact: int = 8, seed: int = 0,
               partitions: int | None = None, workers: int | None = None, address: str | None = None,
-              kept_dir: str | Path | None = None, log=print) -> dict:
+              kept_dir: str | Path | None = None, max_retries: int = 3, log=print) -> dict:
     """Run the join over verified document shards; return the manifest written to ``out_dir``.
-    ``kept_dir``: the denoiser's scored shards of ``shard_dir``; only labels on kept pairs count."""
+    ``kept_dir``: the denoiser's scored shards of ``shard_dir``; only labels on kept pairs count.
+    Outputs of an earlier, unfinished run of the same job that verify are kept (module docstring)."""
     from tqdm import tqdm
 
     t0 = time.perf_counter()
@@ -185,11 +292,13 @@ def fact_join(shard_dir: str | Path, out_dir: str | Path, *, max_pairs_per_fact:
     if max_pairs_per_fact < 1:
         raise UserError("--max-pairs-per-fact must be at least 1")
     out.mkdir(parents=True, exist_ok=True)
-    for stale in list(out.glob("*.tmp-*")) + list(out.glob(FACTS_PATTERN.replace("{:05d}", "*"))) \
-            + list(out.glob(PAIRS_PATTERN.replace("{:06d}", "*"))):
-        stale.unlink()  # an earlier run's files: they are all rewritten
-    (out / mf.MANIFEST).unlink(missing_ok=True)
+    (out / mf.MANIFEST).unlink(missing_ok=True)  # unfinished until the new manifest is written
+    for folder in (out, out / WORK_DIR, out / PROGRESS_DIR):
+        for stale in folder.glob("*.tmp-*"):  # left by a worker or a driver killed mid-write
+            stale.unlink()
     kept_paths: dict[str, str | None] = {s["name"]: None for s in source["shards"]}
+    kept_shas: dict[str, str | None] = dict(kept_paths)
+    kept_manifest_sha = None
     if kept_dir is not None:
         from dsdocre.data.scored import FORMAT as SCORED, FORMAT_VERSION as SCORED_VERSION
 
@@ -198,69 +307,108 @@ def fact_join(shard_dir: str | Path, out_dir: str | Path, *, max_pairs_per_fact:
             raise UserError(f"{kept_dir} was scored from another corpus than {shard_dir}: re-run `dsdocre denoise "
                             f"score --shards {shard_dir}`")
         kept_paths = {s["source"]: str(Path(kept_dir) / s["name"]) for s in scored["shards"]}
+        kept_shas = {s["source"]: s["sha256"] for s in scored["shards"]}
+        kept_manifest_sha = mf.sha256_file(Path(kept_dir) / mf.MANIFEST)
     shards = [(str(shard_dir / s["name"]), s["name"]) for s in source["shards"]]
     R = partitions or max(1, min(64, len(shards)))
+    source_sha = mf.sha256_file(shard_dir / mf.MANIFEST)
 
+    # What a finished task's record must say for a re-run to keep its output: a map task depends
+    # on its shard (and scored shard) and R; the later steps on the whole job.
+    map_keys = {s["name"]: {"source_sha256": s["sha256"], "kept_sha256": kept_shas[s["name"]], "partitions": R,
+                            "format_version": mf.FORMAT_VERSION} for s in source["shards"]}
+    job = {"job": hashlib.sha256(json.dumps([mf.FORMAT_VERSION, source_sha, kept_manifest_sha, max_pairs_per_fact,
+                                             seed, R]).encode()).hexdigest()[:16]}
+    pairs_kept = {q: r for q in range(R) if (r := _kept_record(out, Path(PAIRS_PATTERN.format(q)).stem, job, None))}
+    # A missing pair shard reads every reducer's .work file; a reducer redone reads every map's.
+    reduce_files = ("facts_file", "pairs_file") if len(pairs_kept) < R else ("facts_file",)
+    reduces_kept = {p: r for p in range(R)
+                    if (r := _kept_record(out, Path(FACTS_PATTERN.format(p)).stem, job, *reduce_files))}
+    map_files = (None,) if len(reduces_kept) < R else ()  # else only the record's counts are needed
+    maps_kept = {name: r for _, name in shards
+                 if (r := _kept_record(out, f"map-{Path(name).stem}", map_keys[name], *map_files))}
+
+    started = False
     if workers == 0:
-        maps = [map_shard(path, name, R, kept_paths[name]) for path, name in shards]
-        reduces = [reduce_facts(p, str(out), max_pairs_per_fact, seed, R, *[m[1 + p] for m in maps])
-                   for p in range(R)]
-        map_stats = [m[0] for m in maps]
-        fact_records = [r[1] for r in reduces]
-        pair_records = [write_pairs(q, str(out), *[r[2 + q] for r in reduces]) for q in range(R)]
-        reduce_stats = [r[0] for r in reduces]
+        run_map, run_reduce, run_pairs = map_shard, reduce_facts, write_pairs
+
+        def resolve(x):
+            return x
     else:
         import ray
 
         from sharding import ray_setup
 
         started = ray_setup.connect(address, workers)
-        try:
-            opts = {"num_cpus": 1, "max_retries": 3, "runtime_env": ray_setup.RUNTIME_ENV}
-            map_task = ray.remote(map_shard).options(num_returns=1 + R, **opts)
-            reduce_task = ray.remote(reduce_facts).options(num_returns=2 + R, **opts)
-            pair_task = ray.remote(write_pairs).options(**opts)
-            # Ray passes each partition's object references to the reducers and runs a reducer as
-            # soon as its inputs exist; intermediate data lives in the object store (spilled to disk
-            # when it does not fit), never in the driver.
-            maps = [map_task.remote(path, name, R, kept_paths[name]) for path, name in shards]
-            reduces = [reduce_task.remote(p, str(out), max_pairs_per_fact, seed, R, *[m[1 + p] for m in maps])
-                       for p in range(R)]
-            pairs = [pair_task.remote(q, str(out), *[r[2 + q] for r in reduces]) for q in range(R)]
-            pair_records = []
-            for ref in tqdm(pairs, desc="fact-join", unit="part", file=sys.stderr, disable=log is None):
-                pair_records.append(ray.get(ref))
-            map_stats = ray.get([m[0] for m in maps])
-            reduce_stats = ray.get([r[0] for r in reduces])
-            fact_records = ray.get([r[1] for r in reduces])
-        finally:
-            if started:
-                ray.shutdown()
+        # max_retries: a task whose worker or node dies runs again (elsewhere) and writes the same
+        # files. Exceptions raised by the code itself would fail the same way again: not retried.
+        opts = {"num_cpus": 1, "max_retries": max_retries, "retry_exceptions": False,
+                "runtime_env": ray_setup.RUNTIME_ENV}
+        run_map = ray.remote(map_shard).options(**opts).remote
+        run_reduce = ray.remote(reduce_facts).options(**opts).remote
+        run_pairs = ray.remote(write_pairs).options(**opts).remote
 
-    counts = {k: sum(s[k] for s in map_stats)
+        def resolve(x):
+            return x if isinstance(x, dict) else ray.get(x)
+    try:
+        # On Ray, a step's tasks get the previous step's records (object references): each runs as
+        # soon as its inputs exist. Only records travel; the entries are in the .work files.
+        maps = [maps_kept.get(name) or run_map(path, name, R, kept_paths[name], str(out), map_keys[name])
+                for path, name in shards]
+        reduces = [reduces_kept.get(p) or run_reduce(p, str(out), max_pairs_per_fact, seed, R, job, *maps)
+                   for p in range(R)]
+        pairs = [pairs_kept.get(q) or run_pairs(q, str(out), job, *reduces) for q in range(R)]
+        pair_records = [resolve(x) for x in tqdm(pairs, desc="fact-join", unit="part", file=sys.stderr,
+                                                  disable=log is None)]
+        reduce_records = [resolve(x) for x in reduces]
+        map_records = [resolve(x) for x in maps]
+    finally:
+        if started:
+            import ray
+
+            ray.shutdown()
+
+    counts = {k: sum(r["stats"][k] for r in map_records)
               for k in ("documents", "documents_with_facts", "fact_mentions", "labels_dropped_by_denoiser")}
-    counts.update({k: sum(s[k] for s in reduce_stats) for k in ("facts", "shared_facts", "capped_facts", "fact_pairs")})
+    counts.update({k: sum(r["stats"][k] for r in reduce_records)
+                   for k in ("facts", "shared_facts", "capped_facts", "fact_pairs")})
     counts["pairs"] = sum(r["pairs"] for r in pair_records)
     manifest = {
         "format": FORMAT,
         "format_version": mf.FORMAT_VERSION,
-        "source": {"path": str(shard_dir.resolve()), "manifest_sha256": mf.sha256_file(shard_dir / mf.MANIFEST),
+        "source": {"path": str(shard_dir.resolve()), "manifest_sha256": source_sha,
                    "tokenizer_fingerprint": source["tokenizer_fingerprint"]},
-        "kept_pairs": None if kept_dir is None else {
-            "path": str(Path(kept_dir).resolve()), "manifest_sha256": mf.sha256_file(Path(kept_dir) / mf.MANIFEST)},
+        "kept_pairs": None if kept_dir is None else {"path": str(Path(kept_dir).resolve()),
+                                                     "manifest_sha256": kept_manifest_sha},
         "max_pairs_per_fact": max_pairs_per_fact,
         "seed": seed,
         "partitions": R,
         "counts": counts,
-        "fact_index": fact_records,
-        "shards": pair_records,
+        "fact_index": [{k: r["facts_file"][k] for k in ("name", "facts", "bytes", "sha256")} for r in reduce_records],
+        "shards": [{k: r[k] for k in ("name", "pairs", "bytes", "sha256")} for r in pair_records],
     }
+    # What an earlier run over other shards or with more partitions left, and the scratch files.
+    names = {e["name"] for e in manifest["fact_index"] + manifest["shards"]}
+    for path in [*out.glob(FACTS_PATTERN.replace("{:05d}", "*")), *out.glob(PAIRS_PATTERN.replace("{:06d}", "*"))]:
+        if path.name not in names:
+            path.unlink()
+    records = {Path(n).stem for n in names} | {f"map-{Path(name).stem}" for _, name in shards}
+    for path in (out / PROGRESS_DIR).glob("*.json"):
+        if path.stem not in records:
+            path.unlink()
+    shutil.rmtree(out / WORK_DIR, ignore_errors=True)
+    for folder in (out, out / PROGRESS_DIR):  # what workers that died mid-write left (their task was re-run)
+        for stale in folder.glob("*.tmp-*"):
+            stale.unlink()
     mf.write_json_atomic(out / mf.MANIFEST, manifest)
     if log is not None:
+        kept = len(maps_kept) + len(reduces_kept) + len(pairs_kept)
         log(f"{counts['documents']} documents, {counts['facts']} distinct facts, {counts['shared_facts']} shared "
             f"by 2+ documents ({counts['capped_facts']} capped at {max_pairs_per_fact} pairs): "
             f"{counts['pairs']} document pairs in {len(pair_records)} shards -> {out} "
-            f"({time.perf_counter() - t0:.1f} s)")
+            f"({time.perf_counter() - t0:.1f} s; tasks: {len(shards) + 2 * R - kept} run, {kept} verified and kept "
+            f"[maps {len(maps_kept)}/{len(shards)}, reducers {len(reduces_kept)}/{R}, pair shards "
+            f"{len(pairs_kept)}/{R}])")
     return manifest
 
 
@@ -279,9 +427,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "Index fact -> documents over the shards of `dsdocre shard` (a fact = head entity + tail entity, "
         "entities keyed by KB id, else by normalized name) and write the document pairs that share at "
         "least one fact as WebDataset shards of pair records, at most --max-pairs-per-fact pairs drawn "
-        "per fact (deterministic for --seed). A map-reduce of Ray tasks. Format: docs/shards.md.")
+        "per fact (deterministic for --seed). A map-reduce of Ray tasks; a task whose worker or node dies "
+        "is re-run, and re-running a killed job keeps the outputs that verify. Format: docs/shards.md.")
     parser.add_argument("--shards", required=True, metavar="DIR", help="output folder of `dsdocre shard` (verified)")
-    parser.add_argument("--out", required=True, metavar="DIR", help="output folder (its earlier files are replaced)")
+    parser.add_argument("--out", required=True, metavar="DIR",
+                        help="output folder (what an unfinished run of the same job left there and verifies is "
+                             "kept; other files are replaced)")
     parser.add_argument("--max-pairs-per-fact", type=int, default=8, metavar="K",
                         help="pairs drawn per fact at most (default 8)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the per-fact pair sampling (default 0)")
@@ -293,12 +444,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--address", default=None, metavar="RAY_ADDRESS", help="join a running Ray cluster")
     parser.add_argument("--workers", type=int, default=None, metavar="N",
                         help="CPUs of the local Ray (default: all); 0 runs in this process without Ray")
+    parser.add_argument("--max-retries", type=int, default=3,
+                        help="times a task is re-run when its worker or node dies (default 3)")
 
 
 def run(args: argparse.Namespace) -> int:
     try:
         fact_join(args.shards, args.out, max_pairs_per_fact=args.max_pairs_per_fact, seed=args.seed,
-                  partitions=args.partitions, workers=args.workers, address=args.address, kept_dir=args.kept)
+                  partitions=args.partitions, workers=args.workers, address=args.address, kept_dir=args.kept,
+                  max_retries=args.max_retries)
     except (OSError, ValueError, mf.ShardVerificationError) as err:
         print(f"dsdocre fact-join: {err}", file=sys.stderr)
         return 1

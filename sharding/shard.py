@@ -53,6 +53,37 @@ def sample_key(file_index: int, position: int) -> str:
 
 
 # --------------------------------------------------------------------------------------------
+# Fault injection, for tests only
+# --------------------------------------------------------------------------------------------
+HOLD_DIR_ENV = "DSDOCRE_TEST_HOLD_DIR"
+
+
+def fault_point(point: str) -> None:
+    """Test-only: let a test hold a task at a known moment, with its output half-written.
+
+    Does nothing unless ``$DSDOCRE_TEST_HOLD_DIR`` names a folder (tests/test_ray_faults.py sets it
+    in the workers' environment). Then, while the file ``{dir}/{point}.hold`` exists, the task
+    announces itself in ``{dir}/{point}.{pid}.waiting`` and waits until the test deletes the hold
+    file. Meanwhile the test knows which Ray worker process is mid-task: it can SIGKILL it, or
+    remove its node, and nothing depends on timing. A retry of the task passes once the hold file
+    is gone. Every job calls it once per output file, named by that file (``shard-000003``,
+    ``scored-000001``, ``map-shard-000002``, ``facts-00001``, ``pairs-000000``).
+    """
+    folder = os.environ.get(HOLD_DIR_ENV)
+    if not folder:
+        return
+    hold = Path(folder) / f"{point}.hold"
+    if not hold.exists():
+        return
+    waiting = Path(folder) / f"{point}.{os.getpid()}.waiting"
+    waiting.touch()
+    deadline = time.monotonic() + 600  # a test that died without releasing: go on eventually
+    while hold.exists() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    waiting.unlink(missing_ok=True)
+
+
+# --------------------------------------------------------------------------------------------
 # Worker side: one chunk of documents -> one shard
 # --------------------------------------------------------------------------------------------
 _TOKENIZERS: dict = {}  # encoder -> MarkerTokenizer; one load per process
@@ -140,6 +171,8 @@ def write_shard(out_dir: str, shard_index: int, chunk: list[tuple[int, int, byte
             if delay := float(os.environ.get("DSDOCRE_SHARD_TEST_DELAY_S", "0") or 0):
                 f.flush()
                 time.sleep(delay)
+            f.flush()
+            fault_point(Path(name).stem)  # tests only: hold here, half-written, when asked to
         os.replace(tmp, out / name)  # complete, or not there at all
     finally:
         if tmp.exists():
@@ -279,7 +312,7 @@ def shard_corpus(inputs: Iterable[str | Path], out_dir: str | Path, *, docs_per_
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     (out / PROGRESS_DIR).mkdir(exist_ok=True)
-    for stale in out.glob("*.tmp-*"):  # left by a worker or driver killed mid-write
+    for stale in [*out.glob("*.tmp-*"), *(out / PROGRESS_DIR).glob("*.tmp-*")]:  # a worker or driver killed mid-write
         stale.unlink()
 
     started_ray = False
@@ -373,7 +406,7 @@ def _finish(out: Path, paths, sizes, counts, records: dict[int, dict], fingerpri
         if f"{path.stem}.tar" not in keep:
             path.unlink()
 
-    for stale in out.glob("*.tmp-*"):  # a dead worker's half-written shard (its task was re-run)
+    for stale in [*out.glob("*.tmp-*"), *(out / PROGRESS_DIR).glob("*.tmp-*")]:  # a dead worker's (its task was re-run)
         stale.unlink()
 
     tmp = mf.tmp_path(out / mf.REJECTED)

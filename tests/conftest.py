@@ -64,3 +64,22 @@ def tiny_roberta(tmp_path, max_positions=66):
     return str(tmp_path)
 
 
+
+
+# ---- the fault table (docs/reliability.md) ------------------------------------------------------
+@pytest.fixture
+def fault_record(request):
+    """``fault_record(fault=..., how=..., times=N, outcome=..., lost=0)``: a fault this test tried
+    and what happened, appended to the JSON-lines file named by ``DSDOCRE_FAULT_LOG`` (set by
+    ``benchmarks/fault_table.py``, which builds docs/reliability.md from it). Call it after the
+    test's assertions: a failing test records nothing. Without the variable it does nothing."""
+    import json
+
+    def record(*, fault: str, how: str, times: int, outcome: str, lost: int | str = 0) -> None:
+        path = os.environ.get("DSDOCRE_FAULT_LOG")
+        if path:
+            with open(path, "a") as f:
+                f.write(json.dumps({"fault": fault, "how": how, "times": times, "outcome": outcome,
+                                    "lost": lost, "test": request.node.nodeid}) + "\n")
+
+    return record

@@ -176,4 +176,5 @@ def test_precision_is_bf16_on_a_gpu_that_has_it_and_fp32_on_cpu(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: False)
     assert apply_precision(base, "auto")["fp16"]["enabled"]
     assert apply_precision(base, "json") == base and base["bf16"]["enabled"]  # the JSON as written, unchanged
-    assert apply_precision(base, "fp32")["bf16"] == {"enabled": False}
+    # bf16 has no loss scaler: DeepSpeed checks its gradients for non-finite values only when told to
+    assert apply_precision(base, "fp32")["bf16"] == {"enabled": False, "check_grad_overflow": True}

@@ -1,6 +1,6 @@
 """Pre-training: the data split over ranks and loader workers, its resumable position, the folder
 checks, and real runs (one process for ZeRO 1/2/3; two under the deepspeed launcher for ZeRO-2 and
-ZeRO-3) on a small synthetic corpus."""
+ZeRO-3) on a small synthetic corpus. Kills, resumption and other faults: tests/test_faults.py."""
 
 from __future__ import annotations
 
@@ -244,31 +244,3 @@ def test_two_nodes_on_localhost_pretrain(tiny, tmp_path):
         assert node.returncode == 0, f"node {rank}:\n" + node.stdout[-3000:] + node.stderr[-3000:]
     assert "world 2" in nodes[0].stdout
     check_two_rank_run(out, 15, 1)
-
-
-def _final_weights(out: Path) -> dict:
-    import torch
-
-    latest = (out / "checkpoints" / "latest").read_text().strip()
-    return torch.load(out / "checkpoints" / latest / "mp_rank_00_model_states.pt", weights_only=False)["module"]
-
-
-@pytest.mark.slow
-def test_a_stopped_two_process_run_resumes_exactly(tiny, tmp_path):
-    """2 processes, ZeRO-2, under the launcher: a run stopped after its first step (time budget;
-    checkpoint with the data position and every rank's RNG) and started again ends with the weights
-    of an undisturbed run, bit for bit, and every pair is seen once per epoch over the two starts."""
-    import torch
-
-    ds = _ds_config(tmp_path, 2, 1, 1)
-    common = ["training.epochs=2", "training.log_samples=true", "training.keep_checkpoints=1",
-              "training.checkpoint_every=1000"]
-    launch(tiny, tmp_path / "whole", ds, *common, port=29671)
-    stopped = launch(tiny, tmp_path / "cut", ds, *common, "training.max_train_minutes=0.0001", port=29672)
-    assert "pretrain done: 1 steps" in stopped.stdout
-    resumed = launch(tiny, tmp_path / "cut", ds, *common, port=29673)
-    assert "resumed from step 1" in resumed.stdout
-    whole, cut = _final_weights(tmp_path / "whole"), _final_weights(tmp_path / "cut")
-    assert whole.keys() == cut.keys() and all(torch.equal(whole[k], cut[k]) for k in whole)
-    check_two_rank_run(tmp_path / "cut", 15, 2)  # nothing repeated or missed in either epoch
-    assert [r["step"] for r in _metrics(tmp_path / "cut")] == list(range(1, 17))

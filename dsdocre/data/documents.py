@@ -16,6 +16,7 @@ training commands reject bad documents with the same messages (see :func:`load_v
 
 from __future__ import annotations
 
+import codecs
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -142,7 +143,7 @@ class Problem:
     severity: str = "error"
 
     def __str__(self) -> str:
-        title = f"{self.title!r}" if self.title is not None else "(no title)"
+        title = _short(self.title, 120) if self.title is not None else "(no title)"
         prefix = "warning: " if self.severity == "warning" else ""
         return f"{self.source}: document {self.index} {title}: {prefix}{self.field}: {self.message}"
 
@@ -157,6 +158,26 @@ def _is_int(x: Any) -> bool:
 
 def _type_name(x: Any) -> str:
     return type(x).__name__ if x is not None else "null"
+
+
+def _short(x: Any, limit: int = 80) -> str:
+    """``repr(x)``, cut to ``limit`` characters: a message stays one readable line whatever the input."""
+    try:
+        text = repr(x)
+    except RecursionError:  # a value nested deeper than repr goes
+        text = f"<a deeply nested {_type_name(x)}>"
+    return text if len(text) <= limit else text[:limit - 5] + " ...>"
+
+
+def _not_text(s: str) -> str | None:
+    """Why ``s`` is not valid Unicode text (a lone surrogate, from a broken ``\\uD8xx`` escape:
+    the tokenizer and every UTF-8 writer refuse it), or None."""
+    try:
+        s.encode("utf-8")
+    except UnicodeEncodeError as err:
+        return (f"not valid Unicode text: lone surrogate {s[err.start]!r} at character {err.start} "
+                "(a broken \\u escape?)")
+    return None
 
 
 def validate_document(doc: Any, index: int = 0, source: str = "<input>",
@@ -176,6 +197,8 @@ def validate_document(doc: Any, index: int = 0, source: str = "<input>",
             bad(key, "missing required field")
     if "title" in doc and not isinstance(doc["title"], str):
         bad("title", f"expected a string, got {_type_name(doc['title'])}")
+    elif "title" in doc and (why := _not_text(doc["title"])):
+        bad("title", why)
 
     # sents: a non-empty list of non-empty lists of strings
     sents = doc.get("sents")
@@ -197,6 +220,9 @@ def validate_document(doc: Any, index: int = 0, source: str = "<input>",
                     bad(f"sents[{s_i}][{wrong[0]}]",
                         f"expected a string word, got {_type_name(sent[wrong[0]])}"
                         + (f" ({len(wrong)} such words in this sentence)" if len(wrong) > 1 else ""))
+                elif _not_text("".join(sent)):  # one check per sentence; find the word only then
+                    w_i = next(i for i, w in enumerate(sent) if _not_text(w))
+                    bad(f"sents[{s_i}][{w_i}]", _not_text(sent[w_i]))
                 sent_lengths.append(len(sent))
 
     # vertexSet: a non-empty list of entities, each a non-empty list of mentions
@@ -232,8 +258,14 @@ def _validate_mention(m: Any, path: str, sent_lengths: list[int] | None, bad) ->
             bad(f"{path}.{key}", "missing required field")
     if "name" in m and not isinstance(m["name"], str):
         bad(f"{path}.name", f"expected a string, got {_type_name(m['name'])}")
+    elif "name" in m and (why := _not_text(m["name"])):
+        bad(f"{path}.name", why)
     if "type" in m and not (isinstance(m["type"], str) and m["type"]):
-        bad(f"{path}.type", f"expected a non-empty string, got {m['type']!r}")
+        bad(f"{path}.type", f"expected a non-empty string, got {_short(m['type'])}")
+    elif "type" in m and (why := _not_text(m["type"])):
+        bad(f"{path}.type", why)
+    if isinstance(m.get("kb_id"), str) and (why := _not_text(m["kb_id"])):  # entity keys of the fact join
+        bad(f"{path}.kb_id", why)
     sent_id = m.get("sent_id")
     if "sent_id" in m and not _is_int(sent_id):
         bad(f"{path}.sent_id", f"expected an integer, got {_type_name(sent_id)}")
@@ -245,7 +277,7 @@ def _validate_mention(m: Any, path: str, sent_lengths: list[int] | None, bad) ->
     if "pos" not in m:
         return
     if not (isinstance(pos, list) and len(pos) == 2 and all(_is_int(p) for p in pos)):
-        bad(f"{path}.pos", f"expected [start, end] integers, got {pos!r}")
+        bad(f"{path}.pos", f"expected [start, end] integers, got {_short(pos)}")
         return
     start, end = pos
     if start < 0 or end <= start:
@@ -276,16 +308,18 @@ def _validate_labels(labels: Any, num_entities: int | None, num_sents: int | Non
                     bad(f"{path}.{key}", f"expected an entity index (integer), got {_type_name(v)}")
                 elif num_entities is not None and not 0 <= v < num_entities:
                     bad(f"{path}.{key}", f"entity index {v} out of range (the document has {num_entities} entities)")
-        if "r" in lab and lab["r"] not in known_relations:
-            bad(f"{path}.r", f"unknown relation id {lab['r']!r}")
+        if "r" in lab and not isinstance(lab["r"], str):
+            bad(f"{path}.r", f"expected a relation id (a string such as 'P17'), got {_type_name(lab['r'])}")
+        elif "r" in lab and lab["r"] not in known_relations:
+            bad(f"{path}.r", f"unknown relation id {_short(lab['r'])}")
         h, t = lab.get("h"), lab.get("t")
         if _is_int(h) and h == t:
             bad(path, f"head and tail are the same entity ({h})")
         evidence = lab.get("evidence", [])
         if not isinstance(evidence, list) or not all(_is_int(e) for e in evidence):
-            bad(f"{path}.evidence", f"expected a list of sentence ids, got {evidence!r}")
+            bad(f"{path}.evidence", f"expected a list of sentence ids, got {_short(evidence)}")
         elif num_sents is not None and any(not 0 <= e < num_sents for e in evidence):
-            bad(f"{path}.evidence", f"sentence ids {evidence} outside 0..{num_sents - 1}")
+            bad(f"{path}.evidence", f"sentence ids {_short(evidence)} outside 0..{num_sents - 1}")
         key = (h, t, lab.get("r"))
         if all(isinstance(k, (int, str)) for k in key):
             if key in seen:
@@ -298,33 +332,167 @@ def _validate_labels(labels: Any, num_entities: int | None, num_sents: int | Non
 # --------------------------------------------------------------------------------------------
 # Reading
 # --------------------------------------------------------------------------------------------
+_BLOCK_BYTES = 64 << 10  # the read size handed to ijson (its buf_size; its default)
+_JSON_WHITESPACE = b" \t\n\r"
+# Byte-order marks of encodings that are not UTF-8 (UTF-32 first: its LE mark starts with UTF-16's).
+_FOREIGN_BOMS = ((codecs.BOM_UTF32_LE, "UTF-32"), (codecs.BOM_UTF32_BE, "UTF-32"),
+                 (codecs.BOM_UTF16_LE, "UTF-16"), (codecs.BOM_UTF16_BE, "UTF-16"))
+_UTF8_HINT = "DocRED files are UTF-8: convert it (e.g. `iconv -f ENCODING -t UTF-8`)"
+
+
+def _check_encoding(path: Path, head: bytes) -> None:
+    """A clear error for a file that is evidently not UTF-8 text (looked at before parsing)."""
+    for bom, name in _FOREIGN_BOMS:
+        if head.startswith(bom):
+            raise UserError(f"{path}: {name} text (it starts with a {name} byte-order mark); {_UTF8_HINT}")
+    nul = head.find(b"\x00")
+    if nul >= 0:
+        raise UserError(f"{path}: holds a NUL byte at byte {nul}: not UTF-8 text (UTF-16 or UTF-32 without a "
+                        f"byte-order mark?); {_UTF8_HINT}")
+
+
 def iter_raw_documents(path: str | Path) -> Iterator[Any]:
-    """Stream the raw documents of a ``.json`` array or ``.jsonl`` file, never loading it whole."""
+    """Stream the raw documents of a ``.json`` array or ``.jsonl`` file, never loading it whole.
+
+    Documents are yielded as they are parsed; a file that is damaged further on (cut short, a
+    syntax error, bytes that are not UTF-8) raises :class:`UserError` there, naming the file and
+    the position (the line of a ``.jsonl`` file; for a ``.json`` array the number of documents
+    read before the damage, and the byte offset of bytes that are not UTF-8). A UTF-8 byte-order
+    mark is accepted; UTF-16/32 text is refused up front.
+
+    ``.json`` arrays are parsed by ijson (its C backend, yajl2_c, where installed), which cannot
+    read integers beyond 64 bits or NaN / Infinity (refused with a clear error; ``.jsonl`` files,
+    read by :mod:`json`, can hold them) and turns a lone high-surrogate escape (``"\\ud800"``)
+    into ``"?"`` (yajl's substitution; a lone low surrogate is refused).
+    """
     path = Path(path)
     if not path.is_file():
         raise UserError(f"{path}: no such file" if not path.exists() else f"{path}: not a file")
-    if path.suffix == ".jsonl":
-        with open(path, "rb") as f:
-            for line_no, line in enumerate(f, 1):
-                if line.strip():
-                    try:
-                        yield json.loads(line)
-                    except json.JSONDecodeError as err:
-                        raise UserError(f"{path}:{line_no}: not valid JSON: {err}") from None
-        return
+    with open(path, "rb") as f:
+        head = f.read(4096)
+        _check_encoding(path, head)
+        f.seek(0)
+        if path.suffix == ".jsonl":
+            yield from _iter_json_lines(path, f)
+        else:
+            bom = len(codecs.BOM_UTF8) if head.startswith(codecs.BOM_UTF8) else 0  # a UTF-8 byte-order mark is fine
+            yield from _iter_json_array(path, f, bom)
+
+
+def _iter_json_lines(path: Path, f) -> Iterator[Any]:
+    for line_no, line in enumerate(f, 1):
+        if not line.strip():
+            continue
+        try:
+            text = line.decode("utf-8-sig" if line_no == 1 else "utf-8")
+        except UnicodeDecodeError as err:
+            raise UserError(f"{path}:{line_no}: not UTF-8 text ({err.reason} at byte {err.start} of the line); "
+                            f"{_UTF8_HINT}") from None
+        try:
+            doc = json.loads(text)
+        except RecursionError:
+            raise UserError(f"{path}:{line_no}: not valid JSON: nested too deeply") from None
+        except ValueError as err:  # JSONDecodeError, or an integer too long to convert
+            raise UserError(f"{path}:{line_no}: not valid JSON: {err}") from None
+        if isinstance(doc, list):
+            raise UserError(f"{path}:{line_no}: a JSON array, where JSON Lines has one document (an object) per "
+                            "line; a file holding a JSON array of documents must be named .json")
+        yield doc
+
+
+def _iter_json_array(path: Path, f, start: int) -> Iterator[Any]:
+    """The elements of the JSON array that begins at byte ``start`` (after a UTF-8 byte-order
+    mark), streamed by ijson; yajl itself refuses data after the closing ``]``."""
     import ijson  # streaming: DocRED's train_distant.json is a 1.5 GB array
 
-    with open(path, "rb") as f:
-        first = f.read(4096).lstrip()[:1]
-        if first != b"[":
-            what = {b"{": "a JSON object", b"": "nothing"}.get(first, "no JSON array")
-            raise UserError(f"{path}: holds {what}, not an array of documents; a DocRED file is a JSON "
-                            "array [{...}, ...] (or JSON Lines, one document per line, named .jsonl)")
-        f.seek(0)
+    f.seek(start)
+    first = b""
+    while not first and (block := f.read(4096)):
+        first = block.lstrip(_JSON_WHITESPACE)[:1]
+    if first != b"[":
+        if first >= b"\x80" and (bad := _first_non_utf8(f)):
+            raise _not_utf8(path, bad, 0)
+        what = {b"{": "a JSON object", b"": "nothing"}.get(first, "no JSON array")
+        raise UserError(f"{path}: holds {what}, not an array of documents; a DocRED file is a JSON "
+                        "array [{...}, ...] (or JSON Lines, one document per line, named .jsonl)")
+    f.seek(start)
+    n = 0
+    try:
+        for doc in ijson.items(f, "item", use_float=True, buf_size=_BLOCK_BYTES):
+            n += 1
+            yield doc
+    except (ijson.JSONError, ValueError, OverflowError, RecursionError) as err:  # UnicodeDecodeError: a ValueError
+        raise _array_error(path, f, err, n) from None
+
+
+# yajl's messages (ijson's C backend), as the reader words them
+_YAJL_MESSAGES = {
+    "premature EOF": "the file ends inside the array (missing ']': cut short?)",
+    "trailing garbage": "unexpected data after the closing ']'",
+    "unallowed token at this point in JSON text": "no value where one belongs (a trailing comma before ']'?)",
+    "after array element, I expect ',' or ']'": "expected ',' or ']' after an array element",
+    "integer overflow": "a number too large (an integer beyond 64 bits, which the .json reader cannot hold)",
+    "numeric (floating point) overflow": "a number too large (beyond the range of a float)",
+    "invalid char in json text": "a character that JSON does not allow here (NaN and Infinity, which Python's "
+                                 "json writes, are not JSON)",
+}
+
+
+def _array_error(path: Path, f, err: BaseException, n: int) -> UserError:
+    """The one-line error for what stopped ijson after ``n`` documents. ijson gives no byte offset
+    (its message quotes the text around the error: left out, as it depends on the read size); for
+    bytes that are not UTF-8 the file is scanned for the first such byte."""
+    if isinstance(err, RecursionError):
+        return UserError(f"{path}: not a valid JSON array of documents: nested too deeply ({_after(n)})")
+    if isinstance(err, UnicodeDecodeError):  # raised where ijson decodes a string
+        kind, maybe_bytes = "a string that is not Unicode text (a lone surrogate \\u escape such as \\udc00?)", True
+    else:
+        text = err.args[0] if err.args else ""
+        if isinstance(text, bytes):  # yajl's message quotes the input, which may not be UTF-8
+            text = text.decode("utf-8", "replace")
+        lines = str(text).strip().splitlines()
+        kind = lines[0] if lines else type(err).__name__
+        if kind.startswith(("parse error: ", "lexical error: ")):
+            kind = kind.split(": ", 1)[1].rstrip(".")
+        # bytes that are not UTF-8: a lexical error (invalid bytes or char), or data after the closing ']'
+        maybe_bytes = bool(lines) and (lines[0].startswith("lexical error: ") or kind == "trailing garbage")
+    if maybe_bytes:
+        bad = _first_non_utf8(f)
+        if bad and bad[1] == _CUT_CHARACTER and kind == "invalid bytes in UTF8 string":
+            kind = "premature EOF"  # a file cut inside a string, in the middle of a character
+        elif bad:
+            return _not_utf8(path, bad, n)
+    return UserError(f"{path}: not a valid JSON array of documents: {_YAJL_MESSAGES.get(kind, kind)} ({_after(n)})")
+
+
+def _after(n: int) -> str:
+    return f"after {n} complete document{'s' if n != 1 else ''}"
+
+
+_CUT_CHARACTER = "a character cut by the end of the file"
+
+
+def _first_non_utf8(f) -> tuple[int, str] | None:
+    """``(byte offset, reason)`` of the first bytes of ``f`` that are not UTF-8 (reason
+    ``_CUT_CHARACTER`` for an incomplete character at the very end), or None when the whole file
+    is UTF-8. Reads ``f`` from the start (done only when reading failed)."""
+    f.seek(0)
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    fed = 0
+    while block := f.read(1 << 20):
+        pending = len(decoder.getstate()[0])
         try:
-            yield from ijson.items(f, "item", use_float=True)
-        except ijson.JSONError as err:
-            raise UserError(f"{path}: not a valid JSON array of documents: {err}") from None
+            decoder.decode(block)
+        except UnicodeDecodeError as err:
+            return fed - pending + err.start, err.reason
+        fed += len(block)
+    pending = len(decoder.getstate()[0])
+    return (fed - pending, _CUT_CHARACTER) if pending else None
+
+
+def _not_utf8(path: Path, bad: tuple[int, str], n: int) -> UserError:
+    at, reason = bad
+    return UserError(f"{path}: not UTF-8 text: {reason} at byte {at} ({_after(n)}); {_UTF8_HINT}")
 
 
 def duplicate_title_problem(raw: Any, index: int, source: str, titles: dict[str, int]) -> Problem | None:

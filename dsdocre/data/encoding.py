@@ -43,9 +43,13 @@ def resolve_encoder_dir(encoder: str | None) -> str:
     """``default`` (or nothing): the packaged MiniLM; otherwise a model directory, which must exist."""
     if encoder in (None, "", "default"):
         return default_encoder_dir()
+    from dsdocre.savedir import recover, require_sound
+
+    recover(Path(encoder))  # a kill between the two renames of an export
     if not (Path(encoder) / "config.json").is_file():
         raise UserError(f"encoder {encoder}: not a model directory (no config.json); pass a BERT-family "
                         "directory saved with save_pretrained, or `default` for the packaged MiniLM")
+    require_sound(encoder, "encoder")  # an exported encoder carries checksums: refuse a damaged one
     return str(encoder)
 
 

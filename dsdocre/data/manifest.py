@@ -2,7 +2,9 @@
 
 ``manifest.json`` is written last (atomically), so a folder with a manifest is a finished job.
 Later stages call :func:`verify` (or :func:`shard_paths`) before reading: a shard that is
-missing, truncated or altered raises :class:`ShardVerificationError` naming the shard.
+missing, truncated or altered raises :class:`ShardVerificationError` naming the shard; a manifest
+that is damaged itself (not JSON, a field missing or of the wrong type, counts that do not add
+up) raises it naming the manifest and the field.
 The formats are described in ``docs/shards.md``; the same manifest layout serves the document
 shards, the fact-join output and the denoiser's scored shards.
 """
@@ -14,14 +16,29 @@ import json
 import os
 from pathlib import Path
 
+from dsdocre.errors import UserError
+
 FORMAT = "dsdocre-shards"
 FORMAT_VERSION = 2  # 2: enc.json holds mention end positions (blanking without re-tokenizing)
 MANIFEST = "manifest.json"
 REJECTED = "rejected.jsonl"
 
 
-class ShardVerificationError(RuntimeError):
-    """A shard (or the manifest) does not match what the manifest promises."""
+class ShardVerificationError(UserError, RuntimeError):
+    """A shard (or the manifest) does not match what the manifest promises.
+
+    A :class:`UserError` (the command prints one line and exits, the fix is to re-run the stage
+    that wrote the folder); still a ``RuntimeError`` for callers that catch it as one."""
+
+
+# Per format: the per-shard count field, and the counts it must add up to (the total, then the
+# fields whose sum the input is). Readers rely on them (the stream's sample count, the
+# denoiser's accounting), so a manifest whose numbers disagree is refused, never half-trusted.
+_COUNTS = {
+    FORMAT: ("docs", "sharded", ("sharded", "rejected")),
+    "dsdocre-scored": ("docs", "scored", ("scored", "rejected")),
+    "dsdocre-pairs": ("pairs", "pairs", None),
+}
 
 
 def sha256_file(path: str | Path, block: int = 1 << 20) -> str:
@@ -57,15 +74,69 @@ def load(directory: str | Path, expected_format: str = FORMAT, expected_version:
         raise ShardVerificationError(f"{path}: no manifest: the job that writes {directory} did not finish "
                                      "(re-run it: finished shards are kept)")
     try:
-        manifest = json.loads(path.read_text())
-    except json.JSONDecodeError as err:
+        manifest = json.loads(path.read_bytes())
+    except RecursionError:
+        raise ShardVerificationError(f"{path}: manifest is not valid JSON (nested too deeply)") from None
+    except ValueError as err:  # JSONDecodeError, UnicodeDecodeError
         raise ShardVerificationError(f"{path}: manifest is not valid JSON: {err}") from None
+    if not isinstance(manifest, dict):
+        raise ShardVerificationError(f"{path}: manifest is not a JSON object")
     if manifest.get("format") != expected_format:
         raise ShardVerificationError(f"{path}: format {manifest.get('format')!r}, expected {expected_format!r}")
     if manifest.get("format_version") != expected_version:
         raise ShardVerificationError(f"{path}: format version {manifest.get('format_version')}, this code "
                                      f"reads version {expected_version}: re-run the command that wrote it")
+    _check_structure(path, manifest)
     return manifest
+
+
+def _is_count(x) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool) and x >= 0
+
+
+def _check_structure(path: Path, manifest: dict) -> None:
+    """The fields readers use are there, of the right type, and the counts add up."""
+    def broken(field: str, what: str) -> ShardVerificationError:
+        return ShardVerificationError(f"{path}: manifest field {field}: {what} (the manifest is damaged: re-run "
+                                      "the command that wrote this folder)")
+
+    per_shard, total, parts = _COUNTS.get(manifest["format"], (None, None, None))
+    for key in ("shards", "fact_index"):
+        entries = manifest.get(key, [])
+        if key == "shards" and key not in manifest:
+            raise broken(key, "missing")
+        if not isinstance(entries, list):
+            raise broken(key, "expected a list of files")
+        for i, e in enumerate(entries):
+            if not isinstance(e, dict):
+                raise broken(f"{key}[{i}]", "expected an object")
+            name = e.get("name")
+            if not (isinstance(name, str) and name and Path(name).name == name and name not in (".", "..")):
+                raise broken(f"{key}[{i}].name", f"expected a file name, got {name!r}"[:200])
+            if not _is_count(e.get("bytes")):
+                raise broken(f"{key}[{i}].bytes", f"expected a size in bytes, got {e.get('bytes')!r}"[:200])
+            sha = e.get("sha256")
+            if not (isinstance(sha, str) and len(sha) == 64):
+                raise broken(f"{key}[{i}].sha256", f"expected 64 hex digits, got {sha!r}"[:200])
+            if key == "shards" and per_shard is not None and not _is_count(e.get(per_shard)):
+                raise broken(f"shards[{i}].{per_shard}", f"expected a count, got {e.get(per_shard)!r}"[:200])
+    if per_shard is None:
+        return
+    counts = manifest.get("counts")
+    if not isinstance(counts, dict):
+        raise broken("counts", "missing" if counts is None else "expected an object")
+    for field in {total, *(parts or ())}:
+        if not _is_count(counts.get(field)):
+            raise broken(f"counts.{field}", f"expected a count, got {counts.get(field)!r}"[:200])
+    in_shards = sum(e[per_shard] for e in manifest["shards"])
+    if counts[total] != in_shards:
+        raise broken(f"counts.{total}", f"says {counts[total]}, the shards list {in_shards}")
+    if parts is not None:
+        if not _is_count(counts.get("input")):
+            raise broken("counts.input", f"expected a count, got {counts.get('input')!r}"[:200])
+        if counts["input"] != sum(counts[p] for p in parts):
+            raise broken("counts.input", f"says {counts['input']}, which is not " + " + ".join(
+                f"{p} {counts[p]}" for p in parts))
 
 
 def check_file(directory: str | Path, entry: dict) -> str | None:

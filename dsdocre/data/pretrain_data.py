@@ -57,15 +57,26 @@ def check_folders(pairs_dir: str | Path, shard_dir: str | Path, scored_dir: str 
     """The folders belong together; returns the scored folder to read kept labels from (the one
     the pairs were joined through, or None when they were joined over every distant label)."""
     pairs = mf.load(pairs_dir, PAIRS_FORMAT)
-    source = pairs["source"]
+    source = pairs.get("source")
+    kept = pairs.get("kept_pairs")
+    for field, value in (("source", source), ("kept_pairs", kept)):
+        if (value is not None or field == "source") and not (
+                isinstance(value, dict) and all(isinstance(value.get(k), str) for k in ("path", "manifest_sha256"))):
+            raise mf.ShardVerificationError(f"{Path(pairs_dir) / mf.MANIFEST}: manifest field {field}: expected "
+                                            "{path, manifest_sha256} (the manifest is damaged: re-run fact-join)")
+    mf.load(shard_dir)  # a clear error when it is not a finished shard folder
     shard_sha = mf.sha256_file(Path(shard_dir) / mf.MANIFEST)
     if source["manifest_sha256"] != shard_sha:
         raise UserError(f"{pairs_dir} was joined from the shards at {source['path']}, not from {shard_dir} "
-                        "(their manifests differ); pass the document shards the fact join read")
+                        "(their manifests differ: another corpus, or its manifest.json was changed since); pass "
+                        "the document shards the fact join read")
     if source.get("tokenizer_fingerprint") != tokenizer.fingerprint():
-        raise UserError(f"{shard_dir}: documents were tokenized with tokenizer {source.get('tokenizer_fingerprint')}, "
-                        f"the model's encoder uses {tokenizer.fingerprint()}: re-shard with the model's encoder")
-    kept = pairs.get("kept_pairs")
+        raise UserError(f"{shard_dir}: documents were tokenized with tokenizer {source.get('tokenizer_fingerprint')} "
+                        f"(as {Path(pairs_dir) / mf.MANIFEST} records), the model's encoder uses "
+                        f"{tokenizer.fingerprint()}: re-shard with the model's encoder")
+    # The documents are read by key from these shards (and kept labels from the scored ones): every
+    # file is checked against its manifest first, so a damaged shard is named, never half-read.
+    mf.verify(shard_dir, expected_fingerprint=tokenizer.fingerprint())
     if kept is None:
         if scored_dir:
             raise UserError(f"{pairs_dir} was joined over every distant label (no --kept); a scored folder "
@@ -77,6 +88,9 @@ def check_folders(pairs_dir: str | Path, shard_dir: str | Path, scored_dir: str 
                         "pass the scored folder with data.scored")
     if mf.sha256_file(scored / mf.MANIFEST) != kept["manifest_sha256"]:
         raise UserError(f"{scored}: not the scored folder {pairs_dir} was joined through (manifests differ)")
+    from dsdocre.data.scored import FORMAT as SCORED, FORMAT_VERSION as SCORED_VERSION
+
+    mf.verify(scored, expected_format=SCORED, expected_version=SCORED_VERSION)
     return scored
 
 

@@ -34,21 +34,32 @@ from dsdocre.errors import UserError
 
 
 class TarIndex:
-    """Member offsets of one tar file: ``key -> {suffix: (offset, size)}``, then reads by seek."""
+    """Member offsets of one tar file: ``key -> {suffix: (offset, size)}``, then reads by seek.
+
+    A file that is not a readable tar, or a member that reaches past its end, raises
+    :class:`~dsdocre.data.manifest.ShardVerificationError` naming the file (readers that skip
+    checksum verification still get a clear error, never a half-read sample)."""
 
     def __init__(self, path: str | Path):
         self.path = str(path)
         self.members: dict[str, dict[str, tuple[int, int]]] = {}
         self.keys: list[str] = []
-        with tarfile.open(self.path) as tf:
-            for info in tf:
-                if not info.isfile():
-                    continue
-                key, _, suffix = info.name.partition(".")  # WebDataset: the key ends at the first dot
-                if key not in self.members:
-                    self.members[key] = {}
-                    self.keys.append(key)
-                self.members[key][suffix] = (info.offset_data, info.size)
+        try:
+            size = Path(self.path).stat().st_size
+            with tarfile.open(self.path) as tf:
+                for info in tf:
+                    if not info.isfile():
+                        continue
+                    if info.offset_data + info.size > size:
+                        raise tarfile.ReadError(f"member {info.name} ends past the end of the file")
+                    key, _, suffix = info.name.partition(".")  # WebDataset: the key ends at the first dot
+                    if key not in self.members:
+                        self.members[key] = {}
+                        self.keys.append(key)
+                    self.members[key][suffix] = (info.offset_data, info.size)
+        except (tarfile.TarError, EOFError, UnicodeDecodeError) as err:
+            raise mf.ShardVerificationError(f"{self.path}: not a readable tar file ({err}): the shard is damaged; "
+                                            "re-run the command that wrote it") from None
         self._file = None
 
     def read(self, key: str) -> dict[str, bytes]:
@@ -58,6 +69,9 @@ class TarIndex:
         for suffix, (offset, size) in self.members[key].items():
             self._file.seek(offset)
             sample[suffix] = self._file.read(size)
+            if len(sample[suffix]) != size:
+                raise mf.ShardVerificationError(f"{self.path}: sample {key}.{suffix} is cut short (the file changed "
+                                                "after it was indexed); re-run the command that wrote it")
         return sample
 
     def close(self) -> None:
@@ -86,7 +100,13 @@ class SampleStream:
         self.dir = Path(shard_dir)
         manifest = (mf.verify if verify else mf.load)(self.dir, expected_format)
         # document shards count "docs", fact-join pair shards "pairs"
-        self.shards = [(s["name"], int(s["docs"] if "docs" in s else s["pairs"])) for s in manifest["shards"]]
+        self.shards = []
+        for i, s in enumerate(manifest["shards"]):
+            count = s.get("docs", s.get("pairs"))
+            if not (isinstance(count, int) and not isinstance(count, bool) and count >= 0):
+                raise mf.ShardVerificationError(f"{self.dir / mf.MANIFEST}: manifest field shards[{i}]: no sample "
+                                                f"count (docs or pairs), got {count!r}"[:300])
+            self.shards.append((s["name"], count))
         self.total = sum(n for _, n in self.shards)
         if global_batch < world:
             raise UserError(f"a global batch of {global_batch} samples cannot give each of {world} processes one")
@@ -132,9 +152,14 @@ class SampleStream:
 
     # ---- reading ------------------------------------------------------------------------------
     def _index(self, shard: int) -> TarIndex:
-        name = self.shards[shard][0]
+        name, count = self.shards[shard]
         if name not in self._indexes:
-            self._indexes[name] = TarIndex(self.dir / name)
+            index = TarIndex(self.dir / name)
+            if len(index.keys) != count:  # the order would skip samples, or index past the last one
+                index.close()
+                raise mf.ShardVerificationError(f"{self.dir / name}: holds {len(index.keys)} samples, the manifest "
+                                                f"says {count}; re-run the command that wrote {self.dir}")
+            self._indexes[name] = index
         return self._indexes[name]
 
     def read(self, shard: int, i: int) -> dict[str, bytes]:

@@ -17,7 +17,6 @@ A saved model is a directory in the ``save_pretrained`` style::
 from __future__ import annotations
 
 import json
-import shutil
 from typing import Literal, Optional
 from pathlib import Path
 
@@ -108,30 +107,24 @@ class RelationClassifier(nn.Module):
         into ``dsdocre_model.json`` beside what a loader needs."""
         from safetensors.torch import save_file
 
-        out_dir = Path(out_dir)
-        tmp = out_dir.with_name(out_dir.name + ".tmp")
-        if tmp.exists():
-            shutil.rmtree(tmp)
-        tmp.mkdir(parents=True)
-        self.encoder.model.save_pretrained(tmp / "encoder")
-        self.tokenizer.tokenizer.save_pretrained(tmp / "encoder")
-        heads = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()
-                 if not k.startswith("encoder.")}
-        save_file(heads, str(tmp / "heads.safetensors"))
+        from dsdocre.savedir import write_atomically
+
         cls_id, sep_id, pad_id = self.special_ids
         meta = {"task": self.TASK, "model": self.config.model_dump(), "relations": list(relation_ids()),
                 "special_token_ids": {"cls": cls_id, "sep": sep_id, "pad": pad_id},
                 "max_input_tokens": self.encoder.max_len, "vocab_size": self.encoder.model.config.vocab_size,
                 "tokenizer_fingerprint": self.tokenizer.fingerprint(), **metadata}
-        (tmp / "dsdocre_model.json").write_text(json.dumps(meta, indent=2))
-        # The directory appears complete or not at all: swap it in with renames.
-        if out_dir.exists():
-            old = out_dir.with_name(out_dir.name + ".old")
-            out_dir.replace(old)
-            tmp.replace(out_dir)
-            shutil.rmtree(old)
-        else:
-            tmp.replace(out_dir)
+
+        def write(tmp: Path) -> None:
+            self.encoder.model.save_pretrained(tmp / "encoder")
+            self.tokenizer.tokenizer.save_pretrained(tmp / "encoder")
+            heads = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()
+                     if not k.startswith("encoder.")}
+            save_file(heads, str(tmp / "heads.safetensors"))
+            (tmp / "dsdocre_model.json").write_text(json.dumps(meta, indent=2))
+
+        # Complete or not at all (swapped in with renames), with checksums the loader verifies.
+        write_atomically(write, Path(out_dir))
 
     @classmethod
     def from_pretrained(cls, model_dir: str | Path) -> tuple["RelationClassifier", dict]:
@@ -139,7 +132,10 @@ class RelationClassifier(nn.Module):
         carries its tokenizer (``model.tokenizer``) and special token ids."""
         from safetensors.torch import load_file
 
+        from dsdocre.savedir import require_sound
+
         model_dir = Path(model_dir)
+        require_sound(model_dir)
         meta_path = model_dir / "dsdocre_model.json"
         if not meta_path.is_file():
             raise UserError(f"{model_dir} is not a dsdocre model directory (no dsdocre_model.json); "

@@ -1,17 +1,27 @@
 """Checkpoints of a training run: DeepSpeed's own ``save_checkpoint`` / ``load_checkpoint`` (model,
 optimizer and scheduler state, each rank's ZeRO partition) with the loop's client state (step,
-data position, RNG), and the encoder exported beside them in the ``save_pretrained`` layout.
+data position, RNG), verified by checksums, and the encoder exported beside them in the
+``save_pretrained`` layout.
 
 Layout under the run's output folder::
 
     checkpoints/
-      latest              the tag of the newest complete checkpoint (DeepSpeed writes it last)
-      step00000040/       one DeepSpeed checkpoint (every rank's files) + client state
+      latest              the tag of the newest verified checkpoint (written last, atomically)
+      run.json            the run's config fingerprint (a resume of another run is refused)
+      step00000040/       one DeepSpeed checkpoint (every rank's files), rng-rank{r}.pt per rank,
+                          and dsdocre_checksums.json: size and sha256 of every file, the world size
+      step00000040_universal/  DeepSpeed's universal form of it, made when a run resumes on
+                          another number of processes (ds_to_universal), with its own checksums
     encoder/              the newest checkpoint's encoder: AutoModel.from_pretrained(encoder/) loads it,
                           and `dsdocre finetune --set model.encoder=encoder/` starts from it
 
-A crash while saving leaves ``latest`` naming the previous checkpoint, so a resume never reads a
-half-written one; the exported encoder is swapped in with renames (complete or absent).
+The guarantees (docs/reliability.md): a kill at any point of a save leaves ``latest`` naming the
+previous checkpoint, whose checksums still hold; the torn folder has no checksum file and is
+removed by the next save. A resume verifies the checkpoint it reads; one that fails (a file
+missing, truncated or altered) is refused with the reason, and the newest older one that passes
+is used. The exported encoder is written beside its old copy and swapped in with renames, with
+its own checksum file (complete or absent; :func:`verify_export`). Checkpoints live on a file
+system every rank sees (rank 0 writes the checksums of all ranks' files and verifies them).
 """
 
 from __future__ import annotations
@@ -19,17 +29,21 @@ from __future__ import annotations
 import json
 import random
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
 from dsdocre.data.manifest import write_json_atomic
-from dsdocre.train import distributed
-from dsdocre.train.engine import full_state_dict
+from dsdocre.errors import UserError
+from dsdocre.savedir import CHECKSUMS, verify_folder, write_checksums
+from dsdocre.train import distributed, faults
+from dsdocre.train.engine import full_state_dict, log
 
 CHECKPOINTS = "checkpoints"
 ENCODER = "encoder"
+UNIVERSAL = "_universal"
 
 
 def tag_of(step: int) -> str:
@@ -50,13 +64,11 @@ def set_rng_state(state: dict) -> None:
     torch.set_rng_state(state["torch"])
 
 
-def latest_path(run_dir: str | Path) -> Path:
-    ckpt_dir = Path(run_dir) / CHECKPOINTS
-    return ckpt_dir / (ckpt_dir / "latest").read_text().strip()
-
-
 def has_checkpoint(run_dir: str | Path) -> bool:
-    return (Path(run_dir) / CHECKPOINTS / "latest").is_file()
+    """Whether the run has a checkpoint to resume from (``latest``, or a verified-looking folder
+    when ``latest`` itself was lost)."""
+    ckpt_dir = Path(run_dir) / CHECKPOINTS
+    return (ckpt_dir / "latest").is_file() or any(ckpt_dir.glob(f"step*/{CHECKSUMS}"))
 
 
 def saved_fingerprint(run_dir: str | Path) -> str | None:
@@ -64,30 +76,202 @@ def saved_fingerprint(run_dir: str | Path) -> str | None:
     return json.loads(path.read_text()).get("fingerprint") if path.is_file() else None
 
 
+# ---- checksums ----------------------------------------------------------------------------------
+def checkpoint_meta(folder: Path) -> dict:
+    return json.loads((folder / CHECKSUMS).read_text())
+
+
+def _missing_rank_files(folder: Path, world: int) -> list[str]:
+    """The files DeepSpeed and this module write per rank, absent from ``folder``."""
+    wanted = [f"rng-rank{r}.pt" for r in range(world)]
+    if any(folder.glob("zero_pp_rank_*_optim_states.pt")):
+        wanted += [f"zero_pp_rank_{r}_mp_rank_00_optim_states.pt" for r in range(world)]
+    missing = [name for name in wanted if not (folder / name).is_file()]
+    if not any(folder.glob("*model_states.pt")):
+        missing.append("*model_states.pt")
+    return missing
+
+
+# ---- save ---------------------------------------------------------------------------------------
 def save(engine, run_dir: str | Path, step: int, client_state: dict, keep: int = 2,
          export: Callable[[dict, Path], None] | None = None, fingerprint: str | None = None) -> Path:
-    """Save a checkpoint on every rank (a collective), then (rank 0) export with ``export(full
-    state dict, folder)`` and drop all but the newest ``keep`` checkpoints."""
+    """Save a checkpoint on every rank (a collective): DeepSpeed's files and each rank's RNG, then
+    (rank 0) the checksums and, once they are written, ``latest``; then the older checkpoints
+    beyond ``keep`` are dropped and (with ``export``) the encoder is exported."""
     import torch
+    from deepspeed.checkpoint.constants import (UNIVERSAL_CHECKPOINT_INFO, UNIVERSAL_CHECKPOINT_VERSION_KEY,
+                                                UNIVERSAL_CHECKPOINT_VERSION_VALUE)
 
     ckpt_dir = Path(run_dir) / CHECKPOINTS
     tag = tag_of(step)
-    # Each rank's RNG (DeepSpeed keeps rank 0's client state only), written before DeepSpeed's own
-    # files and its `latest` pointer, which moves last.
-    (ckpt_dir / tag).mkdir(parents=True, exist_ok=True)
-    torch.save(rng_state(), ckpt_dir / tag / f"rng-rank{distributed.rank()}.pt")
-    if fingerprint is not None and distributed.is_main_process():
-        write_json_atomic(ckpt_dir / "run.json", {"fingerprint": fingerprint})
-    engine.save_checkpoint(str(ckpt_dir), tag=tag, client_state=client_state, save_latest=True)
-    if distributed.is_main_process():
-        tags = sorted(p.name for p in ckpt_dir.glob("step*") if p.is_dir())
-        for old in tags[:-keep] if keep > 0 else []:
-            shutil.rmtree(ckpt_dir / old, ignore_errors=True)
+    folder = ckpt_dir / tag
+    main, world = distributed.is_main_process(), distributed.world_size()
+    if main:
+        if folder.exists():  # a torn save of this very step by a killed run
+            shutil.rmtree(folder)
+        shutil.rmtree(folder.with_name(tag + UNIVERSAL), ignore_errors=True)
+        folder.mkdir(parents=True)
+        if fingerprint is not None:
+            write_json_atomic(ckpt_dir / "run.json", {"fingerprint": fingerprint})
+    distributed.barrier()
+    # Each rank's RNG (DeepSpeed keeps rank 0's client state only).
+    torch.save(rng_state(), folder / f"rng-rank{distributed.rank()}.pt")
+    # The state DeepSpeed's ds_to_universal needs to reshape the checkpoint for another world size.
+    state = {**client_state, "world_size": world,
+             UNIVERSAL_CHECKPOINT_INFO: {UNIVERSAL_CHECKPOINT_VERSION_KEY: UNIVERSAL_CHECKPOINT_VERSION_VALUE}}
+    engine.save_checkpoint(str(ckpt_dir), tag=tag, client_state=state, save_latest=False)
+    distributed.barrier()
+    faults.kill_if_armed("kill-after-checkpoint-files", step)
+    failed = None
+    if main:
+        missing = _missing_rank_files(folder, world)
+        if missing:
+            failed = f"checkpoint {folder} is incomplete after saving: {', '.join(missing)} missing"
+        else:
+            write_checksums(folder, step=step, world_size=world, zero_stage=int(engine.zero_optimization_stage()))
+            write_atomically(ckpt_dir / "latest", tag)
+            _prune(ckpt_dir, keep)
+    if distributed.agree(distributed.FAILED if failed else distributed.CONTINUE) == distributed.FAILED:
+        raise RuntimeError(failed or "rank 0 could not complete the checkpoint; see its log")
     if export:
         export_only(engine, run_dir, export)
+    return folder
+
+
+def write_atomically(path: Path, text: str) -> None:
+    from dsdocre.data.manifest import tmp_path
+
+    tmp = tmp_path(path)
+    tmp.write_text(text)
+    tmp.replace(path)
+
+
+def _prune(ckpt_dir: Path, keep: int) -> None:
+    """Drop complete checkpoints beyond the newest ``keep``, and torn ones (no checksums) older
+    than the newest complete one."""
+    folders = sorted(p for p in ckpt_dir.glob("step*") if p.is_dir() and not p.name.endswith(UNIVERSAL))
+    complete = [p for p in folders if (p / CHECKSUMS).is_file()]
+    doomed = complete[:-keep] if keep > 0 else []
+    doomed += [p for p in folders if p not in complete and complete and p.name < complete[-1].name]
+    for folder in doomed:
+        shutil.rmtree(folder, ignore_errors=True)
+        shutil.rmtree(folder.with_name(folder.name + UNIVERSAL), ignore_errors=True)
+
+
+# ---- resume -------------------------------------------------------------------------------------
+@dataclass
+class ResumePlan:
+    """The verified checkpoint a run resumes from, chosen before its engine exists (a checkpoint
+    of another world size is read through DeepSpeed's universal form, which the engine must be
+    configured for)."""
+
+    folder: Path  # the checkpoint (its RNG files, its checksums)
+    step: int
+    saved_world: int
+    universal: bool  # saved by another number of processes: load step*_universal
+
+    def deepspeed_config(self, ds_config: dict) -> dict:
+        if not self.universal:
+            return ds_config
+        return {**ds_config, "checkpoint": {**ds_config.get("checkpoint", {}), "load_universal": True}}
+
+    @property
+    def load_tag(self) -> str:
+        return self.folder.name + (UNIVERSAL if self.universal else "")
+
+
+def plan_resume(run_dir: str | Path) -> ResumePlan | None:
+    """Every rank calls it (a collective). Rank 0 verifies the checkpoint ``latest`` names; one that
+    fails is refused with its reasons and the newest older one that passes is chosen (a UserError
+    when none does). A checkpoint written by another number of processes is converted once to
+    DeepSpeed's universal form (``ds_to_universal``). None when there is nothing to resume."""
+    ckpt_dir = Path(run_dir) / CHECKPOINTS
+    if not has_checkpoint(run_dir):
+        return None
+    distributed.init_process_group()
+    world = distributed.world_size()
+    step = -1
+    if distributed.is_main_process():
+        try:
+            step = _choose_verified(ckpt_dir)
+            meta = checkpoint_meta(ckpt_dir / tag_of(step))
+            if meta["world_size"] != world:
+                _make_universal(ckpt_dir / tag_of(step))
+        except BaseException as e:  # release the other ranks, then fail here
+            distributed.agree(-2)
+            raise e
+    step = distributed.agree(step if distributed.is_main_process() else -(10 ** 9))
+    if step == -2:
+        raise RuntimeError(f"rank 0 refused the checkpoints under {ckpt_dir}; see its log")
+    folder = ckpt_dir / tag_of(step)
+    saved_world = checkpoint_meta(folder)["world_size"]
+    return ResumePlan(folder, step, saved_world, universal=saved_world != world)
+
+
+def _choose_verified(ckpt_dir: Path) -> int:
+    latest = (ckpt_dir / "latest").read_text().strip() if (ckpt_dir / "latest").is_file() else None
+    folders = sorted((p for p in ckpt_dir.glob("step*") if p.is_dir() and not p.name.endswith(UNIVERSAL)),
+                     reverse=True)
+    # `latest` first; newer folders than it are torn saves (latest moves only after the checksums)
+    order = [p for p in folders if p.name == latest] + [p for p in folders if latest is None or p.name < latest]
+    refused = []
+    for folder in order:
+        problems = verify_folder(folder)
+        if not problems:
+            if refused:
+                log(f"resuming from the older checkpoint {folder}")
+            return int(folder.name[len("step"):])
+        refused.append(f"{folder.name}: {'; '.join(problems[:3])}")
+        if folder.name == latest or (folder / CHECKSUMS).is_file():
+            log(f"WARNING: checkpoint {folder} refused: {'; '.join(problems[:3])}")
+    raise UserError(f"no checkpoint under {ckpt_dir} passes verification ({' | '.join(refused) or 'none found'}); "
+                    "restore the files, or start over with --set training.resume=false")
+
+
+def _make_universal(folder: Path) -> None:
+    """DeepSpeed's universal checkpoint of ``folder`` beside it (kept until the folder is pruned)."""
+    target = folder.with_name(folder.name + UNIVERSAL)
+    if target.is_dir() and not verify_folder(target):
+        return
+    import contextlib
+    import io
+
+    from deepspeed.checkpoint import ds_to_universal
+
+    tmp = target.with_name(target.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.rmtree(target, ignore_errors=True)
+    log(f"{folder} was written by {checkpoint_meta(folder)['world_size']} processes: converting it to "
+        f"DeepSpeed's universal checkpoint for {distributed.world_size()}")
+    import argparse
+
+    args = argparse.Namespace(input_folder=str(folder), output_folder=str(tmp), num_extract_workers=1,
+                              num_merge_workers=1, keep_temp_folder=False, strict=True, inject_missing_state=False)
+    with contextlib.redirect_stdout(io.StringIO()):  # it prints every step of its work
+        ds_to_universal.main(args)
+    write_checksums(tmp, source=folder.name)
+    tmp.replace(target)
+
+
+def resume_from(engine, plan: ResumePlan, seed: int = 0) -> dict:
+    """Restore ``plan``'s checkpoint into ``engine`` (model, optimizer, scheduler) and this rank's
+    RNG; returns the loop's client state. A rank the checkpoint has no RNG file for (it was
+    written by fewer processes) is seeded from (seed, rank, step)."""
+    import torch
+
+    path, client_state = engine.load_checkpoint(str(plan.folder.parent), tag=plan.load_tag)
+    if path is None:
+        raise RuntimeError(f"DeepSpeed could not load the checkpoint {plan.folder.parent / plan.load_tag}")
+    rng = plan.folder / f"rng-rank{distributed.rank()}.pt"
+    if rng.exists():
+        set_rng_state(torch.load(rng, weights_only=False))
     else:
-        distributed.barrier()
-    return ckpt_dir / tag
+        from dsdocre.train.engine import seed_everything
+
+        seed_everything(seed + 1_000_003 * (distributed.rank() + 1) + plan.step)
+        print(f"rank {distributed.rank()} has no RNG state in {plan.folder} (written by {plan.saved_world} "
+              "processes): seeded from (seed, rank, step)", flush=True)
+    return client_state
 
 
 def export_only(engine, run_dir: str | Path, export: Callable[[dict, Path], None]) -> None:
@@ -116,40 +300,11 @@ def keep_records_up_to(path: str | Path, step: int) -> None:
         write_records(path, [r for r in map(json.loads, path.read_text().splitlines()) if r["step"] <= step])
 
 
-def load_latest(engine, run_dir: str | Path) -> dict | None:
-    """Restore the newest complete checkpoint into ``engine``; its client state, or None when the
-    run has none (a fresh start)."""
-    ckpt_dir = Path(run_dir) / CHECKPOINTS
-    if not (ckpt_dir / "latest").is_file():
-        return None
-    import torch
-
-    path, client_state = engine.load_checkpoint(str(ckpt_dir))
-    if path is None:
-        raise RuntimeError(f"{ckpt_dir}: 'latest' names {(ckpt_dir / 'latest').read_text().strip()}, "
-                           "which DeepSpeed could not load")
-    rng = ckpt_dir / (ckpt_dir / "latest").read_text().strip() / f"rng-rank{distributed.rank()}.pt"
-    if rng.exists():  # absent when resuming on more processes than wrote the checkpoint
-        set_rng_state(torch.load(rng, weights_only=False))
-    return client_state
-
-
 def export_atomically(write: Callable[[Path], None], folder: Path) -> None:
-    """``write(tmp)`` into a fresh temporary folder, then swap it in: complete or absent."""
-    tmp = folder.with_name(folder.name + ".tmp")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir(parents=True)
-    write(tmp)
-    if folder.exists():
-        old = folder.with_name(folder.name + ".old")
-        if old.exists():
-            shutil.rmtree(old)
-        folder.replace(old)
-        tmp.replace(folder)
-        shutil.rmtree(old)
-    else:
-        tmp.replace(folder)
+    """``write(tmp)`` into a fresh temporary folder, checksummed, then swapped in: complete or absent."""
+    from dsdocre.savedir import write_atomically as swap_in
+
+    swap_in(write, folder)
 
 
 def export_encoder(encoder_model, tokenizer, state: dict, folder: Path, prefix: str, **metadata) -> None:

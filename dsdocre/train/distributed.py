@@ -68,3 +68,28 @@ def barrier() -> None:
         import torch.distributed as dist
 
         dist.barrier()
+
+
+def agree_flags(flags: list[int]) -> list[int]:
+    """Each flag's largest value over all ranks (one all-reduce for several decisions)."""
+    if world_size() == 1:
+        return list(flags)
+    import torch
+    import torch.distributed as dist
+
+    device = "cuda" if dist.get_backend() == "nccl" else "cpu"
+    t = torch.tensor(flags, dtype=torch.int64, device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return [int(x) for x in t.tolist()]
+
+
+def init_process_group() -> None:
+    """Join the process group now (DeepSpeed's own set-up, which ``deepspeed.initialize`` would do
+    later), for collectives that come before the engine exists."""
+    if world_size() == 1:
+        return
+    import deepspeed
+    import torch.distributed as dist
+
+    if not dist.is_initialized():
+        deepspeed.init_distributed()

@@ -40,8 +40,12 @@ class TrainingConfig(Section):
     # short fine-tuning and rank-model runs: one checkpoint of a MiniLM-sized model with AdamW is ~0.9 GB.
     checkpoints: bool = False
     checkpoint_every: int = 0  # optimizer steps between checkpoints; 0 = after each epoch only
+    checkpoint_every_minutes: float = 0  # also checkpoint when this much time passed since the last; 0 = off
     keep_checkpoints: int = 2  # newest checkpoints kept on disk
     resume: bool = True  # continue from output_dir/checkpoints when it holds a checkpoint
+    # a step whose loss or gradient is not finite is skipped (counted, logged); this many in a row
+    # stop the run with a checkpoint (its weights are those before the fault); 0 = never stop
+    max_skipped_steps: int = 5
 
 
 def apply_precision(ds_config: dict, precision: str) -> dict:
@@ -56,7 +60,8 @@ def apply_precision(ds_config: dict, precision: str) -> dict:
         else:
             precision = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
     config = dict(ds_config)
-    config["bf16"] = {**config.get("bf16", {}), "enabled": precision == "bf16"}
+    # bf16 has no loss scaler; DeepSpeed then skips a non-finite step only when told to check
+    config["bf16"] = {"check_grad_overflow": True, **config.get("bf16", {}), "enabled": precision == "bf16"}
     config["fp16"] = {**config.get("fp16", {}), "enabled": precision == "fp16"}
     return config
 
@@ -112,13 +117,16 @@ class EngineRun:
     world: int
 
 
-def setup_engine(model, training: TrainingConfig, lengths: list[int], stage: str) -> EngineRun:
+def setup_engine(model, training: TrainingConfig, lengths: list[int], stage: str, plan=None) -> EngineRun:
     """From the stage's DeepSpeed JSON: the engine (parameter groups, warm-up/decay schedule sized
-    to the steps the loop will run) and the deterministic per-rank batches of ``lengths``' documents."""
+    to the steps the loop will run) and the deterministic per-rank batches of ``lengths``' documents.
+    ``plan`` (:func:`resume_plan`) configures the engine for the checkpoint it will resume from."""
     from dsdocre.config import load_deepspeed_config
     from dsdocre.data.examples import epoch_batches
 
     ds_config = apply_precision(load_deepspeed_config(training.deepspeed), training.precision)
+    if plan is not None:
+        ds_config = plan.deepspeed_config(ds_config)
     micro_batch, accumulation = batch_layout(ds_config)
     world, rank = distributed.world_size(), distributed.rank()
 
@@ -221,29 +229,42 @@ def log(message: str) -> None:
 
 # What may change between a run and its resumption: how long it runs and how it checkpoints.
 RESUMABLE_CHANGES = ("epochs", "max_steps", "max_train_minutes", "resume", "checkpoints", "checkpoint_every",
-                     "keep_checkpoints")
+                     "checkpoint_every_minutes", "keep_checkpoints", "max_skipped_steps")
+
+
+# DeepSpeed JSON keys a resumed run may change: the batch layout (with the global batch kept,
+# :func:`check_global_batch`) and logging.
+ELASTIC_KEYS = ("train_micro_batch_size_per_gpu", "gradient_accumulation_steps", "train_batch_size",
+                "steps_per_print", "tensorboard", "wall_clock_breakdown")
 
 
 def run_fingerprint(config) -> str:
-    """A run's identity for resumption: its stage config, less what a resumed run may change
-    (:data:`RESUMABLE_CHANGES`, ``output_dir``)."""
+    """A run's identity for resumption: its stage config and DeepSpeed JSON, less what a resumed
+    run may change (:data:`RESUMABLE_CHANGES`, :data:`ELASTIC_KEYS`, ``output_dir``)."""
     import hashlib
     import json
 
     from dsdocre.config import to_plain
 
+    from dsdocre.config import load_deepspeed_config
+
     plain = to_plain(config)
     plain.pop("output_dir", None)
+    training = plain.get("training", {})
     for key in RESUMABLE_CHANGES:
-        plain.get("training", {}).pop(key, None)
+        training.pop(key, None)
+    if "deepspeed" in training:  # the JSON's content, less how the global batch is cut over processes
+        ds_config = load_deepspeed_config(training.pop("deepspeed"))
+        training["deepspeed_json"] = {k: v for k, v in ds_config.items() if k not in ELASTIC_KEYS}
     return hashlib.sha256(json.dumps(plain, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def resume_point(engine, training: TrainingConfig, run_dir: str | Path, fingerprint: str) -> dict | None:
-    """The loop state of the newest checkpoint under ``run_dir`` restored into ``engine`` (model,
-    optimizer, scheduler, every rank's RNG), or None for a fresh start (no checkpoint, or
-    ``training.resume`` off). A checkpoint of another run (another ``fingerprint``) is refused
-    rather than continued. Every rank calls it."""
+def resume_plan(training: TrainingConfig, run_dir: str | Path, fingerprint: str):
+    """The verified checkpoint under ``run_dir`` to resume from (:class:`checkpoint.ResumePlan`), or
+    None for a fresh start (no checkpoint, or ``training.resume`` off). Call before building the
+    engine (a checkpoint of another world size needs the engine configured for DeepSpeed's universal
+    form: pass the plan to :func:`setup_engine`, or apply ``plan.deepspeed_config``). A checkpoint
+    of another run (another ``fingerprint``) is refused rather than continued. Every rank calls it."""
     from dsdocre.errors import UserError
     from dsdocre.train import checkpoint
 
@@ -253,9 +274,141 @@ def resume_point(engine, training: TrainingConfig, run_dir: str | Path, fingerpr
     if saved != fingerprint:
         raise UserError(f"{run_dir} holds a checkpoint of another run (config fingerprint {saved}, this run's "
                         f"{fingerprint}): use another output_dir, or --set training.resume=false to start over")
-    state = checkpoint.load_latest(engine, run_dir)
-    log(f"resuming from {checkpoint.latest_path(run_dir)}")
+    return checkpoint.plan_resume(run_dir)
+
+
+def resume_point(engine, training: TrainingConfig, plan) -> dict | None:
+    """The loop state of ``plan``'s checkpoint restored into ``engine`` (model, optimizer, scheduler,
+    every rank's RNG), or None when there is no plan (a fresh start). Every rank calls it."""
+    from dsdocre.train import checkpoint
+
+    if plan is None:
+        return None
+    state = checkpoint.resume_from(engine, plan, training.seed)
+    log(f"resuming from {plan.folder}" + (f" (written by {plan.saved_world} processes, read through DeepSpeed's "
+                                          "universal checkpoint)" if plan.universal else ""))
     return state
+
+
+def check_global_batch(resumed: dict, global_batch: int) -> None:
+    """A run resumed on another number of processes keeps its global batch (micro-batch x processes x
+    accumulation): the data position is counted in global batches."""
+    from dsdocre.errors import UserError
+
+    saved = resumed.get("global_batch")
+    if saved is not None and saved != global_batch:
+        raise UserError(f"the checkpoint was written with a global batch of {saved} samples, this run's is "
+                        f"{global_batch}: set gradient_accumulation_steps (or the micro-batch) in the DeepSpeed "
+                        "JSON so that micro-batch x processes x accumulation stays the same")
+
+
+class StepControl:
+    """What every rank decides together after each optimizer step, in one all-reduce: stop (time
+    budget or ``max_steps`` reached, SIGTERM received by any rank, too many non-finite steps in a
+    row) and checkpoint (every ``checkpoint_every`` steps, every ``checkpoint_every_minutes``, or
+    before stopping on SIGTERM or a numerical fault).
+
+    SIGTERM (what a preempting scheduler sends; the deepspeed launcher forwards it to each rank in
+    turn) only sets a flag here: the ranks finish the step in flight, agree, save and stop, so the
+    job exits within one step and one checkpoint, and a rank that has not yet received the signal
+    stops with the others. A step DeepSpeed did not apply (its gradient norm was not finite: ZeRO
+    checks it, and :func:`optimizer_step` does under stage 0) is counted and logged.
+    """
+
+    def __init__(self, training: TrainingConfig):
+        import signal
+        import threading
+
+        self.training = training
+        self.terminated = False
+        self.skipped_in_a_row = self.skipped_total = 0
+        self.last_save = time.monotonic()
+        self._previous = None
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGTERM, self._on_sigterm)
+
+    def _on_sigterm(self, signum, frame) -> None:
+        self.terminated = True
+
+    def close(self) -> None:
+        import signal
+
+        if self._previous is not None:
+            signal.signal(signal.SIGTERM, self._previous)
+            self._previous = None
+
+    def saved(self) -> None:
+        self.last_save = time.monotonic()
+
+    def decide(self, step: int, finished: bool, applied: bool = True) -> tuple[bool, bool, str]:
+        """``(stop, save, reason)`` after optimizer step ``step``: ``finished`` is this rank's own
+        view (budget or step limit), ``applied`` whether the step changed the weights."""
+        every_s = self.training.checkpoint_every_minutes * 60
+        time_due = bool(every_s) and time.monotonic() - self.last_save >= every_s
+        finished, terminated, time_due, skipped = (bool(x) for x in distributed.agree_flags(
+            [int(finished), int(self.terminated), int(time_due), int(not applied)]))
+        reason = ""
+        if skipped:
+            self.skipped_in_a_row += 1
+            self.skipped_total += 1
+            log(f"step {step}: loss or gradient not finite, step skipped ({self.skipped_in_a_row} in a row, "
+                f"{self.skipped_total} in all)")
+        else:
+            self.skipped_in_a_row = 0
+        numerical = bool(self.training.max_skipped_steps) and self.skipped_in_a_row >= self.training.max_skipped_steps
+        if terminated:
+            reason = "sigterm"
+        elif numerical:
+            reason = "nonfinite"
+        elif finished:
+            reason = "finished"
+        every = self.training.checkpoint_every
+        save = terminated or numerical or time_due or bool(every and step % every == 0)
+        return bool(reason), save, reason
+
+    def interrupted(self, step: int, reason: str, checkpointed: bool):
+        """The exception that ends a run stopped on SIGTERM or by numerical faults."""
+        from dsdocre.errors import Interrupted
+
+        where = "a checkpoint was saved: run the same command again to resume" if checkpointed else \
+            "checkpoints are off (training.checkpoints=false): nothing to resume from"
+        if reason == "sigterm":
+            return Interrupted(f"stopped on SIGTERM after step {step}; {where}", 143)
+        return Interrupted(f"stopped after {self.skipped_in_a_row} steps in a row with a non-finite loss or "
+                           f"gradient (step {step}; {self.skipped_total} skipped in all); the weights are those "
+                           f"before the fault and {where}. Lower the learning rate or check the data of these "
+                           "steps", 3)
+
+
+def optimizer_step(engine, boundary: bool) -> bool:
+    """``engine.step()``; returns whether an optimizer step changed the weights (True between
+    accumulation boundaries). ZeRO skips a step whose gradient norm is not finite by itself (and
+    says so through ``was_step_applied``); without ZeRO (stage 0) the gradients are checked here and
+    such a step runs with the optimizer and schedule held still (the gradients are already averaged
+    over ranks, so every rank decides the same)."""
+    import torch
+
+    if not boundary:
+        engine.step()
+        return True
+    if zero_stage(engine) == 0:
+        grads = [p.grad for p in engine.module.parameters() if p.grad is not None]
+        if grads and not all(bool(torch.isfinite(g).all()) for g in grads):
+            for p in engine.module.parameters():
+                p.grad = None
+            optimizer, scheduler = engine.optimizer, engine.lr_scheduler
+            optimizer.step = lambda *a, **k: None  # instance attributes shadow the methods for this call
+            if scheduler is not None:
+                scheduler.step = lambda *a, **k: None
+            try:
+                engine.step()
+            finally:
+                del optimizer.step
+                if scheduler is not None:
+                    del scheduler.step
+            return False
+    engine.step()
+    return bool(engine.was_step_applied())
 
 
 def train_epochs(engine, training: TrainingConfig, *, batches_of: Callable[[int], list[list[int]]],
@@ -278,84 +431,115 @@ def train_epochs(engine, training: TrainingConfig, *, batches_of: Callable[[int]
     done in it, totals, records, and ``stage_state``: the stage's own JSON-able state, e.g. the best
     score so far, updated in place). ``resumed`` (from :func:`resume_point`) continues a run exactly
     where its checkpoint left it: the epoch's batches are a pure function of (seed, epoch), so the
-    micro-batches already done are skipped, and the RNGs are those of that moment.
+    micro-batches already done are skipped, and the RNGs are those of that moment. A checkpoint of
+    another number of processes resumes when the global batch is the same (processes x
+    accumulation): the steps done are re-cut over the new ranks.
+
+    Faults (:class:`StepControl`): checkpoints also every ``checkpoint_every_minutes``; SIGTERM
+    saves and raises :class:`dsdocre.errors.Interrupted`; a step with a non-finite loss or gradient
+    is skipped and counted, and ``max_skipped_steps`` of them in a row save and raise.
     """
     from tqdm.auto import tqdm
 
-    from dsdocre.train import checkpoint
+    from dsdocre.train import checkpoint, faults
 
     main = distributed.is_main_process()
     world = distributed.world_size()
     budget_s = training.max_train_minutes * 60 or math.inf
     stage_state = stage_state if stage_state is not None else {}
     loop = {"epoch": 1, "micro_step": 0, "steps": 0, "docs_seen": 0, "train_seconds": 0.0, "records": [],
-            "epoch_losses": []}
+            "epoch_losses": [], "skipped_steps": 0}
     if resumed:
-        loop.update({k: resumed[k] for k in loop})
+        loop.update({k: resumed.get(k, v) for k, v in loop.items()})
         stage_state.update(resumed.get("stage", {}))
+        saved_world, saved_accumulation = resumed.get("world_size", world), resumed.get("accumulation", accumulation)
+        if saved_world * saved_accumulation != world * accumulation:
+            from dsdocre.errors import UserError
+
+            raise UserError(f"the checkpoint was written by {saved_world} processes x {saved_accumulation} "
+                            f"accumulation steps, this run has {world} x {accumulation}: keep the product (the "
+                            "global batch) the same through gradient_accumulation_steps in the DeepSpeed JSON")
+        # the position is saved at an optimizer-step boundary: the same steps, cut anew over the ranks
+        loop["micro_step"] = loop["micro_step"] // saved_accumulation * accumulation
+
+    control = StepControl(training)
+    control.skipped_total = loop["skipped_steps"]
 
     def save() -> None:
         if run_dir is not None and training.checkpoints:
-            checkpoint.save(engine, run_dir, loop["steps"], {**loop, "stage": stage_state},
+            checkpoint.save(engine, run_dir, loop["steps"], {**loop, "stage": stage_state, "accumulation": accumulation},
                             keep=training.keep_checkpoints, fingerprint=fingerprint)
+            control.saved()
 
-    stop = distributed.CONTINUE
+    stop, reason = False, ""
     if training.max_steps and loop["steps"] >= training.max_steps:
-        stop = distributed.STOP  # resumed from the checkpoint of a run that already reached max_steps
+        stop = True  # resumed from the checkpoint of a run that already reached max_steps
     evaluation_model = EvaluationModel(engine, make_model)
-    while loop["epoch"] <= training.epochs and not stop:
-        epoch = loop["epoch"]
-        engine.train()
-        started = time.perf_counter()
-        seconds_before = loop["train_seconds"]
-        losses = loop["epoch_losses"]
-        batches = batches_of(epoch)
-        bar = tqdm(total=len(batches), initial=loop["micro_step"], desc=f"{name} epoch {epoch}/{training.epochs}",
-                   disable=not main)
-        for micro_step in range(loop["micro_step"], len(batches)):
-            idx = batches[micro_step]
-            loss = loss_of(idx)
-            engine.backward(loss)
-            engine.step()
-            losses.append(loss.item())
-            loop["docs_seen"] += len(idx)
-            loop["micro_step"] = micro_step + 1
-            bar.update(1)
-            bar.set_postfix(loss=f"{np.mean(losses[-50:]):.4f}")
-            if (micro_step + 1) % accumulation:
-                continue  # decide only at optimizer-step boundaries
-            loop["steps"] += 1
+    try:
+        while loop["epoch"] <= training.epochs and not stop:
+            epoch = loop["epoch"]
+            engine.train()
+            started = time.perf_counter()
+            seconds_before = loop["train_seconds"]
+            losses = loop["epoch_losses"]
+            batches = batches_of(epoch)
+            bar = tqdm(total=len(batches), initial=loop["micro_step"], desc=f"{name} epoch {epoch}/{training.epochs}",
+                       disable=not main)
+            for micro_step in range(loop["micro_step"], len(batches)):
+                idx = batches[micro_step]
+                loss = loss_of(idx)
+                if faults.armed("nan-loss", loop["steps"] + 1):
+                    loss = loss * float("nan")
+                engine.backward(loss)
+                boundary = (micro_step + 1) % accumulation == 0
+                applied = optimizer_step(engine, boundary)
+                if math.isfinite(loss.item()):
+                    losses.append(loss.item())
+                loop["docs_seen"] += len(idx)
+                loop["micro_step"] = micro_step + 1
+                bar.update(1)
+                if losses:
+                    bar.set_postfix(loss=f"{np.mean(losses[-50:]):.4f}")
+                if not boundary:
+                    continue  # decide only at optimizer-step boundaries
+                loop["steps"] += 1
+                loop["train_seconds"] = seconds_before + time.perf_counter() - started
+                over_budget = loop["train_seconds"] > budget_s
+                over_steps = bool(training.max_steps) and loop["steps"] >= training.max_steps
+                stop, due, reason = control.decide(loop["steps"], over_budget or over_steps, applied)
+                loop["skipped_steps"] = control.skipped_total
+                if reason in ("sigterm", "nonfinite"):
+                    save()
+                    raise control.interrupted(loop["steps"], reason, run_dir is not None and training.checkpoints)
+                if stop:
+                    break
+                if due and loop["micro_step"] < len(batches):
+                    save()
+            bar.close()
             loop["train_seconds"] = seconds_before + time.perf_counter() - started
-            over_budget = loop["train_seconds"] > budget_s
-            over_steps = bool(training.max_steps) and loop["steps"] >= training.max_steps
-            stop = distributed.agree(distributed.STOP if over_budget or over_steps else distributed.CONTINUE)
-            if stop:
-                break
-            if training.checkpoint_every and loop["steps"] % training.checkpoint_every == 0 \
-                    and loop["micro_step"] < len(batches):
-                save()
-        bar.close()
-        loop["train_seconds"] = seconds_before + time.perf_counter() - started
-        steps = loop["steps"]
+            steps = loop["steps"]
 
-        record = {"epoch": epoch, "loss": float(np.mean(losses)) if losses else None, "steps": steps,
-                  "train_seconds": round(loop["train_seconds"], 1), "docs_seen": loop["docs_seen"] * world}
-        model = evaluation_model()  # every rank: a collective under ZeRO-3
-        if main:
-            try:
-                record = evaluate(record, model)
-            except BaseException:
-                distributed.agree(distributed.FAILED)  # release the other ranks, then fail here
-                raise
-        if distributed.agree(distributed.CONTINUE) == distributed.FAILED:
-            raise RuntimeError("rank 0 failed while evaluating; see its log")
-        loop["records"].append(record)
-        if loop["micro_step"] >= len(batches):  # the epoch is done (a stop inside it resumes inside it)
-            loop.update(epoch=epoch + 1, micro_step=0, epoch_losses=[])
-        save()
-        if stop:
-            log(f"stopping after epoch {epoch} ({steps} steps): "
-                + ("max_steps reached" if training.max_steps and steps >= training.max_steps
-                   else f"time budget of {budget_s / 60:.1f} min reached"))
+            record = {"epoch": epoch, "loss": float(np.mean(losses)) if losses else None, "steps": steps,
+                      "train_seconds": round(loop["train_seconds"], 1), "docs_seen": loop["docs_seen"] * world}
+            model = evaluation_model()  # every rank: a collective under ZeRO-3
+            if main:
+                try:
+                    record = evaluate(record, model)
+                except BaseException:
+                    distributed.agree(distributed.FAILED)  # release the other ranks, then fail here
+                    raise
+            if distributed.agree(distributed.CONTINUE) == distributed.FAILED:
+                raise RuntimeError("rank 0 failed while evaluating; see its log")
+            loop["records"].append(record)
+            if loop["micro_step"] >= len(batches):  # the epoch is done (a stop inside it resumes inside it)
+                loop.update(epoch=epoch + 1, micro_step=0, epoch_losses=[])
+            save()
+            if stop:
+                log(f"stopping after epoch {epoch} ({steps} steps): "
+                    + ("max_steps reached" if training.max_steps and steps >= training.max_steps
+                       else f"time budget of {budget_s / 60:.1f} min reached"))
+    finally:
+        control.close()
     return {"records": loop["records"], "steps": loop["steps"], "docs_seen": loop["docs_seen"] * world,
+            "skipped_steps": loop["skipped_steps"],
             "train_seconds": round(loop["train_seconds"], 1)}
