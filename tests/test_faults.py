@@ -275,3 +275,41 @@ def test_step_control_decides_saves_and_stops():
     finally:
         control.close()
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL or callable(signal.getsignal(signal.SIGTERM))
+
+
+def test_the_resumed_checkpoint_is_the_newest_that_verifies(tmp_path):
+    """Which checkpoint a resume reads (one process, files only): `latest` when it verifies; the
+    newest older one that verifies when `latest` is damaged; never a torn folder newer than
+    `latest`; an error when none verifies; a complete checkpoint of an older dsdocre (no checksums)
+    with a warning."""
+    from dsdocre.errors import UserError
+    from dsdocre.savedir import write_checksums
+    from dsdocre.train.checkpoint import plan_resume
+
+    ckpt = tmp_path / "checkpoints"
+
+    def make(step: int, checksums: bool = True) -> Path:
+        folder = ckpt / f"step{step:08d}"
+        folder.mkdir(parents=True)
+        for name in ("mp_rank_00_model_states.pt", "zero_pp_rank_0_mp_rank_00_optim_states.pt", "rng-rank0.pt"):
+            (folder / name).write_bytes(os.urandom(64))
+        if checksums:
+            write_checksums(folder, step=step, world_size=1, zero_stage=2)
+        return folder
+
+    make(2), make(4)
+    (ckpt / "latest").write_text("step00000004")
+    make(6, checksums=False)  # a torn save newer than `latest`
+    assert plan_resume(tmp_path).step == 4
+    optim = ckpt / "step00000004" / "zero_pp_rank_0_mp_rank_00_optim_states.pt"
+    optim.write_bytes(optim.read_bytes()[:-1] + b"\x00")
+    plan = plan_resume(tmp_path)
+    assert plan.step == 2 and not plan.universal
+    (ckpt / "step00000002" / "rng-rank0.pt").unlink()
+    with pytest.raises(UserError, match="no checkpoint under .* passes verification .*rng-rank0.pt is missing"):
+        plan_resume(tmp_path)
+    legacy = tmp_path / "legacy"
+    ckpt = legacy / "checkpoints"
+    make(8, checksums=False)
+    (ckpt / "latest").write_text("step00000008")
+    assert plan_resume(legacy).step == 8

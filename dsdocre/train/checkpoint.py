@@ -78,6 +78,10 @@ def saved_fingerprint(run_dir: str | Path) -> str | None:
 
 # ---- checksums ----------------------------------------------------------------------------------
 def checkpoint_meta(folder: Path) -> dict:
+    """The checksum file's record of a checkpoint (step, world size, ZeRO stage, files); for one
+    written before checksums existed, its world size from the per-rank RNG files."""
+    if not (folder / CHECKSUMS).is_file():
+        return {"world_size": len(list(folder.glob("rng-rank*.pt"))), "legacy": True}
     return json.loads((folder / CHECKSUMS).read_text())
 
 
@@ -216,6 +220,12 @@ def _choose_verified(ckpt_dir: Path) -> int:
     order = [p for p in folders if p.name == latest] + [p for p in folders if latest is None or p.name < latest]
     refused = []
     for folder in order:
+        legacy_world = checkpoint_meta(folder).get("legacy") and checkpoint_meta(folder)["world_size"]
+        if folder.name == latest and legacy_world and not _missing_rank_files(folder, legacy_world):
+            # written by dsdocre before checkpoints carried checksums (DeepSpeed then wrote `latest`
+            # last): complete, but nothing to verify it against
+            log(f"WARNING: {folder} has no checksums (saved by an older dsdocre): resuming from it unverified")
+            return int(folder.name[len("step"):])
         problems = verify_folder(folder)
         if not problems:
             if refused:
