@@ -18,6 +18,9 @@ import re
 from pathlib import Path
 from typing import Iterator
 
+from dsdocre.data.documents import _UTF8_HINT, _check_encoding
+from dsdocre.errors import UserError
+
 BLOCK_CHARS = 4 << 20  # characters decoded per read: the reader's memory bound (plus one document)
 _SKIP = re.compile(r"[ \t\n\r]*")
 _SKIP_COMMA = re.compile(r"[ \t\n\r]*,?[ \t\n\r]*")
@@ -27,12 +30,20 @@ def iter_document_bytes(path: str | Path, block_chars: int = BLOCK_CHARS) -> Ite
     """Yield the UTF-8 bytes of each document of a ``.json`` array or a ``.jsonl`` file, in order.
 
     A document is yielded without being checked (a worker validates it); a file that is not a
-    JSON array / JSON Lines at all raises ``ValueError`` naming the file and the byte-ish offset.
+    JSON array / JSON Lines at all raises ``ValueError`` (a :class:`UserError`) naming the file and
+    the character offset, or, for a ``.json`` array that is not UTF-8 text, the byte offset.
+
+    A UTF-8 byte-order mark is accepted (and is not part of the first document's bytes). A ``.json``
+    array that starts with a UTF-16/32 byte-order mark or holds a NUL byte in its first 4 KiB is
+    refused up front, with the library reader's words. A ``.jsonl`` line is yielded as it is: a
+    line that is not UTF-8 is rejected by its worker ("not UTF-8 text"), the other lines are kept.
     """
     path = Path(path)
     if path.suffix == ".jsonl":
         with open(path, "rb") as f:
-            for line in f:
+            for line_no, line in enumerate(f):
+                if line_no == 0 and line.startswith(codecs.BOM_UTF8):
+                    line = line[len(codecs.BOM_UTF8):]
                 line = line.strip()
                 if line:
                     yield line
@@ -42,7 +53,11 @@ def iter_document_bytes(path: str | Path, block_chars: int = BLOCK_CHARS) -> Ite
 
 def _iter_array(path: Path, block_chars: int) -> Iterator[bytes]:
     with open(path, "rb") as f:
-        scan = _Scanner(f, block_chars)
+        head = f.read(4096)
+        _check_encoding(path, head)  # UTF-16/32 (a byte-order mark, or NUL bytes): refused clearly
+        bom = len(codecs.BOM_UTF8) if head.startswith(codecs.BOM_UTF8) else 0  # a UTF-8 BOM is fine
+        f.seek(bom)
+        scan = _Scanner(f, block_chars, start=bom)
         if scan.skip(_SKIP)[1] != "[":
             raise scan.error("expected '[' at the start")
         scan.pos += 1
@@ -67,11 +82,13 @@ def _iter_array(path: Path, block_chars: int) -> Iterator[bytes]:
 class _Scanner:
     """A window over a decoded file: ``buf[pos:]`` is what is not consumed yet."""
 
-    def __init__(self, f, block_chars: int):
+    def __init__(self, f, block_chars: int, start: int = 0):
+        """``f`` is read from byte ``start`` (after a UTF-8 byte-order mark, which is no character)."""
         self.f, self.block_chars = f, block_chars
-        self.utf8 = codecs.getincrementaldecoder("utf-8-sig")()  # a BOM is fine; split characters too
+        self.utf8 = codecs.getincrementaldecoder("utf-8")()  # a character split between reads is fine
         self.json = json.JSONDecoder()
         self.buf, self.pos, self.dropped, self.eof = "", 0, 0, False
+        self.fed = start  # bytes of the file handed to the decoder so far
 
     def fill(self, grow: bool = False) -> bool:
         """Append one block; False at end of file. Only here is the consumed prefix dropped, so the
@@ -83,7 +100,13 @@ class _Scanner:
         self.buf, self.pos = self.buf[self.pos:], 0
         raw = self.f.read(max(self.block_chars, len(self.buf) if grow else 0))
         self.eof = not raw
-        self.buf += self.utf8.decode(raw, final=self.eof)
+        pending = len(self.utf8.getstate()[0])  # the start of a character cut by the previous read
+        try:
+            self.buf += self.utf8.decode(raw, final=self.eof)
+        except UnicodeDecodeError as err:  # Latin-1, CP1252, bytes that are not text: name the file
+            at = self.fed - pending + err.start
+            raise UserError(f"{self.f.name}: not UTF-8 text ({err.reason} at byte {at}); {_UTF8_HINT}") from None
+        self.fed += len(raw)
         return True
 
     def skip(self, pattern: re.Pattern) -> tuple[str, str]:
@@ -106,12 +129,16 @@ class _Scanner:
             except json.JSONDecodeError as err:
                 if self.eof:
                     raise self.error(err.msg, err.pos) from None
+            except RecursionError:  # the C scanner's depth limit (~1000 levels)
+                raise self.error("nested too deeply") from None
+            except ValueError as err:  # an integer of more than 4,300 digits (sys.get_int_max_str_digits)
+                raise self.error(str(err)) from None
             self.fill(grow=True)
         value = self.buf[self.pos:end].encode("utf-8")
         self.pos = end
         return value
 
-    def error(self, what: str, at: int | None = None) -> ValueError:
+    def error(self, what: str, at: int | None = None) -> UserError:
         at = self.pos if at is None else at
-        return ValueError(f"{self.f.name}: not a JSON array of documents: {what} "
-                          f"(near character {self.dropped + at})")
+        return UserError(f"{self.f.name}: not a JSON array of documents: {what} "
+                         f"(near character {self.dropped + at})")

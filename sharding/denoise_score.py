@@ -97,11 +97,6 @@ class ShardScorer:
                 continue
             samples.append((key, doc, encoded))
         scores = score_documents(self.model, [e for _, _, e in samples], self.batch_size, self.device)
-        # Fault injection for tests: the first actor to get here dies mid-shard (once per flag file).
-        flag = os.environ.get("DSDOCRE_DENOISE_TEST_CRASH_ONCE")
-        if flag and Path(flag).exists():
-            Path(flag).unlink()
-            os._exit(1)
 
         out_name = scored_name(name)
         tmp = self.out / f"{out_name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"

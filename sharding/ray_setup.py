@@ -14,9 +14,8 @@ WORKER_ENV = {
     "TOKENIZERS_PARALLELISM": "false",
     "HF_HUB_OFFLINE": os.environ.get("HF_HUB_OFFLINE", "1"),
 }
-# Fault injection for tests (sharding.shard.write_shard, sharding.denoise_score), passed on only when set.
-WORKER_ENV.update({k: os.environ[k] for k in ("DSDOCRE_SHARD_TEST_DELAY_S", "DSDOCRE_DENOISE_TEST_CRASH_ONCE")
-                   if k in os.environ})
+# Fault injection for tests (sharding.shard.fault_point, which every job calls), passed on only when set.
+WORKER_ENV.update({k: os.environ[k] for k in ("DSDOCRE_TEST_HOLD_DIR",) if k in os.environ})
 
 # Passed to every task with .options(runtime_env=...), so it holds also when the caller (a test, a
 # notebook) started Ray itself.
@@ -36,10 +35,13 @@ def connect(address: str | None = None, num_cpus: int | None = None) -> bool:
     if address:
         ray.init(address=address, log_to_driver=False)
     else:
+        # address="local": always a new Ray of our own. Without an address, ray.init() would join
+        # the cluster named by $RAY_ADDRESS or /tmp/ray/ray_current_cluster (anyone's `ray start` or
+        # running job on this machine) and then refuse num_cpus ("must not be provided").
         # A small object store: the driver keeps only a few chunks in flight. The job-level
         # runtime_env equals the tasks' own, so the workers Ray starts with the node serve them.
-        ray.init(num_cpus=num_cpus or os.cpu_count(), include_dashboard=False, log_to_driver=False,
-                 object_store_memory=256 << 20, runtime_env=RUNTIME_ENV)
+        ray.init(address="local", num_cpus=num_cpus or os.cpu_count(), include_dashboard=False,
+                 log_to_driver=False, object_store_memory=256 << 20, runtime_env=RUNTIME_ENV)
     return True
 
 

@@ -121,12 +121,23 @@ def _parse_and_check(raw: bytes, position: int, source: str, tokenizer):
         return None, None, Rejection.of(problems)
 
     try:
-        doc = json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:  # a bad .jsonl line
+        # Decoded here, not by json.loads(bytes), which would take UTF-16/32 bytes for text.
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as err:  # a .jsonl line in Latin-1, CP1252, UTF-16...
+        return reject([Problem(source, position, None, "<document>",
+                               f"not UTF-8 text ({err.reason} at byte {err.start} of the line)")])
+    try:
+        doc = json.loads(text)
+    except RecursionError:  # a bad .jsonl line: the same words as the library's reader
+        return reject([Problem(source, position, None, "<document>", "not valid JSON: nested too deeply")])
+    except ValueError as err:  # JSONDecodeError, or an integer of more than 4,300 digits
         return reject([Problem(source, position, None, "<document>", f"not valid JSON: {err}")])
     problems = validate_document(doc, position, source)
-    if problems:
-        return reject(problems)
+    errors = [p for p in problems if p.severity == "error"]
+    if errors:  # rejected with every reason, warnings included (as load_valid_documents does)
+        return reject(errors + [p for p in problems if p.severity != "error"])
+    # Only warnings (a duplicated label, which counts once, as in DocRED's official scorer):
+    # usable as it is, so sharded, as load_valid_documents keeps it.
     try:
         encoded = tokenizer.encode(Document.from_json(doc))
     except ValueError as err:  # e.g. more entities than the marker vocabulary has
@@ -166,11 +177,6 @@ def write_shard(out_dir: str, shard_index: int, chunk: list[tuple[int, int, byte
                             "json": raw,  # the document exactly as it was in the input
                             "enc.json": json.dumps(encoding, separators=(",", ":")).encode()})
                 docs += 1
-            # Fault injection for tests: hold the half-written shard open so that a test can kill
-            # the worker (or its node) mid-shard.
-            if delay := float(os.environ.get("DSDOCRE_SHARD_TEST_DELAY_S", "0") or 0):
-                f.flush()
-                time.sleep(delay)
             f.flush()
             fault_point(Path(name).stem)  # tests only: hold here, half-written, when asked to
         os.replace(tmp, out / name)  # complete, or not there at all

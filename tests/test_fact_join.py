@@ -110,7 +110,9 @@ def test_refuses_corrupted_shards(shards, tmp_path):
 def test_on_ray_equals_in_process(shards, tmp_path):
     import ray
 
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, object_store_memory=100 << 20)
+    # address="local": a Ray of this test's own, never another one running on the machine.
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False,
+             object_store_memory=100 << 20)
     try:
         on_ray = fact_join(shards, tmp_path / "ray", max_pairs_per_fact=2, seed=1, partitions=3, log=None)
     finally:

@@ -11,6 +11,7 @@ the examples and record them with ``fault_record``.
 
 from __future__ import annotations
 
+import codecs
 import copy
 import json
 import math
@@ -690,6 +691,28 @@ def sharder_input(draw) -> tuple[str, list]:
     return fmt, entries
 
 
+def _duplicated_label(title: str, broken: bool = False) -> dict:
+    """BASE[0] with its first label twice (a warning only), and with no sentences (an error) if ``broken``."""
+    doc = copy.deepcopy(BASE[0])
+    doc["title"] = title
+    doc["labels"].append(copy.deepcopy(doc["labels"][0]))
+    if broken:
+        doc["sents"] = []
+    return doc
+
+
+_DUPLICATED_LABEL = _duplicated_label("duplicated label")
+_DUPLICATED_LABEL_AND_BROKEN = _duplicated_label("duplicated label, no sentences", broken=True)
+
+
+def _is_utf8(data: bytes) -> bool:
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
 def _write_entries(path: Path, fmt: str, entries: list, indent) -> None:
     if fmt == ".jsonl":
         path.write_bytes(b"".join((json.dumps(v).encode() if k == "doc" else v) + b"\n" for k, v in entries))
@@ -701,8 +724,8 @@ def test_sharder_accounts_for_every_fuzzed_document(fault_record, tmp_path):
     """Fuzzed inputs (valid, broken and arbitrary documents, lines that are not JSON) through
     ``shard_corpus``: input = sharded + rejected, every document is an identical sample or a
     rejection record with its reasons, as the validator decides: a document with an error is
-    rejected with every error among its reasons, one without problems is sharded, one with only
-    warnings (a duplicated label) either (the sharder currently rejects it, the loader keeps it)."""
+    rejected with every error among its reasons; one without problems, or with only warnings (a
+    duplicated label), is sharded, as load_valid_documents keeps it."""
     from sharding.shard import iter_samples, sample_key, shard_corpus
 
     examples = 0
@@ -712,6 +735,8 @@ def test_sharder_accounts_for_every_fuzzed_document(fault_record, tmp_path):
     @example([(".json", [("doc", BASE[1])] + [("doc", doc) for doc, _, _ in EXPLICIT])], 2, None)
     @example([(".jsonl", [("doc", doc) for doc, _, _ in EXPLICIT[:3]] + [("line", b"{")]),
               (".json", [("doc", BASE[2]), ("doc", 42)])], 1, 1)
+    @example([(".json", [("doc", BASE[0]), ("doc", _DUPLICATED_LABEL), ("doc", _DUPLICATED_LABEL_AND_BROKEN)]),
+              (".jsonl", [("line", b"\xff\xfe{}"), ("doc", _DUPLICATED_LABEL)])], 2, None)
     def prop(files, per_shard, indent):
         nonlocal examples
         examples += 1
@@ -737,17 +762,16 @@ def test_sharder_accounts_for_every_fuzzed_document(fault_record, tmp_path):
                         r = rejected[key]
                         assert r["reasons"] and all(isinstance(x, str) and x for x in r["reasons"]), r
                         assert (r["source"], r["index"]) == (str(paths[f].resolve()), i)
-                    if kind == "line":
-                        assert key in rejected and "not valid JSON" in rejected[key]["reasons"][0]
+                    if kind == "line":  # not JSON, or (b"\xff\xfe{}") not UTF-8 either
+                        words = "not valid JSON" if _is_utf8(value) else "not UTF-8 text"
+                        assert key in rejected and words in rejected[key]["reasons"][0], rejected.get(key)
                         continue
                     problems = validate_document(value)
                     errors = {f"{p.field}: {p.message}" for p in problems if p.severity == "error"}
                     if errors:
                         assert key in rejected and errors <= set(rejected[key]["reasons"]), (key, errors)
-                    elif not problems:
+                    else:  # no problems, or only warnings (a duplicated label): sharded, as the loader keeps it
                         assert key in samples and same_json(samples[key], value), key
-                    elif key in rejected:  # warnings only
-                        assert set(rejected[key]["reasons"]) <= {f"{p.field}: {p.message}" for p in problems}
 
     prop()
     fault_record(fault="fuzzed input documents",
@@ -758,49 +782,143 @@ def test_sharder_accounts_for_every_fuzzed_document(fault_record, tmp_path):
                  lost=0)
 
 
-def _sharder_verdict(path: Path, out: Path):
-    from sharding.shard import shard_corpus
+_GOOD = json.dumps(BASE[1], ensure_ascii=False)  # non-ASCII text ("Zürich café"): Latin-1 differs from UTF-8
+_LINE = (_GOOD + "\n").encode()  # a good .jsonl line
+_BAD_BYTE_AT = len(("[" + _GOOD + ", ").encode()) + 1  # the invalid byte of "invalid utf-8 in .json" below
+_LATIN_1_AT = next(i for i, c in enumerate(_GOOD) if ord(c) > 127)  # "ü" (0xFC in Latin-1): not UTF-8
 
-    status, result = outcome(120, shard_corpus, [path], out, docs_per_shard=2, workers=0, progress=False, log=None)
-    if status == "error":  # the command prints ValueErrors (and UserErrors) as one line
-        assert isinstance(result, ValueError), f"{type(result).__name__}: {result}"
-        assert str(path) in str(result), f"the error does not name the file: {result}"
-        return
-    assert result.counts["sharded"] == 0, "a mis-encoded or unparseable document was sharded"
-    assert result.counts["rejected"] == result.counts["input"]
-
-
-_GOOD = json.dumps(BASE[1], ensure_ascii=False)
-SHARDER_BUGS = {
+# Input the sharder refuses as a whole: a UserError naming the file (``dsdocre shard`` prints it as
+# one line and exits 1). case -> (suffix, bytes, words of the error)
+SHARDER_REFUSES = {
     "latin-1 .json": (".json", ("[" + _GOOD + "]").encode("latin-1"),
-                      "sharding/corpus.py _Scanner.fill: UnicodeDecodeError escapes without the file name"),
-    "utf-16 .json": (".json", ("[" + _GOOD + "]").encode("utf-16"),
-                     "sharding/corpus.py _Scanner.fill: UnicodeDecodeError escapes without the file name"),
+                      [f"not UTF-8 text (invalid start byte at byte {1 + _LATIN_1_AT})", "iconv"]),
+    "invalid utf-8 in .json": (".json", ("[" + _GOOD + ", ").encode() + b'"\xff"]',
+                               [f"not UTF-8 text (invalid start byte at byte {_BAD_BYTE_AT})"]),
+    "utf-16 .json": (".json", ("[" + _GOOD + "]").encode("utf-16"), ["UTF-16 text", "byte-order mark"]),
+    "utf-32 .json": (".json", ("[" + _GOOD + "]").encode("utf-32"), ["UTF-32 text", "byte-order mark"]),
+    "utf-16 .json without BOM": (".json", ("[" + _GOOD + "]").encode("utf-16-le"), ["NUL byte", "not UTF-8 text"]),
     "5000-digit int in .json": (".json", b'[{"title": ' + b"9" * 5000 + b"}]",
-                                "sharding/corpus.py _Scanner.element: raw_decode's ValueError escapes unnamed"),
+                                ["not a JSON array of documents", "integer string conversion", "near character 1"]),
     "deep nesting in .json": (".json", b"[" + b"[" * 50000 + b"]" * 50000 + b"]",
-                              "sharding/corpus.py _Scanner.element: RecursionError escapes"),
-    "5000-digit int in .jsonl": (".jsonl", b'{"title": ' + b"9" * 5000 + b"}\n",
-                                 "sharding/shard.py _parse_and_check: ValueError from json.loads kills the job"),
-    "deep nesting in .jsonl": (".jsonl", b"[" * 50000 + b"]" * 50000 + b"\n",
-                               "sharding/shard.py _parse_and_check: RecursionError from json.loads kills the job"),
-    "utf-16 .jsonl": (".jsonl", (_GOOD + "\n").encode("utf-16"),
-                      "sharding/shard.py _parse_and_check: json.loads(bytes) decodes UTF-16, the line is sharded"),
+                              ["not a JSON array of documents: nested too deeply", "near character 1"]),
+}
+
+# Input the sharder reads, rejecting what cannot be read; the other documents are sharded.
+# case -> (suffix, bytes, (input, sharded, rejected), words of each rejection's reason, in order)
+SHARDER_REJECTS = {
+    "5000-digit int in .jsonl": (".jsonl", b'{"title": ' + b"9" * 5000 + b"}\n" + _LINE, (2, 1, 1),
+                                 ["<document>: not valid JSON: Exceeds the limit (4300 digits)"]),
+    "deep nesting in .jsonl": (".jsonl", b"[" * 50000 + b"]" * 50000 + b"\n" + _LINE, (2, 1, 1),
+                               ["<document>: not valid JSON: nested too deeply"]),
+    "latin-1 line in .jsonl": (".jsonl", _LINE + (_GOOD + "\n").encode("latin-1") + _LINE, (3, 2, 1),
+                               [f"<document>: not UTF-8 text (invalid start byte at byte {_LATIN_1_AT} of the line)"]),
+    # UTF-16 split at its b"\n": the text (not UTF-8), then the newline's second byte (a NUL: not JSON)
+    "utf-16 .jsonl": (".jsonl", (_GOOD + "\n").encode("utf-16"), (2, 0, 2),
+                      ["<document>: not UTF-8 text (invalid start byte at byte 0 of the line)",
+                       "<document>: not valid JSON"]),
+    "utf-8 BOM .json": (".json", codecs.BOM_UTF8 + ("[" + _GOOD + "]").encode(), (1, 1, 0), []),
+    "utf-8 BOM .jsonl": (".jsonl", codecs.BOM_UTF8 + _LINE + _LINE, (2, 2, 0), []),
 }
 
 
-@pytest.mark.parametrize("case", sorted(SHARDER_BUGS))
-def test_sharder_on_unreadable_input(case, tmp_path, request, fault_record):
-    """What the sharder should do with input its reader cannot take: a ValueError naming the file
-    (``dsdocre shard`` prints it as one line) or a rejection of every such document. Known bugs in
-    ``sharding/`` (owned elsewhere) are marked strict xfail, so that the fix shows up here."""
-    suffix, data, bug = SHARDER_BUGS[case]
-    request.applymarker(pytest.mark.xfail(strict=True, reason=bug))
+@pytest.mark.parametrize("case", sorted(SHARDER_REFUSES))
+def test_sharder_refuses_unreadable_files_naming_the_file(case, tmp_path, fault_record):
+    """A .json array that is not UTF-8 (Latin-1, invalid bytes, UTF-16/32 with or without a
+    byte-order mark) or holds what Python's json cannot read (an integer of more than 4,300 digits,
+    nesting beyond the recursion limit): a UserError naming the file and what is wrong, in the
+    library reader's words for the encoding; never a bare UnicodeDecodeError / RecursionError."""
+    from sharding.shard import shard_corpus
+
+    suffix, data, words = SHARDER_REFUSES[case]
     path = tmp_path / f"input{suffix}"
     path.write_bytes(data)
-    _sharder_verdict(path, tmp_path / "out")
+    status, result = outcome(120, shard_corpus, [path], tmp_path / "out", docs_per_shard=2, workers=0,
+                             progress=False, log=None)
+    assert status == "error", f"read: {result.counts}"
+    assert_clear(result, str(path), *words)
+    assert not (tmp_path / "out" / mf.MANIFEST).exists()
     fault_record(fault="truncated or mis-encoded file", how=f"{case}; shard_corpus(workers=0)", times=1,
-                 outcome="a ValueError naming the file, or every such document rejected", lost=0)
+                 outcome="a UserError naming the file and what is wrong", lost=0)
+
+
+@pytest.mark.parametrize("case", sorted(SHARDER_REJECTS))
+def test_sharder_rejects_unreadable_lines_and_shards_the_rest(case, tmp_path, fault_record):
+    """A .jsonl line that is not UTF-8 (decoded as UTF-8, never guessed as UTF-16), or that json
+    cannot read (a 5,000-digit integer, deep nesting): a rejection record with the reason, and the
+    job goes on with the other lines. A UTF-8 byte-order mark is no part of the first document:
+    its sample holds the document's bytes without it."""
+    import webdataset as wds
+
+    from sharding.shard import shard_corpus
+
+    suffix, data, (n_input, n_sharded, n_rejected), reasons = SHARDER_REJECTS[case]
+    path = tmp_path / f"input{suffix}"
+    path.write_bytes(data)
+    out = tmp_path / "out"
+    summary = within(120, shard_corpus, [path], out, docs_per_shard=2, workers=0, progress=False, log=None)
+    assert summary.counts == {"input": n_input, "sharded": n_sharded, "rejected": n_rejected}
+    rejected = [json.loads(x) for x in (out / mf.REJECTED).read_text().splitlines()]
+    assert len(rejected) == len(reasons)
+    for record, words in zip(rejected, reasons):
+        assert len(record["reasons"]) == 1 and record["reasons"][0].startswith(words), record
+        assert record["source"] == str(path.resolve())
+    samples = [s["json"] for s in wds.WebDataset(mf.shard_paths(out), shardshuffle=False, empty_check=False)]
+    assert samples == [_GOOD.encode()] * n_sharded  # byte for byte, no BOM
+    fault_record(fault="truncated or mis-encoded file", how=f"{case}; shard_corpus(workers=0)", times=1,
+                 outcome="each unreadable line rejected with its reason, the rest sharded byte for byte", lost=0)
+
+
+def test_sharder_reader_and_library_reader_agree_on_encodings(fault_record, tmp_path):
+    """The sharder's .json reader (sharding.corpus: exact bytes, C JSON scanner) against the
+    library's (ijson), on the inputs of test_wrong_encodings_are_refused_naming_the_file and any
+    read size: both read the same documents, or both refuse the file with a UserError naming it;
+    the same message for a UTF-16/32 byte-order mark or NUL bytes, the same byte offset for bytes
+    that are not UTF-8."""
+    import re
+
+    from sharding.corpus import iter_document_bytes
+
+    examples = 0
+
+    @settings(max_examples=60, **PROFILE)
+    @given(st.lists(st.sampled_from(range(len(BASE))), min_size=1, max_size=3, unique=True),
+           st.sampled_from(ENCODINGS + ["invalid utf-8"] * 3), st.sampled_from([None, 1, 3, 50]),
+           st.sampled_from([None, 1]), st.data())
+    def prop(which, encoding, block, indent, data):
+        nonlocal examples
+        examples += 1
+        text = json.dumps([BASE[i] for i in which], indent=indent, ensure_ascii=False)
+        if encoding == "invalid utf-8":
+            raw = text.encode("utf-8")
+            at = data.draw(st.integers(0, len(raw)), label="at")
+            raw = raw[:at] + data.draw(st.sampled_from(BAD_UTF8), label="bytes") + raw[at:]
+        else:
+            raw = text.encode(encoding)
+        path = tmp_path / "enc.json"
+        path.write_bytes(raw)
+        expected, library_err = read_all(path)
+        kwargs = {"block_chars": block} if block else {}  # None: the default (4 MiB, the file in one read)
+        status, result = outcome(30, lambda: list(iter_document_bytes(path, **kwargs)))
+        if library_err is None:
+            assert status == "ok", f"{type(result).__name__}: {result}"
+            assert [json.loads(r) for r in result] == expected
+            return
+        assert status == "error", "the library refuses this file, the sharder read it"
+        message = assert_clear(result, str(path), "UTF")
+        library = str(library_err)
+        if "byte-order mark" in library or "NUL byte" in library:
+            assert message == library
+        else:
+            offset = re.search(r"at byte (\d+)", library).group(1)
+            assert "not UTF-8 text (" in message and f" at byte {offset})" in message, (message, library)
+
+    prop()
+    fault_record(fault="truncated or mis-encoded file",
+                 how=".json arrays written as UTF-8, UTF-8 with BOM, UTF-16 (BOM, LE, BE), UTF-32, Latin-1, "
+                     "CP1252, or UTF-8 with invalid bytes at a random offset; the sharder's reader "
+                     "(sharding.corpus.iter_document_bytes, read sizes 1 to 4 MiB) against iter_raw_documents",
+                 times=examples, outcome="the same documents, or both refuse the file: a UserError naming the "
+                                         "file and the same byte offset / byte-order mark", lost=0)
 
 
 # --------------------------------------------------------------------------------------------

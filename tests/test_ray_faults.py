@@ -20,11 +20,8 @@ half-written, and announces its process id; the test then acts and deletes the h
 
 The undisturbed reference of each job is its in-process run (``--workers 0``), shared by the
 tests of the module; tests/test_sharding.py, test_denoise.py and test_fact_join.py show that an
-undisturbed Ray run writes exactly the same files. Related, older tests:
-tests/test_sharding.py::test_killed_worker_and_removed_node_give_the_same_manifest (shard: a
-timing-based kill and a node removal in one run) and
-tests/test_denoise.py::test_ray_data_pass_survives_a_dying_actor_and_equals_the_in_process_run
-(an actor that exits by itself, on a local Ray).
+undisturbed Ray run writes exactly the same files. ``tests/test_sharding.py::TestLocalRay::test_cli_joins_a_running_cluster_with_address``
+covers joining a running cluster with ``--address``.
 """
 
 from __future__ import annotations

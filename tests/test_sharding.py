@@ -1,18 +1,15 @@
-"""`dsdocre shard`: round trip, counts conserved, re-runs, corruption, and a node lost mid-job.
+"""`dsdocre shard`: round trip, counts conserved, warnings, re-runs, corruption, Ray, --address.
 
 Small on purpose (tens of documents, a few per shard): the whole file runs in about a minute
-on two cores. Ray tests use a local Ray with 2 CPUs, or a `ray.cluster_utils.Cluster`.
+on two cores. Ray tests use a local Ray with 2 CPUs. A lost worker, a lost node and a job killed
+and restarted: tests/test_ray_faults.py.
 """
 
 from __future__ import annotations
 
-import glob
 import json
 import os
 import re
-import signal
-import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -114,6 +111,29 @@ def test_counts_conserved_and_rejections_explained(corpus, local_run):
         assert rec["key"] == sample_key(0 if rec["source"].endswith(".json") else 1, rec["index"])
     assert [r["index"] for r in rejected] == [3, 7, 11, 15, 19, 5]  # positions in their files
     mf.verify(local_run["out"])  # every shard hashes to its manifest entry
+
+
+def test_documents_with_only_warnings_are_sharded_as_the_loader_keeps_them(tmp_path):
+    """A duplicated label is a warning (counted once, as DocRED's scorer does): the document is
+    sharded, as load_valid_documents keeps it. A document with an error as well is rejected with
+    every reason, the warning included, exactly as the loader rejects it."""
+    from dsdocre.data.documents import load_valid_documents
+
+    docs = good_docs(3)
+    for doc in docs[1:]:
+        doc["labels"].append(dict(doc["labels"][0]))
+    docs[2]["vertexSet"][0][0]["pos"] = [0, 999]  # and an error
+    path = tmp_path / "in.json"
+    path.write_text(json.dumps(docs))
+    out = tmp_path / "shards"
+    summary = shard_corpus([path], out, docs_per_shard=2, workers=0, progress=False, log=None)
+    assert summary.counts == {"input": 3, "sharded": 2, "rejected": 1}
+    assert [doc for _, doc, _ in iter_samples(out)] == docs[:2]
+    (rejected,) = [json.loads(x) for x in (out / mf.REJECTED).read_text().splitlines()]
+    kept, (expected,) = load_valid_documents(path, log=None)
+    assert [d.title for d in kept] == [d["title"] for d in docs[:2]]
+    assert rejected["reasons"] == expected.to_json()["reasons"]
+    assert "outside" in rejected["reasons"][0] and "duplicate of labels[0]" in rejected["reasons"][-1]
 
 
 def test_round_trip_document_to_shard_to_identical_document(corpus, local_run):
@@ -221,7 +241,9 @@ def test_cli_reports_the_accounting(corpus, tmp_path, capsys):
 def ray_local():
     import ray
 
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, object_store_memory=100 << 20)
+    # address="local": a Ray of this test's own, never another one running on the machine.
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False,
+             object_store_memory=100 << 20)
     yield
     ray.shutdown()
 
@@ -238,68 +260,62 @@ class TestLocalRay:
         again = shard_corpus(corpus["inputs"], out, docs_per_shard=4, progress=False, log=None)
         assert again.written == 0 and again.manifest == local_run["manifest"]
 
-
-def test_killed_worker_and_removed_node_give_the_same_manifest(corpus, local_run, tmp_path, monkeypatch):
-    """Head with no CPUs + two 1-CPU worker nodes. While two shards are half-written (one on each
-    node), kill one worker process, then remove a whole node: the job finishes on what is left and
-    its manifest equals the undisturbed run's."""
-    import ray
-    from ray.cluster_utils import Cluster
-
-    # Each shard task holds its half-written temporary file for a while (see write_shard).
-    monkeypatch.setenv("DSDOCRE_SHARD_TEST_DELAY_S", "0.7")
-    monkeypatch.chdir(tmp_path)
-    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0})
-    try:
-        nodes = [cluster.add_node(num_cpus=1) for _ in range(2)]
-        cluster.connect()
-        cluster.wait_for_nodes()
-        out = tmp_path / "shards"
-        result: dict = {}
-
-        def job():
-            try:
-                result["summary"] = shard_corpus(corpus["inputs"], out, docs_per_shard=4, progress=False, log=None)
-            except BaseException as err:  # surfaced by the assertion below
-                result["error"] = err
-
-        def wait_for_torn(count: int, exclude=()) -> list[str]:
-            deadline = time.time() + 120
-            while time.time() < deadline:
-                torn = [p for p in glob.glob(str(out / "*.tmp-*")) if p not in exclude]
-                if len(torn) >= count:
-                    return torn
-                time.sleep(0.02)
-            raise AssertionError("shard tasks never started")
-
-        thread = threading.Thread(target=job)
-        thread.start()
-        torn = wait_for_torn(2)  # both nodes are mid-shard
-        pid = int(Path(torn[0]).name.split(".tmp-")[1].split("-")[0])
-        os.kill(pid, signal.SIGKILL)  # a worker process dies mid-shard
-        wait_for_torn(2, exclude=torn)  # the retried task and the other node are mid-shard again
-        cluster.remove_node(nodes[1])  # then a whole node goes away
-        thread.join(timeout=240)
-        assert not thread.is_alive(), "the job did not finish after losing a worker and a node"
-        assert "error" not in result, result.get("error")
-        summary = result["summary"]
-        assert summary.manifest == local_run["manifest"]
-        assert not list(out.glob("*.tmp-*"))  # the torn files of the dead workers are gone
-        mf.verify(out)
-
-        # The command line joins the running cluster with --address; every shard verifies: kept.
+    def test_cli_joins_a_running_cluster_with_address(self, corpus, local_run, tmp_path):
+        """``dsdocre shard --address`` joins the running Ray (this test's) instead of starting one;
+        every shard of a finished run verifies, so it keeps them all. (Lost workers, lost nodes and a
+        killed job: tests/test_ray_faults.py.)"""
+        import shutil
         import subprocess
         import sys
 
+        import ray
+
+        out = tmp_path / "shards"
+        shutil.copytree(local_run["out"], out)  # byte-identical to what a Ray run writes (test above)
+        address = ray.get_runtime_context().gcs_address
+        env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
         proc = subprocess.run([sys.executable, "-m", "dsdocre.cli", "shard", "--input", *corpus["inputs"],
-                               "--out", str(out), "--docs-per-shard", "4", "--address", cluster.address,
-                               "--no-progress"], capture_output=True, text=True, timeout=180)
+                               "--out", str(out), "--docs-per-shard", "4", "--address", address, "--no-progress"],
+                              capture_output=True, text=True, timeout=180, env=env)
         assert proc.returncode == 0, proc.stderr[-2000:]
-        assert f"({len(summary.manifest['shards'])} verified and kept)" in proc.stdout.replace("0 written, ", "")
+        n = len(local_run["manifest"]["shards"])
+        assert f"{n} shards (0 written, {n} verified and kept)" in proc.stdout, proc.stdout
         assert json.loads((out / mf.MANIFEST).read_text()) == local_run["manifest"]
-    finally:
-        ray.shutdown()
-        cluster.shutdown()
+
+
+def test_connect_starts_its_own_ray_unless_given_an_address(monkeypatch):
+    """Without --address, a new local Ray (address="local"): a bare ray.init(num_cpus=...) would join
+    $RAY_ADDRESS or the latest cluster started on the machine (/tmp/ray/ray_current_cluster) and
+    fail there with "num_cpus must not be provided". With one, that cluster, without num_cpus."""
+    import ray
+
+    from sharding import ray_setup
+
+    calls: list[dict] = []
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+    monkeypatch.setattr(ray, "init", lambda **kwargs: calls.append(kwargs))
+    assert ray_setup.connect(None, 2) is True
+    assert calls[-1]["address"] == "local" and calls[-1]["num_cpus"] == 2
+    assert calls[-1]["runtime_env"] is ray_setup.RUNTIME_ENV
+    assert ray_setup.connect("10.0.0.1:6379", 2) is True
+    assert calls[-1]["address"] == "10.0.0.1:6379" and "num_cpus" not in calls[-1]
+
+
+def test_workers_get_the_test_hold_dir():
+    """The fault-injection variables reach the workers through the jobs' runtime_env, when set
+    (read when sharding.ray_setup is imported: a fresh interpreter)."""
+    import subprocess
+    import sys
+
+    from sharding.shard import HOLD_DIR_ENV
+
+    show = "import json, sharding.ray_setup as r; print(json.dumps(r.RUNTIME_ENV['env_vars']))"
+    root = Path(__file__).resolve().parents[1]
+    for value in ("/tmp/holds", None):
+        env = {k: v for k, v in os.environ.items() if k != HOLD_DIR_ENV} | ({HOLD_DIR_ENV: value} if value else {})
+        proc = subprocess.run([sys.executable, "-c", show], cwd=root, env=env, capture_output=True, text=True,
+                              timeout=60, check=True)
+        assert json.loads(proc.stdout).get(HOLD_DIR_ENV) == value
 
 
 @pytest.mark.skipif(not (SHARED / "data" / "redocred" / "valid.json").exists(),
