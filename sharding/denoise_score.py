@@ -136,7 +136,7 @@ def _reusable(out: Path, entry: dict, job: dict) -> dict | None:
     return record if mf.check_file(out, record) is None else None
 
 
-def score_shards(model_dir: str | Path, shard_dir: str | Path, out_dir: str | Path, *, keep: str = "2n",
+def score_shards(model_dir: str | Path, shard_dir: str | Path, out_dir: str | Path, *, keep: str = "6n",
                  all_scores: bool = False, workers: int | None = None, address: str | None = None,
                  batch_size: int = 4, device: str = "auto", progress: bool = True, log=print) -> dict:
     """Score every document of ``shard_dir`` with the rank model at ``model_dir``; write ``out_dir``.
