@@ -313,3 +313,40 @@ def test_the_resumed_checkpoint_is_the_newest_that_verifies(tmp_path):
     make(8, checksums=False)
     (ckpt / "latest").write_text("step00000008")
     assert plan_resume(legacy).step == 8
+
+
+_SKIP_SCRIPT = r"""
+import json, sys, torch
+from dsdocre.train import distributed
+distributed.prepare_environment()
+from dsdocre.train.engine import build_engine, optimizer_step
+results = {}
+for stage in (0, 2):
+    torch.manual_seed(0)
+    model = torch.nn.Linear(4, 1)
+    ds = {"train_micro_batch_size_per_gpu": 1, "gradient_accumulation_steps": 1, "gradient_clipping": 1.0,
+          "optimizer": {"type": "AdamW", "params": {"lr": 0.1, "torch_adam": True}},
+          "zero_optimization": {"stage": stage}, "steps_per_print": 10**6}
+    engine = build_engine(model, [{"params": list(model.parameters()), "lr": 0.1}], ds, lambda step: 1.0)
+    before = [p.detach().clone() for p in engine.module.parameters()]
+    x = torch.ones(1, 4)
+    engine.backward(engine(x).sum() * float("nan"))
+    skipped = not optimizer_step(engine, boundary=True)
+    unchanged = all(torch.equal(a, b) for a, b in zip(before, engine.module.parameters()))
+    engine.backward(engine(x).sum())
+    applied = optimizer_step(engine, boundary=True)
+    moved = not all(torch.equal(a, b) for a, b in zip(before, engine.module.parameters()))
+    finite = all(bool(p.isfinite().all()) for p in engine.module.parameters())
+    results[stage] = [skipped, unchanged, applied, moved, finite]
+print(json.dumps(results))
+"""
+
+
+def test_a_non_finite_step_is_skipped_with_and_without_zero():
+    """``optimizer_step`` on a NaN loss: without ZeRO (stage 0, dsdocre's own check) and under ZeRO-2
+    (DeepSpeed's): the step reports not applied and the weights stay; the next finite step applies."""
+    proc = subprocess.run([sys.executable, "-c", _SKIP_SCRIPT], cwd=ROOT, env=kr.environment(1, 29861),
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    results = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert results == {"0": [True] * 5, "2": [True] * 5}, results

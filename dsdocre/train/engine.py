@@ -394,8 +394,8 @@ def optimizer_step(engine, boundary: bool) -> bool:
     if zero_stage(engine) == 0:
         grads = [p.grad for p in engine.module.parameters() if p.grad is not None]
         if grads and not all(bool(torch.isfinite(g).all()) for g in grads):
-            for p in engine.module.parameters():
-                p.grad = None
+            for g in grads:  # zeroed, not dropped: DeepSpeed's clipping expects every gradient
+                g.zero_()
             optimizer, scheduler = engine.optimizer, engine.lr_scheduler
             optimizer.step = lambda *a, **k: None  # instance attributes shadow the methods for this call
             if scheduler is not None:
