@@ -435,6 +435,8 @@ _YAJL_MESSAGES = {
     "numeric (floating point) overflow": "a number too large (beyond the range of a float)",
     "invalid char in json text": "a character that JSON does not allow here (NaN and Infinity, which Python's "
                                  "json writes, are not JSON)",
+    "malformed number, a digit is required after the minus sign": "a malformed number (-Infinity or -NaN, which "
+                                                                   "Python's json writes, are not JSON)",
 }
 
 
