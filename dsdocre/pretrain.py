@@ -326,7 +326,7 @@ class _Window:
             if f"{task}_loss" in out:
                 n = float(out[f"{task}_count"])
                 acc = self.tasks.setdefault(task, [0.0, 0.0, 0.0])
-                acc[0] += float(out[f"{task}_loss"]) * n
+                acc[0] += float(out[f"{task}_loss"].detach()) * n
                 acc[1] += float(out[f"{task}_accuracy"]) * n
                 acc[2] += n
 
