@@ -73,6 +73,10 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"dsdocre {args.command}: error: {err.filename}: {err.strerror}", file=sys.stderr)
         return 2
+    finally:
+        from dsdocre.train import distributed
+
+        distributed.shutdown()
 
 
 if __name__ == "__main__":

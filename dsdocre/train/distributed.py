@@ -93,3 +93,16 @@ def init_process_group() -> None:
 
     if not dist.is_initialized():
         deepspeed.init_distributed()
+
+
+def shutdown() -> None:
+    """Leave the process group before the interpreter exits (a process group torn down by the
+    interpreter's exit can abort the process after its work is done). A no-op when none was joined."""
+    import sys
+
+    if "torch.distributed" not in sys.modules:
+        return
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
