@@ -15,6 +15,9 @@ import pytest
 from dsdocre.errors import UserError
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+import kill_resume as kr  # noqa: E402  (the DeepSpeed JSON of the launcher tests, shared)
 
 
 @pytest.fixture(scope="module")
@@ -137,15 +140,6 @@ def _env(**extra) -> dict:
             "TOKENIZERS_PARALLELISM": "false", **extra}
 
 
-def _ds_config(tmp_path, stage: int, micro: int, accumulation: int) -> Path:
-    cfg = json.loads((ROOT / "configs/deepspeed" / f"pretrain_zero{stage}.json").read_text())
-    cfg.update(train_micro_batch_size_per_gpu=micro, gradient_accumulation_steps=accumulation)
-    cfg["optimizer"]["params"]["lr"] = 1e-4
-    path = tmp_path / f"zero{stage}_{micro}x{accumulation}.json"
-    path.write_text(json.dumps(cfg))
-    return path
-
-
 def _settings(tiny, ds_config, out, *extra) -> list[str]:
     root, encoder = tiny
     sets = [f"data.pairs={root / 'train' / 'pairs'}", f"data.shards={root / 'train' / 'shards'}",
@@ -167,7 +161,7 @@ def test_zero_stages_reach_the_same_loss(tiny, tmp_path):
     for stage in (1, 2, 3):
         out = tmp_path / f"zero{stage}"
         proc = subprocess.run([sys.executable, "-m", "dsdocre.cli", "pretrain",
-                               *_settings(tiny, _ds_config(tmp_path, stage, 2, 1), out, "training.max_steps=20", "training.epochs=3",
+                               *_settings(tiny, kr.deepspeed_json(tmp_path, stage, 2, 1), out, "training.max_steps=20", "training.epochs=3",
                                           "training.checkpoints=false")],
                               cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=900)
         assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
@@ -210,7 +204,7 @@ def check_two_rank_run(out: Path, total_pairs: int, epochs: int) -> None:
 @pytest.mark.parametrize("stage,port", [(2, 29651), (3, 29661)])
 def test_two_processes_under_the_launcher(tiny, tmp_path, stage, port):
     out = tmp_path / "run"
-    proc = launch(tiny, out, _ds_config(tmp_path, stage, 1, 1), "training.epochs=2", "training.log_samples=true",
+    proc = launch(tiny, out, kr.deepspeed_json(tmp_path, stage, 1, 1), "training.epochs=2", "training.log_samples=true",
                   "training.checkpoint_every=5", "training.keep_checkpoints=1",
                   f"data.valid_pairs={tiny[0] / 'valid' / 'pairs'}",
                   f"data.valid_shards={tiny[0] / 'valid' / 'shards'}", port=port)
@@ -238,7 +232,7 @@ def test_two_nodes_on_localhost_pretrain(tiny, tmp_path):
     from test_launch import launch_two_nodes
 
     out = tmp_path / "run"
-    nodes = launch_two_nodes("pretrain", _settings(tiny, _ds_config(tmp_path, 2, 1, 1), out,
+    nodes = launch_two_nodes("pretrain", _settings(tiny, kr.deepspeed_json(tmp_path, 2, 1, 1), out,
                                                    "training.log_samples=true"), tmp_path, {}, timeout=600)
     for rank, node in enumerate(nodes):
         assert node.returncode == 0, f"node {rank}:\n" + node.stdout[-3000:] + node.stderr[-3000:]

@@ -38,6 +38,7 @@ import numpy as np
 from dsdocre.data.manifest import write_json_atomic
 from dsdocre.errors import UserError
 from dsdocre.savedir import CHECKSUMS, verify_folder, write_checksums
+from dsdocre.savedir import write_atomically as swap_in
 from dsdocre.train import distributed, faults
 from dsdocre.train.engine import full_state_dict, log
 
@@ -133,7 +134,7 @@ def save(engine, run_dir: str | Path, step: int, client_state: dict, keep: int =
             failed = f"checkpoint {folder} is incomplete after saving: {', '.join(missing)} missing"
         else:
             write_checksums(folder, step=step, world_size=world, zero_stage=int(engine.zero_optimization_stage()))
-            write_atomically(ckpt_dir / "latest", tag)
+            write_text_atomic(ckpt_dir / "latest", tag)
             _prune(ckpt_dir, keep)
     if distributed.agree(distributed.FAILED if failed else distributed.CONTINUE) == distributed.FAILED:
         raise RuntimeError(failed or "rank 0 could not complete the checkpoint; see its log")
@@ -142,7 +143,7 @@ def save(engine, run_dir: str | Path, step: int, client_state: dict, keep: int =
     return folder
 
 
-def write_atomically(path: Path, text: str) -> None:
+def write_text_atomic(path: Path, text: str) -> None:
     from dsdocre.data.manifest import tmp_path
 
     tmp = tmp_path(path)
@@ -288,7 +289,7 @@ def export_only(engine, run_dir: str | Path, export: Callable[[dict, Path], None
     """Only the export (no DeepSpeed checkpoint): a collective under ZeRO-3, written by rank 0."""
     state = full_state_dict(engine)
     if distributed.is_main_process():
-        export_atomically(lambda folder: export(state, folder), Path(run_dir) / ENCODER)
+        swap_in(lambda folder: export(state, folder), Path(run_dir) / ENCODER)
     distributed.barrier()
 
 
@@ -308,13 +309,6 @@ def keep_records_up_to(path: str | Path, step: int) -> None:
     path = Path(path)
     if path.exists():
         write_records(path, [r for r in map(json.loads, path.read_text().splitlines()) if r["step"] <= step])
-
-
-def export_atomically(write: Callable[[Path], None], folder: Path) -> None:
-    """``write(tmp)`` into a fresh temporary folder, checksummed, then swapped in: complete or absent."""
-    from dsdocre.savedir import write_atomically as swap_in
-
-    swap_in(write, folder)
 
 
 def export_encoder(encoder_model, tokenizer, state: dict, folder: Path, prefix: str, **metadata) -> None:
