@@ -76,8 +76,31 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         from dsdocre.train import distributed
 
-        distributed.shutdown()
+        global _LEFT_PROCESS_GROUP
+        _LEFT_PROCESS_GROUP = distributed.shutdown()
+
+
+_LEFT_PROCESS_GROUP = False
+
+
+def entry() -> None:
+    """The process entry point (console script and ``python -m dsdocre.cli``).
+
+    A process that was part of a process group ends with ``os._exit`` once its work is written and
+    its output flushed: interpreter teardown destroys Gloo's and DeepSpeed's C++ objects in no
+    fixed order, and a worker thread still joinable then aborts the process ("terminate called
+    without an active exception", exit -6) after a run that had finished. ``main`` itself returns,
+    so in-process callers (tests) keep their interpreter."""
+    code = main()
+    if _LEFT_PROCESS_GROUP:
+        import logging
+
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    sys.exit(code)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    entry()

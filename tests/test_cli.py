@@ -176,3 +176,32 @@ def test_finetune_finds_the_packaged_default_config_from_another_directory(tmp_p
     assert proc.returncode == 2
     line = _error_line(proc, "finetune", "/nonexistent.json", "no such file")
     assert "config" not in line
+
+
+# ---- process exit -------------------------------------------------------------------------------
+
+_ENTRY_SCRIPT = """
+import atexit, os, sys
+import torch.distributed as dist
+atexit.register(lambda: print("interpreter teardown ran", flush=True))
+if sys.argv[1] == "joined":
+    dist.init_process_group("gloo", init_method="tcp://127.0.0.1:0", rank=0, world_size=1)
+sys.argv = ["dsdocre", "validate", sys.argv[2]]
+from dsdocre.cli import entry
+entry()
+"""
+
+
+@pytest.mark.parametrize("group", ["joined", "none"])
+def test_a_process_that_joined_a_process_group_ends_without_interpreter_teardown(tmp_path, gold, group):
+    """Teardown of a left process group's C++ objects aborted a finished run now and then (exit -6):
+    a process that was in a group ends with os._exit after flushing its output, one that was not
+    ends normally. Both keep the command's exit code and everything it printed."""
+    bad = _write(tmp_path / "bad.json", [{"title": "no sents"}])
+    for path, code in ((gold, 0), (bad, 1)):
+        proc = subprocess.run([sys.executable, "-c", _ENTRY_SCRIPT, group, str(path)], cwd=ROOT,
+                              capture_output=True, text=True, timeout=120)
+        report = f"exit {proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
+        assert proc.returncode == code, report
+        assert str(path) in proc.stdout + proc.stderr, report  # the command's report was flushed
+        assert ("interpreter teardown ran" in proc.stdout) == (group == "none"), report

@@ -95,14 +95,18 @@ def init_process_group() -> None:
         deepspeed.init_distributed()
 
 
-def shutdown() -> None:
-    """Leave the process group before the interpreter exits (a process group torn down by the
-    interpreter's exit can abort the process after its work is done). A no-op when none was joined."""
+def shutdown() -> bool:
+    """Leave the process group, if one was joined; returns whether one was.
+
+    The group is destroyed while the interpreter is fully alive; the caller should then end the
+    process without interpreter teardown (see ``dsdocre.cli.entry``)."""
     import sys
 
     if "torch.distributed" not in sys.modules:
-        return
+        return False
     import torch.distributed as dist
 
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
+        return True
+    return False
