@@ -3,7 +3,8 @@
 ``denoise train --config configs/denoise.yaml``
     Trains the rank model (:class:`dsdocre.model.RankModel`) with Relation Detection on annotated
     documents: each document gives up to ``positives_per_doc`` labelled pairs, each among
-    ``negatives_per_positive`` NA pairs of the same document, softmax cross-entropy over the group.
+    ``negatives_per_positive`` NA pairs of the same document (0: all of them, scored at once through
+    the collapsed bilinear form), softmax cross-entropy over the group.
     Same training core as fine-tuning (engine, schedule, agreed stops, saving). After each epoch
     it scores every pair of the valid documents and keeps the epoch with the best recall of gold
     facts inside the top 2·N_ent pairs. Outputs in ``output_dir``::
@@ -26,6 +27,7 @@ import random
 from dataclasses import replace
 
 import numpy as np
+from pydantic import Field
 
 from dsdocre.config import Section, add_stage_arguments, load_stage_config
 from dsdocre.model.classifier import ModelConfig
@@ -41,7 +43,9 @@ class DenoiseDataConfig(Section):
 
 class RankTrainingConfig(TrainingConfig):
     positives_per_doc: int = 3  # labelled pairs drawn per document and epoch (the paper's release: 3)
-    negatives_per_positive: int = 5  # NA pairs of the same document beside each positive (release: 5)
+    # NA pairs of the same document beside each positive (release: 5); 0 = every NA pair of the
+    # document, all scored in one matrix product (the hardest negatives are always in the group)
+    negatives_per_positive: int = Field(5, ge=0)
 
 
 class DenoiseConfig(Section):
@@ -124,7 +128,7 @@ def train_rank_model(config: DenoiseConfig) -> dict:
     tokenizer, added = load_tokenizer(encoder_dir, model_cfg.max_entities)
     negatives = train_cfg.negatives_per_positive
     examples = [e for e in build_examples(train_docs, tokenizer)
-                if (e.labels[:, 0] == 0).any() and (e.labels[:, 0] == 1).sum() >= negatives]
+                if (e.labels[:, 0] == 0).any() and (e.labels[:, 0] == 1).sum() >= max(negatives, 1)]
     if not examples:
         raise UserError(f"{data_cfg.train}: no document has a labelled pair and {negatives} NA pairs to train on")
     log(f"{len(examples)} of {len(train_docs)} training documents have a labelled pair and >= {negatives} NA pairs")
@@ -144,18 +148,38 @@ def train_rank_model(config: DenoiseConfig) -> dict:
     # ---- the loop: softmax cross-entropy over each positive's group -----------------------------
     epoch_now = {"epoch": 1}
 
-    def loss_of(idx: list[int]):
+    def candidates_rng(i: int) -> random.Random:
+        # drawn from (seed, epoch, document): the same on any process layout
+        return random.Random(train_cfg.seed * 1_000_003 + epoch_now["epoch"] * 10_007 + i)
+
+    def sampled_groups_loss(idx: list[int]):
         group = 1 + negatives
         chosen = []
-        for i in idx:  # candidates drawn from (seed, epoch, document): the same on any process layout
-            rng = random.Random(train_cfg.seed * 1_000_003 + epoch_now["epoch"] * 10_007 + i)
-            heads, tails, groups = rank_candidates(examples[i], rng, train_cfg.positives_per_doc, negatives)
+        for i in idx:
+            heads, tails, groups = rank_candidates(examples[i], candidates_rng(i), train_cfg.positives_per_doc,
+                                                   negatives)
             chosen.append((replace(examples[i], heads=heads, tails=tails, labels=np.zeros((len(heads), 1), np.float32)),
                            groups))
         batch = {k: v.to(device) for k, v in collate([c for c, _ in chosen], tokenizer.pad_id).items()}
         scores = engine(batch)[..., 0].float()  # [B, P]
         grouped = torch.cat([scores[b, :g * group].view(g, group) for b, (_, g) in enumerate(chosen)])
         return torch.nn.functional.cross_entropy(grouped, torch.zeros(len(grouped), dtype=torch.long, device=device))
+
+    def all_negatives_loss(idx: list[int]):
+        no_pairs = np.zeros(0, np.int64)
+        chosen = [replace(examples[i], heads=no_pairs, tails=no_pairs, labels=np.zeros((0, 1), np.float32)) for i in idx]
+        batch = {k: v.to(device) for k, v in collate(chosen, tokenizer.pad_id).items()}
+        scores = engine(batch, all_pairs=True).float()  # [B, N, N]
+        losses = []
+        for b, i in enumerate(idx):
+            ex = examples[i]
+            pair_scores = scores[b][torch.as_tensor(ex.heads), torch.as_tensor(ex.tails)]
+            labelled = np.flatnonzero(ex.labels[:, 0] == 0)
+            positives = candidates_rng(i).sample(list(labelled), min(train_cfg.positives_per_doc, len(labelled)))
+            losses.append(positive_among_all_negatives(pair_scores, positives, np.flatnonzero(ex.labels[:, 0] == 1)))
+        return torch.cat(losses).mean()
+
+    loss_of = all_negatives_loss if negatives == 0 else sampled_groups_loss
 
     def batches_with_epoch(epoch: int):
         epoch_now["epoch"] = epoch
@@ -193,6 +217,16 @@ def train_rank_model(config: DenoiseConfig) -> dict:
     log(f"best epoch {top['epoch']}: valid recall at {config.select_keep} "
         f"{top['valid'][f'fact_recall_at_{config.select_keep}']:.2f}; rank model saved to {out_dir / 'model'}")
     return {**top, "train_seconds_total": summary["train_seconds"], "steps_total": summary["steps"]}
+
+
+def positive_among_all_negatives(pair_scores, positives, negatives):
+    """Per positive, the softmax cross-entropy of picking it among itself and every negative:
+    ``-log(e^s_p / (e^s_p + Σ_n e^s_n)) = softplus(logsumexp(s_n) - s_p)``, without building the
+    groups. ``pair_scores`` [P]; ``positives`` and ``negatives`` index it."""
+    import torch
+
+    negative_lse = torch.logsumexp(pair_scores[torch.as_tensor(negatives)], 0)
+    return torch.nn.functional.softplus(negative_lse - pair_scores[torch.as_tensor(positives)])
 
 
 def kept_recall(docs, scores, specs) -> dict:

@@ -74,6 +74,27 @@ def test_scoring_all_pairs_is_the_training_path(tmp_path, projection):
             reference = model.classifier(bilinear(left[b, h][None], right[b, t][None]))[0, 0]
             assert torch.allclose(trained[b, p], collapsed[b, h, t], atol=1e-5)
             assert torch.allclose(reference, collapsed[b, h, t], atol=1e-5)
+    # training against every NA pair goes through the collapsed form with gradients: same values,
+    # and the gradient of one score reaches the bilinear weight as the pair op's does
+    differentiable = model(batch, all_pairs=True)
+    assert differentiable.requires_grad and torch.allclose(differentiable, collapsed, atol=1e-6)
+    h, t = int(examples[0].heads[5]), int(examples[0].tails[5])
+    grad_collapsed = torch.autograd.grad(differentiable[0, h, t], model.pair.weight)[0]
+    grad_pair_op = torch.autograd.grad(model.pair_scores(batch)[0, 5], model.pair.weight)[0]
+    assert torch.allclose(grad_collapsed, grad_pair_op, atol=1e-5) and grad_collapsed.abs().sum() > 0
+
+
+def test_a_positive_among_all_negatives_is_the_grouped_cross_entropy():
+    """The all-negatives Relation Detection loss equals cross-entropy over explicit groups
+    [positive, every negative] with the positive as the target."""
+    from dsdocre.denoise import positive_among_all_negatives
+
+    g = torch.Generator().manual_seed(0)
+    scores = torch.randn(40, generator=g) * 3
+    positives, negatives = [3, 17, 30], [i for i in range(40) if i not in (3, 17, 30, 8)]
+    groups = torch.stack([torch.cat([scores[p:p + 1], scores[negatives]]) for p in positives])
+    expected = torch.nn.functional.cross_entropy(groups, torch.zeros(3, dtype=torch.long), reduction="none")
+    assert torch.allclose(positive_among_all_negatives(scores, positives, negatives), expected, atol=1e-5)
 
 
 # ---- which pairs are kept -----------------------------------------------------------------------------

@@ -39,6 +39,17 @@ def corpus(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
+def tiny(tmp_path_factory) -> list[str]:
+    """Overrides that put a tiny random BERT in place of the packaged encoder: the tests that use
+    them compare runs with each other (process layouts, stopped and resumed), which needs no real
+    encoder and takes a fraction of the time. The packaged encoder is exercised by ``trained``."""
+    from conftest import tiny_bert
+
+    encoder = tiny_bert(tmp_path_factory.mktemp("tiny_encoder"))
+    return ["--encoder", encoder, "--set", "model.window_overlap=8", "--set", "model.pair_dim=16"]
+
+
+@pytest.fixture(scope="module")
 def trained(corpus, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("ft")
     proc = _cli("finetune", "--config", "configs/finetune.yaml", "--set", f"data.train={corpus / 'train_annotated.json'}",
@@ -115,34 +126,42 @@ def _ds_config(tmp_path, name, micro, accumulation, base="finetune_zero2.json") 
     return tmp_path / name
 
 
+DETERMINISTIC = ["--set", "training.epochs=1", "--set", "training.max_steps=3",
+                 "--set", "model.dropout=0.0", "--set", "model.encoder_dropout=0.0"]
+
+
+@pytest.fixture(scope="module")
+def one_process(corpus, tiny, tmp_path_factory) -> Path:
+    """1 process x micro-batch 2 x 2 accumulation steps (ZeRO-2), 3 steps: the reference."""
+    out = tmp_path_factory.mktemp("one_process")
+    _cli("finetune", "--set", f"data.train={corpus / 'train_annotated.json'}",
+         "--set", f"data.valid={corpus / 'dev.json'}", *tiny, *DETERMINISTIC,
+         "--set", f"training.deepspeed={_ds_config(out, 'one.json', 2, 2)}", "--output-dir", out / "run")
+    return out / "run"
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("zero,port", [("finetune_zero2.json", 29617), ("finetune_zero3.json", 29637)])
-def test_two_processes_compute_what_one_process_computes(corpus, tmp_path, zero, port):
+def test_two_processes_compute_what_one_process_computes(corpus, tiny, one_process, tmp_path, zero, port):
     """2 processes x micro-batch 2 under the launcher (ZeRO-2, and ZeRO-3 with its partitioned
     parameters gathered for evaluation and saving, and the fused classifier registered as an
     external parameter) against 1 process x micro-batch 2 x 2 accumulation steps (ZeRO-2): the same
     global batches, so the same weights and valid F1 after a few steps."""
     from safetensors.torch import load_file
 
-    deterministic = ["--set", "training.epochs=1", "--set", "training.max_steps=3",
-                     "--set", "model.dropout=0.0", "--set", "model.encoder_dropout=0.0"]
-    two = _launch(corpus, tmp_path / "two", *deterministic,
+    two = _launch(corpus, tmp_path / "two", *tiny, *DETERMINISTIC,
                   "--set", f"training.deepspeed={_ds_config(tmp_path, 'two.json', 2, 1, base=zero)}", port=port)
     assert "world 2" in two.stdout
-    _cli("finetune", "--set", f"data.train={corpus / 'train_annotated.json'}",
-         "--set", f"data.valid={corpus / 'dev.json'}", *deterministic,
-         "--set", f"training.deepspeed={_ds_config(tmp_path, 'one.json', 2, 2)}", "--output-dir", tmp_path / "one")
-    metrics = {n: [json.loads(x) for x in (tmp_path / n / "metrics.jsonl").read_text().splitlines()]
-               for n in ("one", "two")}
+    runs = {"one": one_process, "two": tmp_path / "two"}
+    metrics = {n: [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()] for n, run in runs.items()}
     assert len(metrics["two"]) == 1  # rank 0 alone evaluates
     assert metrics["one"][0]["steps"] == metrics["two"][0]["steps"] == 3
-    heads = {n: load_file(str(tmp_path / n / "model" / "heads.safetensors")) for n in ("one", "two")}
-    start = load_file(str(tmp_path / "one" / "model" / "heads.safetensors"))  # same keys
-    assert heads["one"].keys() == heads["two"].keys() == start.keys()
+    heads = {n: load_file(str(run / "model" / "heads.safetensors")) for n, run in runs.items()}
+    assert heads["one"].keys() == heads["two"].keys() and heads["one"]
     for name in heads["one"]:
         assert torch_allclose(heads["one"][name], heads["two"][name]), name
-    encoders = {n: load_file(str(next((tmp_path / n / "model" / "encoder").glob("*.safetensors"))))
-                for n in ("one", "two")}
+    encoders = {n: load_file(str(next((run / "model" / "encoder").glob("*.safetensors")))) for n, run in runs.items()}
+    assert encoders["one"].keys() == encoders["two"].keys() and encoders["one"]
     for name in encoders["one"]:
         assert torch_allclose(encoders["one"][name], encoders["two"][name]), name
     assert metrics["one"][0]["valid"]["f1"] == metrics["two"][0]["valid"]["f1"]
@@ -155,10 +174,10 @@ def torch_allclose(a, b) -> bool:
 
 
 @pytest.mark.slow
-def test_two_processes_agree_to_stop_on_a_tiny_time_budget(corpus, tmp_path):
+def test_two_processes_agree_to_stop_on_a_tiny_time_budget(corpus, tiny, tmp_path):
     """Each rank's clock passes the budget at its own moment; the ranks agree, so nobody is left
     waiting in an all-reduce (a hang would hit the subprocess timeout)."""
-    proc = _launch(corpus, tmp_path, "--set", "training.epochs=3", "--set", "training.max_train_minutes=0.0001",
+    proc = _launch(corpus, tmp_path, *tiny, "--set", "training.epochs=3", "--set", "training.max_train_minutes=0.0001",
                    "--set", f"training.deepspeed={_ds_config(tmp_path, 'two.json', 2, 1)}", port=29627)
     assert "stopping after epoch 1 (1 steps): time budget" in proc.stdout
     records = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
@@ -198,14 +217,15 @@ def _module_weights(run: Path) -> dict:
 
 
 @pytest.mark.slow
-def test_a_stopped_run_resumes_to_the_same_weights(corpus, tmp_path):
+def test_a_stopped_run_resumes_to_the_same_weights(corpus, tiny, tmp_path):
     """A run stopped mid-epoch (a time budget, checkpoint written) and started again continues from
     its checkpoint: same micro-batches, RNG, optimizer and schedule, so its final weights are those
     of an undisturbed run, bit for bit; its metrics file holds each epoch once."""
     import torch
 
     common = ["--set", f"data.train={corpus / 'train_annotated.json'}", "--set", f"data.valid={corpus / 'dev.json'}",
-              "--set", "training.epochs=2", "--set", "training.checkpoints=true", "--set", "training.threads=1"]
+              "--set", "training.epochs=2", "--set", "training.checkpoints=true", "--set", "training.threads=1",
+              *tiny]
     _cli("finetune", *common, "--output-dir", tmp_path / "whole")
     stopped = _cli("finetune", *common, "--set", "training.max_train_minutes=0.0001", "--output-dir", tmp_path / "cut")
     assert "stopping after epoch 1 (1 steps)" in stopped.stdout

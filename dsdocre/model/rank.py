@@ -8,8 +8,10 @@ cross-entropy) and then scores every ordered pair of every document.
 A bilinear layer followed by a linear score with nothing between is one bilinear form:
 ``s(i, k) = h_iᵀ M t_k + c`` with ``M = Σ_o w_o W_o`` and ``c = w · b_bilinear + b``. Scoring all
 pairs of a document is therefore ``H M Tᵀ + c``, one small matrix product after the encoder
-(:meth:`RankModel.score_all_pairs`); training goes through the pair op of :mod:`dsdocre.kernels`
-on the sampled candidates only (:meth:`RankModel.pair_scores`). Both are the same function.
+(:meth:`RankModel.score_all_pairs`). Training on sampled candidates goes through the pair op of
+:mod:`dsdocre.kernels` (:meth:`RankModel.pair_scores`); training against every NA pair of a
+document (``negatives_per_positive: 0``) goes through the collapsed form with gradients
+(``forward(batch, all_pairs=True)``). All are the same function.
 """
 
 from __future__ import annotations
@@ -28,6 +30,18 @@ class RankModel(RelationClassifier):
         # One score per pair, straight after the bilinear (what makes the collapsed form exact).
         config = config.model_copy(update={"num_classes": 1, "pair_activation": "none"})
         super().__init__(config, tokenizer, encoder_dir=encoder_dir, added_tokens=added_tokens)
+
+    def forward(self, batch: dict, all_pairs: bool = False) -> torch.Tensor:
+        """Logits [B, P, 1] of the pairs ``batch["heads"], batch["tails"]``; with ``all_pairs``,
+        scores [B, N, N] of every ordered pair through the collapsed form (differentiable)."""
+        if all_pairs:
+            return self._all_pair_scores(batch)
+        return super().forward(batch)
+
+    def external_parameters(self) -> list:
+        # the collapsed form reads the bilinear's weight outside its own forward (ZeRO-3 must gather it)
+        extra = [p for p in (self.pair.weight, self.pair.bias) if p is not None]
+        return super().external_parameters() + extra
 
     def pair_scores(self, batch: dict) -> torch.Tensor:
         """Scores [B, P] of the pairs ``batch["heads"], batch["tails"]`` (training path)."""
@@ -50,6 +64,9 @@ class RankModel(RelationClassifier):
     def score_all_pairs(self, batch: dict) -> torch.Tensor:
         """Scores [B, N, N] of every ordered pair (i, k) of every document: one encoder pass per
         document, then ``H M Tᵀ + c``. Diagonal and padding entries are meaningless; callers mask them."""
+        return self._all_pair_scores(batch)
+
+    def _all_pair_scores(self, batch: dict) -> torch.Tensor:
         left, right = self.projected_entities(batch)
         M, c = self.collapsed_form()
         return (left @ M.to(left.dtype)) @ right.transpose(1, 2) + c.to(left.dtype)
