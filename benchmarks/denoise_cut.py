@@ -39,6 +39,7 @@ CUTS = ("1n", "1.5n", "2n", "3n", "4n", "6n", "all")
 
 
 def kept_by(scores, docs, cut) -> set:
+    """(title, h, t) of the pairs each document keeps at ``cut`` under ``scores``."""
     kept = set()
     for doc, s in zip(docs, scores):
         n = doc.num_entities
@@ -95,11 +96,8 @@ def main() -> int:
     gold_facts = [(d.title, lab["h"], lab["t"]) for d in valid for lab in d.to_json().get("labels", [])]
     rows = {}
     for cut in CUTS:
-        kept = set()
-        for doc, s in zip(valid, scores):
-            n = doc.num_entities
-            chosen = top_pairs(s, n * (n - 1) if cut == "all" else cut)
-            kept.update((doc.title, h, t) for h, t, _ in chosen)
+        kept = kept_by(scores, valid, cut)
+        kept_by_classifier = kept_by(classifier_scores, valid, cut)
         inside = [p for p in predictions if (p["title"], p["h_idx"], p["t_idx"]) in kept]
         m = score_predictions(inside, gold, train_facts=facts_in_train)
         rows[cut] = {"precision": round(100 * m["precision"], 2), "recall": round(100 * m["recall"], 2),
@@ -108,7 +106,7 @@ def main() -> int:
                      "gold_facts_inside": round(100 * sum(f in kept for f in gold_facts) / len(gold_facts), 2),
                      "pairs_kept": len(kept),
                      "gold_facts_inside_classifier_ranking": round(
-                         100 * sum(f in kept_by(classifier_scores, valid, cut) for f in gold_facts) / len(gold_facts), 2)}
+                         100 * sum(f in kept_by_classifier for f in gold_facts) / len(gold_facts), 2)}
     best = max(CUTS, key=lambda c: rows[c]["f1"])
     machine = machine_info()
     result = {"cuts": rows, "best_k_d": best, "predictions": len(predictions), "gold_facts": len(gold_facts),

@@ -98,16 +98,16 @@ def earlier_baselines(out: Path) -> dict | None:
     return earlier
 
 
-def finished_rank_run(run: Path, data: Path) -> tuple[dict, float]:
-    """The record of a finished ``dsdocre denoise train`` run (the saved epoch's) and its training
-    seconds; refuses one trained or chosen on other files."""
+def finished_rank_run(run: Path, data: Path) -> dict:
+    """The record of a finished ``dsdocre denoise train`` run (the saved epoch's, with the run's
+    training seconds); refuses one trained or chosen on other files."""
     meta = json.loads((run / "model" / "dsdocre_model.json").read_text())
     for key, name in (("train_file", "train.json"), ("valid_file", "valid.json")):
         if Path(meta[key]).resolve() != (data / name).resolve():
             raise SystemExit(f"--rank-run {run}: its model was trained with {key} {meta[key]}, not {data / name}")
     records = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
     [record] = [r for r in records if r["epoch"] == meta["epoch"]][-1:]
-    return {**record, "train_seconds_total": records[-1]["train_seconds"]}, records[-1]["train_seconds"]
+    return {**record, "train_seconds_total": records[-1]["train_seconds"]}
 
 
 def main() -> int:
@@ -147,7 +147,8 @@ def main() -> int:
         f"data.train={data / 'train.json'}", f"data.valid={data / 'valid.json'}", f"output_dir={work / 'rank'}",
         *args.rank_set])
     if args.rank_run:
-        rank, rank_seconds = finished_rank_run(Path(args.rank_run), data)
+        rank = finished_rank_run(Path(args.rank_run), data)
+        rank_seconds = rank["train_seconds_total"]
         rank_cfg.output_dir = str(Path(args.rank_run))
     else:
         rank = train_rank_model(rank_cfg)

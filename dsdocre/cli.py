@@ -73,14 +73,6 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"dsdocre {args.command}: error: {err.filename}: {err.strerror}", file=sys.stderr)
         return 2
-    finally:
-        from dsdocre.train import distributed
-
-        global _LEFT_PROCESS_GROUP
-        _LEFT_PROCESS_GROUP = distributed.shutdown()
-
-
-_LEFT_PROCESS_GROUP = False
 
 
 def entry() -> None:
@@ -91,8 +83,13 @@ def entry() -> None:
     fixed order, and a worker thread still joinable then aborts the process ("terminate called
     without an active exception", exit -6) after a run that had finished. ``main`` itself returns,
     so in-process callers (tests) keep their interpreter."""
-    code = main()
-    if _LEFT_PROCESS_GROUP:
+    from dsdocre.train import distributed
+
+    try:
+        code = main()
+    finally:  # also when main raised: the group is left before the traceback and the exit
+        left_group = distributed.shutdown()
+    if left_group:
         import logging
 
         logging.shutdown()

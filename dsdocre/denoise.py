@@ -127,11 +127,12 @@ def train_rank_model(config: DenoiseConfig) -> dict:
     encoder_dir = resolve_encoder_dir(model_cfg.encoder)
     tokenizer, added = load_tokenizer(encoder_dir, model_cfg.max_entities)
     negatives = train_cfg.negatives_per_positive
+    needed = max(negatives, 1)  # NA pairs a document must have (0 = all of them: at least one)
     examples = [e for e in build_examples(train_docs, tokenizer)
-                if (e.labels[:, 0] == 0).any() and (e.labels[:, 0] == 1).sum() >= max(negatives, 1)]
+                if (e.labels[:, 0] == 0).any() and (e.labels[:, 0] == 1).sum() >= needed]
     if not examples:
-        raise UserError(f"{data_cfg.train}: no document has a labelled pair and {negatives} NA pairs to train on")
-    log(f"{len(examples)} of {len(train_docs)} training documents have a labelled pair and >= {negatives} NA pairs")
+        raise UserError(f"{data_cfg.train}: no document has a labelled pair and {needed} NA pairs to train on")
+    log(f"{len(examples)} of {len(train_docs)} training documents have a labelled pair and >= {needed} NA pairs")
     valid_encodings = [tokenizer.encode(d) for d in valid_docs]
 
     # ---- model and engine -------------------------------------------------------------------
