@@ -62,6 +62,11 @@ class DistantConfig(Section):
     seed: int = 0
 
 
+class PaperFigure(Section):
+    f1: float
+    ign_f1: float
+
+
 class PaperTableConfig(Section):
     output_dir: str = "runs/paper_table"
     data: str = "../shared/data"
@@ -70,6 +75,7 @@ class PaperTableConfig(Section):
     distant: DistantConfig = DistantConfig()
     pretrain_set: list[str] = []
     rows: dict[str, RowConfig]
+    paper: dict[str, PaperFigure] = {}  # the paper's dev F1 / Ign F1 per row, for the plot and README
 
 
 def slug(name: str) -> str:
@@ -88,6 +94,15 @@ def save_results(path: Path, results: dict) -> None:
     tmp = path.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(results, indent=2) + "\n")
     tmp.replace(path)
+
+
+def record_row(path: Path, name: str, record: dict) -> dict:
+    """Adds one row to the result file as it is on disk now (another run may have added rows since
+    this one started), and returns the file's content."""
+    results = load_results(path)
+    results["rows"][name] = record
+    save_results(path, results)
+    return results
 
 
 def rows_to_run(config: PaperTableConfig, results: dict, only: list[str] | None, redo: list[str]) -> list[str]:
@@ -158,10 +173,94 @@ def rank_model_dir(config: PaperTableConfig, data: Path, shared: Path, log) -> P
     return model
 
 
+def loss_curves(metrics: Path) -> dict:
+    """Per-task pre-training loss against the optimizer step, from the run's metrics.jsonl (a line
+    every ``log_every`` steps): what the plot draws, kept in the result file with the row."""
+    lines = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()]
+    names = ["loss"] + sorted({k for line in lines for k in line if k.endswith("_loss")})
+    return {"step": [line["step"] for line in lines],
+            **{name: [line.get(name) for line in lines] for name in names}}
+
+
 # ---- one row ----------------------------------------------------------------------------------
+def finetune_config(row: RowConfig, config: PaperTableConfig, inputs: dict, out: Path):
+    """The table's fine-tuning recipe for ``row``: the same for every row but the kept pairs."""
+    from dsdocre.config import load_config
+    from dsdocre.finetune import FinetuneConfig
+
+    ft = load_config(FinetuneConfig, ROOT / config.finetune, [
+        f"data.train={inputs['train']}", f"data.valid={inputs['valid']}", f"output_dir={out / 'finetune'}",
+        "training.checkpoints=true", "training.keep_checkpoints=1"])
+    if row.denoise:
+        ft.data.kept_pairs = [str(inputs["kept"]["train"]), str(inputs["kept"]["valid"])]
+    return ft
+
+
+# Settings that change where a run writes or how it survives a crash, not what it computes.
+NOT_RECIPE = {"checkpoints", "keep_checkpoints", "checkpoint_every", "checkpoint_every_minutes", "resume",
+              "threads", "max_skipped_steps"}
+
+
+def recipe_differences(ours: dict, theirs: dict) -> list[str]:
+    """Where a recorded fine-tuning config differs from the table's recipe (model and training
+    sections, crash-handling settings aside). A key the record lacks (an older schema) is listed
+    by the caller as unrecorded, not as a difference."""
+    return [f"{section}.{key}: {value!r} (the table's recipe: {ours[section].get(key)!r})"
+            for section in ("model", "training") for key, value in theirs.get(section, {}).items()
+            if key not in NOT_RECIPE and ours[section].get(key) != value]
+
+
+def kept_checksums(folder: str | Path) -> list[str]:
+    """The sha256 of each scored shard, from the folder's manifest: equal lists, equal kept pairs."""
+    return [shard["sha256"] for shard in json.loads((Path(folder) / "manifest.json").read_text())["shards"]]
+
+
+def adopt_row(name: str, row: RowConfig, config: PaperTableConfig, inputs: dict, spec: str) -> dict:
+    """The record of a fine-tuning run that another benchmark already made with this table's
+    recipe: ``spec`` is ``RESULT_FILE[:KEY]``, the file's (or its KEY's) ``config`` being that run's
+    fine-tuning config. Refused unless the recipe, the data files and (for a D row) the kept pairs,
+    shard for shard by sha256, are this row's; pre-trained rows are never adopted."""
+    from dsdocre.config import to_plain
+
+    if row.pretrain:
+        raise SystemExit(f"paper_table: row {name!r} is pre-trained; only BERT and BERT+D rows can be adopted")
+    file, _, key = spec.partition(":")
+    source = json.loads(Path(file).read_text())
+    theirs = (source[key] if key else source)["config"]
+    ours = to_plain(finetune_config(row, config, inputs, Path("unused")))
+    problems = recipe_differences(ours, theirs)
+    for split in ("train", "valid"):
+        if Path(theirs["data"][split]).resolve() != Path(inputs[split]).resolve():
+            problems.append(f"data.{split}: {theirs['data'][split]} (the table's: {inputs[split]})")
+    kept = theirs["data"].get("kept_pairs")
+    if row.denoise:
+        ours_kept = [kept_checksums(inputs["kept"][split]) for split in ("train", "valid")]
+        if not kept or [kept_checksums(ROOT / folder) for folder in kept] != ours_kept:
+            problems.append(f"data.kept_pairs: {kept} are not the table's kept pairs (sha256 of the scored shards)")
+    elif kept:
+        problems.append(f"data.kept_pairs: {kept} (the BERT row fine-tunes on every pair)")
+    if problems:
+        raise SystemExit(f"paper_table: {spec} is not row {name!r} of this table:\n  " + "\n  ".join(problems))
+    run = ROOT / theirs["output_dir"]
+    best = json.loads((run / "model" / "dsdocre_model.json").read_text())
+    epochs = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    unrecorded = [f"{section}.{k}" for section in ("model", "training") for k in ours[section]
+                  if k not in theirs.get(section, {}) and k not in NOT_RECIPE]
+    return {
+        "row": name, "denoise": row.denoise, "pretrain_config": None,
+        "valid_f1": best["valid"]["f1"], "valid_ign_f1": best["valid"]["ign_f1"],
+        "valid": {k: best["valid"][k] for k in KEYS}, "best_epoch": best["epoch"], "threshold": best["threshold"],
+        "finetune_train_seconds": epochs[-1]["train_seconds"], "finetune_config": theirs,
+        "model": str(run / "model"), "corpus": None,
+        "adopted": {"file": file, "key": key or None, "command": source.get("command"), "date": source.get("date"),
+                    "machine": source.get("machine"), "unrecorded_settings": unrecorded},
+        "command": source.get("command"), "date": source.get("date"), "device": "cpu",
+    }
+
+
 def run_row(name: str, row: RowConfig, config: PaperTableConfig, inputs: dict, out: Path) -> dict:
     from dsdocre.config import load_config, to_plain
-    from dsdocre.finetune import FinetuneConfig, finetune
+    from dsdocre.finetune import finetune
 
     started = time.perf_counter()
     record: dict = {"row": name, "denoise": row.denoise, "pretrain_config": row.pretrain}
@@ -175,12 +274,9 @@ def run_row(name: str, row: RowConfig, config: PaperTableConfig, inputs: dict, o
         summary = pretrain(pt)
         encoder = summary["encoder"]
         record["pretrain"] = {"steps": summary["steps"], "train_seconds": summary["train_seconds"],
-                              "skipped_steps": summary["skipped_steps"], "config": to_plain(pt)}
-    ft = load_config(FinetuneConfig, ROOT / config.finetune, [
-        f"data.train={inputs['train']}", f"data.valid={inputs['valid']}", f"output_dir={out / 'finetune'}",
-        "training.checkpoints=true", "training.keep_checkpoints=1"])
-    if row.denoise:
-        ft.data.kept_pairs = [str(inputs["kept"]["train"]), str(inputs["kept"]["valid"])]
+                              "skipped_steps": summary["skipped_steps"], "config": to_plain(pt),
+                              "curves": loss_curves(out / "pretrain" / "metrics.jsonl")}
+    ft = finetune_config(row, config, inputs, out)
     if encoder:
         ft.model.encoder = encoder
     best = finetune(ft)
@@ -201,6 +297,10 @@ def main() -> int:
                         help="override a config value, e.g. --set denoise.rank_run=runs/denoise_quality_allneg/rank")
     parser.add_argument("--rows", help="comma-separated row names to run (default: every row without a record)")
     parser.add_argument("--redo", action="append", default=[], metavar="NAME", help="run a finished row again")
+    parser.add_argument("--adopt", action="append", default=[], metavar="ROW=RESULT_FILE[:KEY]",
+                        help="record a BERT or BERT+D row from a fine-tuning run another benchmark made with this "
+                             "table's recipe (checked: recipe, data files, kept pairs by sha256), e.g. "
+                             "--adopt BERT=benchmarks/results/finetune_realdata.json")
     parser.add_argument("--prepare-only", action="store_true", help="build the shared stages and stop")
     parser.add_argument("--out", default=str(ROOT / "benchmarks/results/paper_table.json"))
     args = parser.parse_args()
@@ -221,13 +321,19 @@ def main() -> int:
     print(f"distant corpus: {inputs['corpus']}", flush=True)
     if args.prepare_only:
         return 0
+    for spec in args.adopt:
+        name, _, source = spec.partition("=")
+        if name not in config.rows or not source:
+            raise SystemExit(f"paper_table: --adopt wants ROW=RESULT_FILE[:KEY] with a row of {', '.join(config.rows)}")
+        results = record_row(out_path, name, adopt_row(name, config.rows[name], config, inputs, source))
+        print(f"   {name}: adopted from {source}", flush=True)
+        todo = [row for row in todo if row != name]
     for name in todo:
         print(f"== row {name}", flush=True)
         record = run_row(name, config.rows[name], config, inputs, Path(config.output_dir) / "rows" / slug(name))
         record.update(threads=threads, machine=machine, command=machine["command"], date=machine_info()["date"],
                       device="cpu")
-        results["rows"][name] = record
-        save_results(out_path, results)  # each finished row is kept, whatever happens to the next
+        results = record_row(out_path, name, record)  # each finished row is kept, whatever happens to the next
         print(f"   {name}: valid F1 {record['valid_f1']:.2f}  Ign F1 {record['valid_ign_f1']:.2f}", flush=True)
 
     print(f"\n{'row':<12}{'F1':>8}{'Ign F1':>8}")

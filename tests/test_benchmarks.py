@@ -114,6 +114,7 @@ def test_paper_table_config_names_runnable_configs():
             load_config(PretrainConfig, ROOT / row.pretrain, ["data.pairs=p", "data.shards=s"])
     assert [paper_table.slug(n) for n in config.rows] == ["bert", "bert_d", "bert_d_p", "wo_mm", "wo_rd", "wo_ra",
                                                           "wo_inter", "wo_intra"]
+    assert set(config.paper) == set(config.rows)  # the paper's figure beside every row
 
 
 def test_paper_table_skips_finished_rows_and_redoes_named_ones(tmp_path):
@@ -134,3 +135,90 @@ def test_paper_table_skips_finished_rows_and_redoes_named_ones(tmp_path):
     assert paper_table.rows_to_run(config, again, None, ["BERT"]) == list(config.rows)
     with pytest.raises(SystemExit, match="no row 'w/o XY'"):
         paper_table.rows_to_run(config, again, ["w/o XY"], [])
+
+
+def test_paper_table_row_is_added_to_the_file_as_it_is_on_disk(tmp_path):
+    """Two runs filling different rows of one file: the second to finish keeps the first's row."""
+    import paper_table
+
+    path = tmp_path / "paper_table.json"
+    paper_table.save_results(path, {"rows": {}, "ds_docs": 1000})
+    paper_table.record_row(path, "BERT", {"valid_f1": 55.0})  # the other run, finishing first
+    results = paper_table.record_row(path, "BERT+D+P", {"valid_f1": 56.0})
+    assert results == paper_table.load_results(path) == {
+        "rows": {"BERT": {"valid_f1": 55.0}, "BERT+D+P": {"valid_f1": 56.0}}, "ds_docs": 1000}
+
+
+def _scored_folder(folder: Path, checksums):
+    folder.mkdir(parents=True)
+    (folder / "manifest.json").write_text(json.dumps({"shards": [{"sha256": c} for c in checksums]}))
+    return folder
+
+
+@pytest.fixture
+def adoptable(tmp_path):
+    """A finished BERT+D fine-tuning run as another benchmark records it, with this table's recipe."""
+    import paper_table
+
+    from dsdocre.config import load_config, to_plain
+
+    config = load_config(paper_table.PaperTableConfig, ROOT / "configs/paper_table.yaml", [])
+    inputs = {"train": tmp_path / "train.json", "valid": tmp_path / "valid.json",
+              "kept": {"train": _scored_folder(tmp_path / "table/train-6n", ["a", "b"]),
+                       "valid": _scored_folder(tmp_path / "table/valid-6n", ["c"])}}
+    run = tmp_path / "earlier_run"
+    (run / "model").mkdir(parents=True)
+    valid = {"precision": 56.31, "recall": 55.52, "f1": 55.91, "ign_f1": 55.05, "intra_f1": 57.86, "inter_f1": 54.49}
+    (run / "model" / "dsdocre_model.json").write_text(json.dumps({"valid": valid, "epoch": 15, "threshold": 0.31}))
+    (run / "metrics.jsonl").write_text("".join(json.dumps({"epoch": e, "train_seconds": 190.0 * e}) + "\n"
+                                               for e in (1, 2, 3)))
+    their_config = to_plain(paper_table.finetune_config(config.rows["BERT+D"], config, inputs, tmp_path))
+    their_config["output_dir"] = str(run)
+    their_config["data"]["kept_pairs"] = [str(_scored_folder(tmp_path / f"earlier/{s}", c))
+                                          for s, c in (("train", ["a", "b"]), ("valid", ["c"]))]
+    del their_config["training"]["precision"]  # an older schema: a setting not recorded
+    result = tmp_path / "earlier.json"
+    result.write_text(json.dumps({"bert_d": {"config": their_config}, "command": "python earlier.py", "date": "d"}))
+    return paper_table, config, inputs, result, their_config
+
+
+def test_paper_table_adopts_an_earlier_run_with_the_same_recipe_and_kept_pairs(adoptable):
+    paper_table, config, inputs, result, _ = adoptable
+    record = paper_table.adopt_row("BERT+D", config.rows["BERT+D"], config, inputs, f"{result}:bert_d")
+    assert (record["valid_f1"], record["valid_ign_f1"], record["best_epoch"]) == (55.91, 55.05, 15)
+    assert record["valid"]["inter_f1"] == 54.49 and record["finetune_train_seconds"] == 570.0
+    assert record["adopted"]["command"] == "python earlier.py"
+    assert record["adopted"]["unrecorded_settings"] == ["training.precision"]
+
+
+def test_paper_table_refuses_to_adopt_a_run_that_is_not_the_row(adoptable):
+    paper_table, config, inputs, result, their_config = adoptable
+    source = json.loads(result.read_text())
+    source["bert_d"]["config"]["training"]["epochs"] = 14
+    result.write_text(json.dumps(source))
+    with pytest.raises(SystemExit, match="training.epochs: 14"):
+        paper_table.adopt_row("BERT+D", config.rows["BERT+D"], config, inputs, f"{result}:bert_d")
+    source["bert_d"]["config"]["training"]["epochs"] = their_config["training"]["epochs"]
+    result.write_text(json.dumps(source))
+    _scored_folder(inputs["kept"]["valid"].parent / "other-valid", ["changed"])
+    inputs["kept"]["valid"] = inputs["kept"]["valid"].parent / "other-valid"  # the table kept other pairs
+    with pytest.raises(SystemExit, match="data.kept_pairs"):
+        paper_table.adopt_row("BERT+D", config.rows["BERT+D"], config, inputs, f"{result}:bert_d")
+    with pytest.raises(SystemExit, match="the BERT row fine-tunes on every pair"):
+        paper_table.adopt_row("BERT", config.rows["BERT"], config, inputs, f"{result}:bert_d")
+    with pytest.raises(SystemExit, match="pre-trained"):
+        paper_table.adopt_row("BERT+D+P", config.rows["BERT+D+P"], config, inputs, f"{result}:bert_d")
+
+
+def test_paper_table_readme_table_puts_ours_beside_the_paper():
+    import plot_paper_table
+
+    results = {"config": {"rows": {"BERT": {}, "BERT+D": {}, "w/o MM": {}},
+                          "paper": {"BERT": {"f1": 55.67, "ign_f1": 53.32}, "BERT+D": {"f1": 57.42, "ign_f1": 55.88},
+                                    "w/o MM": {"f1": 58.39, "ign_f1": 56.76}}},
+               "rows": {"BERT": {"valid_f1": 55.77, "valid_ign_f1": 55.02},
+                        "BERT+D": {"valid_f1": 55.91, "valid_ign_f1": 55.05}}}
+    assert plot_paper_table.markdown(results).splitlines()[2:] == [
+        "| BERT | 55.77 | 55.02 | +0.00 | 55.67 | 53.32 | +0.00 |",
+        "| BERT+D | 55.91 | 55.05 | +0.14 | 57.42 | 55.88 | +1.75 |",
+        "| w/o MM | not run | not run |  | 58.39 | 56.76 | +2.72 |"]

@@ -1,0 +1,120 @@
+"""The paper table's figure and README table, drawn from ``benchmarks/results/paper_table.json``.
+
+    python benchmarks/plot_paper_table.py [--results benchmarks/results/paper_table.json]
+                                          [--png docs/paper_table.png] [--markdown]
+
+Left: valid F1 and Ign F1 of every row that has a record, beside the paper's DocRED dev figures
+(taken from the result file's config, ``configs/paper_table.yaml`` ``paper:``). Right: the per-task
+pre-training loss of BERT+D+P against the optimizer step (the row's ``pretrain.curves``). Nothing is
+typed in by hand: run it again after ``paper_table.py`` fills a row. ``--markdown`` prints the
+README's table. Needs matplotlib (``pip install -e .[plots]``) for the PNG only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+CURVE_ROW = "BERT+D+P"
+TASK_NAMES = {"mm_intra_loss": "MM intra", "mm_inter_loss": "MM inter", "rd_intra_loss": "RD intra",
+              "rd_inter_loss": "RD inter", "ra_loss": "RA"}
+
+
+def table_rows(results: dict) -> list[dict]:
+    """One entry per row of the table's config, in its order: ours (None when not run yet) and the paper's."""
+    paper = results.get("config", {}).get("paper", {})
+    names = list(results.get("config", {}).get("rows", {})) or list(results["rows"])
+    out = []
+    for name in names:
+        rec = results["rows"].get(name)
+        out.append({"row": name, "f1": rec["valid_f1"] if rec else None, "ign_f1": rec["valid_ign_f1"] if rec else None,
+                    "paper_f1": paper.get(name, {}).get("f1"), "paper_ign_f1": paper.get(name, {}).get("ign_f1"),
+                    "pretrained": bool(rec and rec.get("pretrain")), "adopted": bool(rec and rec.get("adopted"))})
+    return out
+
+
+def markdown(results: dict) -> str:
+    """The README's table: ours on Re-DocRED valid beside the paper's DocRED dev, and the gap to BERT."""
+    rows = table_rows(results)
+    base = next((r["f1"] for r in rows if r["row"] == "BERT"), None)
+    base_paper = next((r["paper_f1"] for r in rows if r["row"] == "BERT"), None)
+
+    def cell(value):
+        return "not run" if value is None else f"{value:.2f}"
+
+    def gain(value, ref):
+        return "" if value is None or ref is None else f"{value - ref:+.2f}"
+
+    lines = ["| row | F1 (ours) | Ign F1 (ours) | vs BERT | F1 (paper) | Ign F1 (paper) | vs BERT (paper) |",
+             "|---|---:|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        lines.append(f"| {r['row']} | {cell(r['f1'])} | {cell(r['ign_f1'])} | {gain(r['f1'], base)} | "
+                     f"{cell(r['paper_f1'])} | {cell(r['paper_ign_f1'])} | {gain(r['paper_f1'], base_paper)} |")
+    return "\n".join(lines)
+
+
+def plot(results: dict, png: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = table_rows(results)
+    curves = (results["rows"].get(CURVE_ROW) or {}).get("pretrain", {}).get("curves")
+    fig, (bars, losses) = plt.subplots(1, 2, figsize=(13, 5.4), gridspec_kw={"width_ratios": [3, 2]})
+    x = range(len(rows))
+    width = 0.2
+    for offset, key, label, style in ((-1.5, "f1", "F1 (ours, Re-DocRED valid)", {"color": "tab:blue"}),
+                                      (-0.5, "ign_f1", "Ign F1 (ours)", {"color": "tab:cyan"}),
+                                      (0.5, "paper_f1", "F1 (paper, DocRED dev)", {"color": "tab:gray"}),
+                                      (1.5, "paper_ign_f1", "Ign F1 (paper)", {"color": "lightgray"})):
+        values = [r[key] or 0.0 for r in rows]
+        bars.bar([i + offset * width for i in x], values, width, label=label, **style)
+    known = [v for r in rows for v in (r["f1"], r["ign_f1"], r["paper_f1"], r["paper_ign_f1"]) if v]
+    low, high = (max(0.0, min(known) - 5), max(known) + 3) if known else (0.0, 100.0)
+    bars.set_ylim(low, high)
+    for i, r in enumerate(rows):
+        if r["f1"] is None:
+            bars.text(i - width, low + 0.3, "not run", rotation=90, ha="center", va="bottom", fontsize=8)
+    bars.set_xticks(list(x), [r["row"] for r in rows], rotation=30, ha="right")
+    bars.set_ylabel("percent")
+    bars.set_title("Valid F1 per row (epoch and threshold chosen on valid)")
+    bars.legend(fontsize=8, loc="upper left", ncol=2)
+    if curves:
+        for key, label in TASK_NAMES.items():
+            if key in curves and any(v is not None for v in curves[key]):
+                losses.plot(curves["step"], curves[key], label=label)
+        losses.set_xlabel("optimizer step")
+        losses.set_ylabel("training loss (mean over the log window)")
+        losses.legend(fontsize=8)
+    else:
+        losses.text(0.5, 0.5, f"{CURVE_ROW}: not run yet", ha="center", va="center", transform=losses.transAxes)
+    losses.set_title(f"{CURVE_ROW}: pre-training loss per task")
+    fig.suptitle(f"dsdocre on real data: {results.get('encoder', '')}; distant corpus "
+                 f"{results.get('ds_docs', '?')} documents, {results.get('ds_pairs', '?')} document pairs", fontsize=10)
+    fig.tight_layout()
+    png.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(png, dpi=110)
+    plt.close(fig)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--results", default=str(ROOT / "benchmarks/results/paper_table.json"))
+    parser.add_argument("--png", default=str(ROOT / "docs/paper_table.png"))
+    parser.add_argument("--markdown", action="store_true", help="print the README's table and draw nothing")
+    args = parser.parse_args()
+    results = json.loads(Path(args.results).read_text())
+    if args.markdown:
+        print(markdown(results))
+        return 0
+    plot(results, Path(args.png))
+    print(f"-> {args.png}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
