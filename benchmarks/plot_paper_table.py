@@ -42,8 +42,8 @@ def markdown(results: dict) -> str:
     base = next((r["f1"] for r in rows if r["row"] == "BERT"), None)
     base_paper = next((r["paper_f1"] for r in rows if r["row"] == "BERT"), None)
 
-    def cell(value):
-        return "not run" if value is None else f"{value:.2f}"
+    def cell(value, missing="not run"):
+        return missing if value is None else f"{value:.2f}"
 
     def gain(value, ref):
         return "" if value is None or ref is None else f"{value - ref:+.2f}"
@@ -52,7 +52,7 @@ def markdown(results: dict) -> str:
              "|---|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
         lines.append(f"| {r['row']} | {cell(r['f1'])} | {cell(r['ign_f1'])} | {gain(r['f1'], base)} | "
-                     f"{cell(r['paper_f1'])} | {cell(r['paper_ign_f1'])} | {gain(r['paper_f1'], base_paper)} |")
+                     f"{cell(r['paper_f1'], '–')} | {cell(r['paper_ign_f1'], '–')} | {gain(r['paper_f1'], base_paper)} |")
     return "\n".join(lines)
 
 

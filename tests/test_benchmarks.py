@@ -108,13 +108,14 @@ def test_paper_table_config_names_runnable_configs():
     from dsdocre.pretrain import PretrainConfig
 
     config = load_config(paper_table.PaperTableConfig, ROOT / "configs/paper_table.yaml", [])
-    assert list(config.rows) == ["BERT", "BERT+D", "BERT+D+P", "w/o MM", "w/o RD", "w/o RA", "w/o Inter", "w/o Intra"]
+    paper_rows = ["BERT", "BERT+D", "BERT+D+P", "w/o MM", "w/o RD", "w/o RA", "w/o Inter", "w/o Intra"]
+    assert list(config.rows)[:8] == paper_rows and list(config.paper) == paper_rows
+    assert {paper_table.row_corpus(config, row) for row in config.rows.values()} == {None, *config.corpora}
     for name, row in config.rows.items():
         if row.pretrain:
             load_config(PretrainConfig, ROOT / row.pretrain, ["data.pairs=p", "data.shards=s"])
     assert [paper_table.slug(n) for n in config.rows] == ["bert", "bert_d", "bert_d_p", "wo_mm", "wo_rd", "wo_ra",
-                                                          "wo_inter", "wo_intra"]
-    assert set(config.paper) == set(config.rows)  # the paper's figure beside every row
+                                                          "wo_inter", "wo_intra", "bert_d_p_larger_corpus"]
 
 
 def test_paper_table_skips_finished_rows_and_redoes_named_ones(tmp_path):
@@ -131,6 +132,7 @@ def test_paper_table_skips_finished_rows_and_redoes_named_ones(tmp_path):
     again = paper_table.load_results(path)  # what a run started again reads
     assert again["rows"] == {"BERT": {"valid_f1": 55.0}} and not path.with_suffix(".json.tmp").exists()
     assert paper_table.rows_to_run(config, again, None, []) == list(config.rows)[1:]
+    assert len(config.rows) == 9
     assert paper_table.rows_to_run(config, again, ["BERT", "w/o RA"], []) == ["w/o RA"]
     assert paper_table.rows_to_run(config, again, None, ["BERT"]) == list(config.rows)
     with pytest.raises(SystemExit, match="no row 'w/o XY'"):
@@ -213,7 +215,7 @@ def test_paper_table_refuses_to_adopt_a_run_that_is_not_the_row(adoptable):
 def test_paper_table_readme_table_puts_ours_beside_the_paper():
     import plot_paper_table
 
-    results = {"config": {"rows": {"BERT": {}, "BERT+D": {}, "w/o MM": {}},
+    results = {"config": {"rows": {"BERT": {}, "BERT+D": {}, "w/o MM": {}, "BERT+D+P (larger corpus)": {}},
                           "paper": {"BERT": {"f1": 55.67, "ign_f1": 53.32}, "BERT+D": {"f1": 57.42, "ign_f1": 55.88},
                                     "w/o MM": {"f1": 58.39, "ign_f1": 56.76}}},
                "rows": {"BERT": {"valid_f1": 55.77, "valid_ign_f1": 55.02},
@@ -221,4 +223,5 @@ def test_paper_table_readme_table_puts_ours_beside_the_paper():
     assert plot_paper_table.markdown(results).splitlines()[2:] == [
         "| BERT | 55.77 | 55.02 | +0.00 | 55.67 | 53.32 | +0.00 |",
         "| BERT+D | 55.91 | 55.05 | +0.14 | 57.42 | 55.88 | +1.75 |",
-        "| w/o MM | not run | not run |  | 58.39 | 56.76 | +2.72 |"]
+        "| w/o MM | not run | not run |  | 58.39 | 56.76 | +2.72 |",
+        "| BERT+D+P (larger corpus) | not run | not run |  | – | – |  |"]
