@@ -321,6 +321,13 @@ def run_row(name: str, row: RowConfig, config: PaperTableConfig, inputs: dict, o
     return record
 
 
+def device_name() -> str:
+    """What a row trained on: ``cpu``, or the GPU's name (a row run on a GPU says so)."""
+    import torch
+
+    return f"gpu: {torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else "cpu"
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", default=str(ROOT / "configs/paper_table.yaml"))
@@ -370,14 +377,14 @@ def main() -> int:
         print(f"== row {name}", flush=True)
         record = run_row(name, config.rows[name], config, inputs, Path(config.output_dir) / "rows" / slug(name))
         record.update(threads=threads, machine=machine, command=machine["command"], date=machine_info()["date"],
-                      device="cpu")
+                      device=device_name())
         results = record_row(out_path, name, record)  # each finished row is kept, whatever happens to the next
         print(f"   {name}: valid F1 {record['valid_f1']:.2f}  Ign F1 {record['valid_ign_f1']:.2f}", flush=True)
 
-    print(f"\n{'row':<12}{'F1':>8}{'Ign F1':>8}")
+    print(f"\n{'row':<26}{'F1':>8}{'Ign F1':>8}")
     for name in config.rows:
         rec = results["rows"].get(name)
-        print(f"{name:<12}" + (f"{rec['valid_f1']:>8.2f}{rec['valid_ign_f1']:>8.2f}" if rec else f"{'(not run)':>16}"))
+        print(f"{name:<26}" + (f"{rec['valid_f1']:>8.2f}{rec['valid_ign_f1']:>8.2f}" if rec else f"{'(not run)':>16}"))
     print(f"-> {out_path}")
     return 0
 
