@@ -212,6 +212,26 @@ def loss_curves(metrics: Path) -> dict:
             **{name: [line.get(name) for line in lines] for name in names}}
 
 
+def finetune_epochs(run: Path) -> list[dict]:
+    """Valid F1 and Ign F1 after each fine-tuning epoch, from the run's metrics.jsonl: how fast a
+    row gets there, not only where it ends."""
+    lines = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    return [{"epoch": x["epoch"], "train_seconds": x["train_seconds"], "f1": x["valid"]["f1"],
+             "ign_f1": x["valid"]["ign_f1"]} for x in lines if "valid" in x]
+
+
+def add_missing_epoch_curves(results: dict) -> list[str]:
+    """Fills ``finetune_epochs`` of finished rows recorded without it, from the metrics.jsonl beside
+    each row's saved model (rows recorded before the field existed); returns the rows filled."""
+    filled = []
+    for name, rec in results["rows"].items():
+        run = Path(rec.get("model", "")).parent
+        if "finetune_epochs" not in rec and (run / "metrics.jsonl").is_file():
+            rec["finetune_epochs"] = finetune_epochs(run)
+            filled.append(name)
+    return filled
+
+
 # ---- one row ----------------------------------------------------------------------------------
 def finetune_config(row: RowConfig, config: PaperTableConfig, inputs: dict, out: Path):
     """The table's fine-tuning recipe for ``row``: the same for every row but the kept pairs."""
@@ -281,7 +301,7 @@ def adopt_row(name: str, row: RowConfig, config: PaperTableConfig, inputs: dict,
         "valid_f1": best["valid"]["f1"], "valid_ign_f1": best["valid"]["ign_f1"],
         "valid": {k: best["valid"][k] for k in KEYS}, "best_epoch": best["epoch"], "threshold": best["threshold"],
         "finetune_train_seconds": epochs[-1]["train_seconds"], "finetune_config": theirs,
-        "model": str(run / "model"), "corpus": None,
+        "model": str(run / "model"), "corpus": None, "finetune_epochs": finetune_epochs(run),
         "adopted": {"file": file, "key": key or None, "command": source.get("command"), "date": source.get("date"),
                     "machine": source.get("machine"), "unrecorded_settings": unrecorded},
         "command": source.get("command"), "date": source.get("date"), "device": "cpu",
@@ -316,6 +336,7 @@ def run_row(name: str, row: RowConfig, config: PaperTableConfig, inputs: dict, o
         "valid": {k: best["valid"][k] for k in KEYS}, "best_epoch": best["epoch"], "threshold": best["threshold"],
         "finetune_train_seconds": best["train_seconds_total"], "finetune_config": to_plain(ft),
         "model": str(out / "finetune" / "model"), "wall_seconds": round(time.perf_counter() - started, 1),
+        "finetune_epochs": finetune_epochs(out / "finetune"),
         "corpus": corpus["record"] if corpus else None,
     })
     return record
@@ -339,6 +360,9 @@ def main() -> int:
                         help="record a BERT or BERT+D row from a fine-tuning run another benchmark made with this "
                              "table's recipe (checked: recipe, data files, kept pairs by sha256), e.g. "
                              "--adopt BERT=benchmarks/results/finetune_realdata.json")
+    parser.add_argument("--add-epoch-curves", action="store_true",
+                        help="fill the per-epoch valid F1 of finished rows recorded without it (from each row's "
+                             "metrics.jsonl) and stop")
     parser.add_argument("--prepare-only", action="store_true", help="build the shared stages and stop")
     parser.add_argument("--out", default=str(ROOT / "benchmarks/results/paper_table.json"))
     args = parser.parse_args()
@@ -348,6 +372,11 @@ def main() -> int:
     data = (ROOT / config.data).resolve()
     out_path = Path(args.out)
     results = load_results(out_path)
+    if args.add_epoch_curves:
+        filled = add_missing_epoch_curves(results)
+        save_results(out_path, results)
+        print(f"per-epoch valid F1 added to: {', '.join(filled) or 'no row'}")
+        return 0
     todo = rows_to_run(config, results, args.rows.split(",") if args.rows else None, args.redo)
     threads = pin_threads()
     default_corpus = next(iter(config.corpora))

@@ -4,8 +4,9 @@
                                           [--png docs/paper_table.png] [--markdown]
 
 Left: valid F1 and Ign F1 of every row that has a record, beside the paper's DocRED dev figures
-(taken from the result file's config, ``configs/paper_table.yaml`` ``paper:``). Right: the per-task
-pre-training loss of BERT+D+P against the optimizer step (the row's ``pretrain.curves``). Nothing is
+(taken from the result file's config, ``configs/paper_table.yaml`` ``paper:``). Middle: valid F1
+after each fine-tuning epoch of every row (``finetune_epochs``). Right: the per-task pre-training
+loss of BERT+D+P against the optimizer step (the row's ``pretrain.curves``). Nothing is
 typed in by hand: run it again after ``paper_table.py`` fills a row. ``--markdown`` prints the
 README's table. Needs matplotlib (``pip install -e .[plots]``) for the PNG only.
 """
@@ -64,7 +65,7 @@ def plot(results: dict, png: Path) -> None:
 
     rows = table_rows(results)
     curves = (results["rows"].get(CURVE_ROW) or {}).get("pretrain", {}).get("curves")
-    fig, (bars, losses) = plt.subplots(1, 2, figsize=(13, 5.4), gridspec_kw={"width_ratios": [3, 2]})
+    fig, (bars, epochs, losses) = plt.subplots(1, 3, figsize=(18, 5.4), gridspec_kw={"width_ratios": [3, 2, 2]})
     x = range(len(rows))
     width = 0.2
     for offset, key, label, style in ((-1.5, "f1", "F1 (ours, Re-DocRED valid)", {"color": "tab:blue"}),
@@ -83,6 +84,15 @@ def plot(results: dict, png: Path) -> None:
     bars.set_ylabel("percent")
     bars.set_title("Valid F1 per row (epoch and threshold chosen on valid)")
     bars.legend(fontsize=8, loc="upper left", ncol=2)
+    for name, rec in results["rows"].items():
+        points = rec.get("finetune_epochs")
+        if points:
+            epochs.plot([p["epoch"] for p in points], [p["f1"] for p in points], marker=".", label=name)
+    epochs.set_xlabel("fine-tuning epoch")
+    epochs.set_ylabel("valid F1 (threshold chosen on valid)")
+    epochs.set_title("Valid F1 after each fine-tuning epoch")
+    if epochs.lines:
+        epochs.legend(fontsize=8, loc="lower right")
     if curves:
         for key, label in TASK_NAMES.items():
             if key in curves and any(v is not None for v in curves[key]):
