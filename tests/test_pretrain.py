@@ -104,6 +104,16 @@ def test_empty_rank_slice_runs_a_weightless_pair(corpus, tokenizer):
     assert all(float(s.micro_batches[0]["weight"]) == 1.0 for s in last[:7])
 
 
+def test_a_short_last_step_is_padded_to_the_accumulation_count(corpus, tokenizer):
+    """15 pairs in global batches of 2 (1 pair x 2 accumulation steps): the last step holds one
+    pair, and still runs two micro-batches, the second weightless, or DeepSpeed's boundary count
+    would be one off for the rest of the run."""
+    steps = _epoch(_batches(corpus, tokenizer, micro_batch=1, accumulation=2))
+    assert len(steps) == 8 and all(len(s.micro_batches) == 2 for s in steps)
+    assert [s.pairs for s in steps] == [2] * 7 + [1] and len(steps[-1].keys) == 1
+    assert [float(m["weight"]) for m in steps[-1].micro_batches] == [1.0, 0.0]
+
+
 def test_position_resumes_exactly_with_the_same_instances(corpus, tokenizer):
     import torch
 
@@ -151,6 +161,23 @@ def _settings(tiny, ds_config, out, *extra) -> list[str]:
 
 def _metrics(out: Path) -> list[dict]:
     return [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+
+
+@pytest.mark.slow
+def test_every_step_is_applied_across_a_short_last_step(tiny, tmp_path):
+    """ZeRO-2, 1 pair x 2 accumulation steps, 15 pairs: each epoch ends with a one-pair step. Every
+    one of the 16 optimizer steps of two epochs is applied (an unpadded short step left DeepSpeed's
+    boundary one micro-batch off: every later step went unapplied and the run stopped as
+    non-finite, found on a 621-pair real corpus)."""
+    out = tmp_path / "run"
+    proc = subprocess.run([sys.executable, "-m", "dsdocre.cli", "pretrain",
+                           *_settings(tiny, kr.deepspeed_json(tmp_path, 2, 1, 2), out, "training.epochs=2",
+                                      "training.checkpoints=false")],
+                          cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    metrics = _metrics(out)
+    assert [r["step"] for r in metrics] == list(range(1, 17))
+    assert all(r["skipped_steps"] == 0 for r in metrics) and "not finite" not in proc.stdout + proc.stderr
 
 
 @pytest.mark.slow

@@ -9,10 +9,11 @@ from, and the tokenizer that encoded the documents must be the model's.
 
 The order is :class:`dsdocre.data.stream.SampleStream`'s: a pure function of (pair manifest,
 seed, epoch), cut into global batches of ``micro x world x accumulation`` pair records, each rank
-taking its slice of each. A step's slice is split into ``accumulation`` micro-batches. A rank
-whose slice of the epoch's last, smaller global batch is empty runs one record with weight 0 (so
-every rank makes the same forward and backward calls, as ZeRO's collectives need) without it
-counting. The task instances of a record (blanking, queries, negatives) are drawn from
+taking its slice of each. A step's slice is split into ``accumulation`` micro-batches. A slice of
+the epoch's last, smaller global batch with fewer records than that is padded with weightless
+micro-batches, and a rank whose slice is empty runs one record with weight 0: every rank makes the
+same forward and backward calls, as ZeRO's collectives and DeepSpeed's accumulation count need,
+and padding never counts. The task instances of a record (blanking, queries, negatives) are drawn from
 ``random.Random("{seed}/{epoch}/{pair key}")``: the same on any process layout.
 
 The position is global batches consumed (:meth:`PairBatches.state_dict`); after a restart the
@@ -150,6 +151,13 @@ class PairBatches:
             collated = collate_pretrain([examples[i] for i in part], self.tokenizer.pad_id)
             collated["weight"] = torch.tensor(weights[part[0]])
             micro_batches.append(collated)
+        # Always `accumulation` micro-batches: DeepSpeed finds the accumulation boundary by counting
+        # them (a shorter step would leave every later boundary one micro-batch off, so no optimizer
+        # step would ever be applied again), and ZeRO's collectives need the same calls on every rank.
+        while len(micro_batches) < self.accumulation:
+            padding = collate_pretrain([examples[0]], self.tokenizer.pad_id)
+            padding["weight"] = torch.tensor(0.0)
+            micro_batches.append(padding)
         real = [e for e, w in zip(examples, weights) if w]
         tokens = sum(len(d.input_ids) for e in real for d in e.docs)
         return Step(epoch, batch, micro_batches, len(real), tokens, [k for k, w in zip(keys, weights) if w])
