@@ -84,8 +84,8 @@ def plot(results: dict, png: Path) -> None:
     bars.set_ylabel("percent")
     bars.set_title("Valid F1 per row (epoch and threshold chosen on valid)")
     bars.legend(fontsize=8, loc="upper left", ncol=2)
-    for name, rec in results["rows"].items():
-        points = rec.get("finetune_epochs")
+    for name in [r["row"] for r in rows]:
+        points = (results["rows"].get(name) or {}).get("finetune_epochs")
         if points:
             epochs.plot([p["epoch"] for p in points], [p["f1"] for p in points], marker=".", label=name)
     epochs.set_xlabel("fine-tuning epoch")
