@@ -100,9 +100,9 @@ def pretrain(config: PretrainConfig) -> dict:
     from dsdocre.model.pretrain import PretrainModel
     from dsdocre.train import checkpoint
     from dsdocre.train import faults
-    from dsdocre.train.engine import (StepControl, apply_precision, base_learning_rate, batch_layout, build_engine,
-                                      check_global_batch, linear_warmup_decay, optimizer_step, param_groups,
-                                      resume_plan, resume_point, run_fingerprint, start)
+    from dsdocre.train.engine import (SKIPPED_KEY, StepControl, apply_precision, base_learning_rate, batch_layout,
+                                      build_engine, check_global_batch, linear_warmup_decay, optimizer_step,
+                                      param_groups, resume_plan, resume_point, run_fingerprint, start)
 
     data_cfg, train_cfg, model_cfg = config.data, config.training, config.model
     out_dir = start(train_cfg, config.output_dir)
@@ -145,7 +145,7 @@ def pretrain(config: PretrainConfig) -> dict:
     resumed = resume_point(engine, train_cfg, plan)
     if resumed:
         check_global_batch(resumed, data.stream.global_batch)
-        step, train_seconds, skipped = resumed["step"], resumed["train_seconds"], resumed.get("skipped_steps", 0)
+        step, train_seconds, skipped = resumed["step"], resumed["train_seconds"], resumed.get(SKIPPED_KEY, 0)
         data.load_state_dict(resumed["data"])
         log(f"resumed from step {step} (epoch {data.epoch}, {data.state_dict()['batches']} steps into it)")
     log(f"pretrain: {encoder_dir}; tasks {', '.join(config.tasks.enabled())}; "
@@ -169,7 +169,7 @@ def pretrain(config: PretrainConfig) -> dict:
             return
         checkpoint.save(engine, out_dir, step, {"step": step, "train_seconds": train_seconds, "data": data.state_dict(),
                                                 "global_batch": data.stream.global_batch,
-                                                "skipped_steps": control.skipped_total},
+                                                SKIPPED_KEY: control.skipped_total},
                         keep=train_cfg.keep_checkpoints, export=export, fingerprint=fingerprint)
         control.saved()
 

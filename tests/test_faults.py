@@ -209,6 +209,14 @@ def test_non_finite_losses_are_skipped_then_stop_the_run(workspace, tmp_path, fa
     assert "stopped after 3 steps in a row with a non-finite loss or gradient (step 5" in proc.stderr
     assert (out / "checkpoints" / "latest").read_text() == "step00000005"
     assert kr.same_weights(_weights(out, 2), _weights(out, 5))
+    again = subprocess.run([sys.executable, "-m", "dsdocre.cli", "pretrain",  # the fault gone: resumed
+                            *_args(workspace, one, out, "training.epochs=1", "training.checkpoint_every=1",
+                                   "training.keep_checkpoints=10", "training.max_skipped_steps=3")],
+                           cwd=ROOT, env=kr.environment(1, 29853), capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stderr[-3000:]
+    metrics = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [m["step"] for m in metrics] == list(range(1, 9))
+    assert [m["skipped_steps"] for m in metrics] == [0, 0, 1, 2, 3, 3, 3, 3]  # the count survives the resume
     fault_record(fault="non-finite loss", how="NaN loss injected at one step, then at every step (1 process, ZeRO-2)",
                  times=4, outcome="each such step skipped and counted; 3 in a row stop the run (exit 3) with a "
                  "checkpoint holding the weights from before the fault")

@@ -259,6 +259,11 @@ def run_fingerprint(config) -> str:
     return hashlib.sha256(json.dumps(plain, sort_keys=True).encode()).hexdigest()[:16]
 
 
+# The checkpoint's client-state key for the count of skipped (non-finite) steps. Not "skipped_steps":
+# DeepSpeed keeps its own value under that name and leaves it out of the client state it returns.
+SKIPPED_KEY = "nonfinite_steps_skipped"
+
+
 def resume_plan(training: TrainingConfig, run_dir: str | Path, fingerprint: str):
     """The verified checkpoint under ``run_dir`` to resume from (:class:`checkpoint.ResumePlan`), or
     None for a fresh start (no checkpoint, or ``training.resume`` off). Call before building the
@@ -448,7 +453,7 @@ def train_epochs(engine, training: TrainingConfig, *, batches_of: Callable[[int]
     budget_s = training.max_train_minutes * 60 or math.inf
     stage_state = stage_state if stage_state is not None else {}
     loop = {"epoch": 1, "micro_step": 0, "steps": 0, "docs_seen": 0, "train_seconds": 0.0, "records": [],
-            "epoch_losses": [], "skipped_steps": 0}
+            "epoch_losses": [], SKIPPED_KEY: 0}
     if resumed:
         loop.update({k: resumed.get(k, v) for k, v in loop.items()})
         stage_state.update(resumed.get("stage", {}))
@@ -463,7 +468,7 @@ def train_epochs(engine, training: TrainingConfig, *, batches_of: Callable[[int]
         loop["micro_step"] = loop["micro_step"] // saved_accumulation * accumulation
 
     control = StepControl(training)
-    control.skipped_total = loop["skipped_steps"]
+    control.skipped_total = loop[SKIPPED_KEY]
 
     def save() -> None:
         if run_dir is not None and training.checkpoints:
@@ -507,7 +512,7 @@ def train_epochs(engine, training: TrainingConfig, *, batches_of: Callable[[int]
                 over_budget = loop["train_seconds"] > budget_s
                 over_steps = bool(training.max_steps) and loop["steps"] >= training.max_steps
                 stop, due, reason = control.decide(loop["steps"], over_budget or over_steps, applied)
-                loop["skipped_steps"] = control.skipped_total
+                loop[SKIPPED_KEY] = control.skipped_total
                 if reason in ("sigterm", "nonfinite"):
                     save()
                     raise control.interrupted(loop["steps"], reason, run_dir is not None and training.checkpoints)
@@ -541,5 +546,5 @@ def train_epochs(engine, training: TrainingConfig, *, batches_of: Callable[[int]
     finally:
         control.close()
     return {"records": loop["records"], "steps": loop["steps"], "docs_seen": loop["docs_seen"] * world,
-            "skipped_steps": loop["skipped_steps"],
+            "skipped_steps": loop[SKIPPED_KEY],
             "train_seconds": round(loop["train_seconds"], 1)}
