@@ -203,10 +203,14 @@ def rank_model_dir(config: PaperTableConfig, data: Path, shared: Path, log) -> P
     return model
 
 
+def read_jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
 def loss_curves(metrics: Path) -> dict:
     """Per-task pre-training loss against the optimizer step, from the run's metrics.jsonl (a line
     every ``log_every`` steps): what the plot draws, kept in the result file with the row."""
-    lines = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()]
+    lines = read_jsonl(metrics)
     names = ["loss"] + sorted({k for line in lines for k in line if k.endswith("_loss")})
     return {"step": [line["step"] for line in lines],
             **{name: [line.get(name) for line in lines] for name in names}}
@@ -215,9 +219,8 @@ def loss_curves(metrics: Path) -> dict:
 def finetune_epochs(run: Path) -> list[dict]:
     """Valid F1 and Ign F1 after each fine-tuning epoch, from the run's metrics.jsonl: how fast a
     row gets there, not only where it ends."""
-    lines = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if line.strip()]
     return [{"epoch": x["epoch"], "train_seconds": x["train_seconds"], "f1": x["valid"]["f1"],
-             "ign_f1": x["valid"]["ign_f1"]} for x in lines if "valid" in x]
+             "ign_f1": x["valid"]["ign_f1"]} for x in read_jsonl(run / "metrics.jsonl") if "valid" in x]
 
 
 def add_missing_epoch_curves(results: dict) -> list[str]:
@@ -293,7 +296,7 @@ def adopt_row(name: str, row: RowConfig, config: PaperTableConfig, inputs: dict,
         raise SystemExit(f"paper_table: {spec} is not row {name!r} of this table:\n  " + "\n  ".join(problems))
     run = ROOT / theirs["output_dir"]
     best = json.loads((run / "model" / "dsdocre_model.json").read_text())
-    epochs = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    epochs = finetune_epochs(run)
     unrecorded = [f"{section}.{k}" for section in ("model", "training") for k in ours[section]
                   if k not in theirs.get(section, {}) and k not in NOT_RECIPE]
     return {
@@ -301,7 +304,7 @@ def adopt_row(name: str, row: RowConfig, config: PaperTableConfig, inputs: dict,
         "valid_f1": best["valid"]["f1"], "valid_ign_f1": best["valid"]["ign_f1"],
         "valid": {k: best["valid"][k] for k in KEYS}, "best_epoch": best["epoch"], "threshold": best["threshold"],
         "finetune_train_seconds": epochs[-1]["train_seconds"], "finetune_config": theirs,
-        "model": str(run / "model"), "corpus": None, "finetune_epochs": finetune_epochs(run),
+        "model": str(run / "model"), "corpus": None, "finetune_epochs": epochs,
         "adopted": {"file": file, "key": key or None, "command": source.get("command"), "date": source.get("date"),
                     "machine": source.get("machine"), "unrecorded_settings": unrecorded},
         "command": source.get("command"), "date": source.get("date"), "device": "cpu",
