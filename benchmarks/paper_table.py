@@ -235,6 +235,40 @@ def add_missing_epoch_curves(results: dict) -> list[str]:
     return filled
 
 
+# Rows every other row is measured against, each with a paired bootstrap over the valid documents.
+REFERENCE_ROWS = ("BERT", "BERT+D", "BERT+D+P")
+
+
+def compare_rows(results: dict, data: Path, resamples: int = 10000) -> dict:
+    """``F1(row) - F1(reference)`` for every recorded row against each recorded reference row, with
+    a 95% interval from a paired bootstrap over the valid documents (``dsdocre.evaluation``), read
+    from each row's ``valid_predictions.json`` (those of its chosen epoch and threshold, checked
+    against the record). The interval is what the choice of 100 valid documents moves a gap by; the
+    training seed's share is not in it."""
+    from dsdocre.evaluation import document_counts, paired_bootstrap, score_predictions, train_fact_set
+
+    gold = json.loads((data / "redocred/valid.json").read_text())
+    facts = train_fact_set(json.loads((data / "redocred/train.json").read_text()))
+    counts = {}
+    for name, rec in results["rows"].items():
+        preds_file = (ROOT / rec["model"]).parent / "valid_predictions.json"  # absolute paths stay as they are
+        if not preds_file.is_file():
+            print(f"   {name}: no {preds_file}; not compared", flush=True)
+            continue
+        preds = json.loads(preds_file.read_text())
+        f1 = round(100 * score_predictions(preds, gold, train_facts=facts)["f1"], 2)
+        if abs(f1 - rec["valid_f1"]) > 0.005:
+            raise SystemExit(f"paper_table: {preds_file} scores F1 {f1}, not row {name!r}'s recorded "
+                             f"{rec['valid_f1']}: they are not the recorded epoch's predictions")
+        counts[name] = document_counts(preds, gold, train_facts=facts)
+    def after(name: str, ref: str) -> bool:  # each gap once: a reference row only against those after it
+        return name not in REFERENCE_ROWS or REFERENCE_ROWS.index(name) > REFERENCE_ROWS.index(ref)
+
+    return {f"{name} vs {ref}": {"row": name, "reference": ref,
+                                 **paired_bootstrap(counts[name], counts[ref], resamples=resamples)}
+            for name in counts for ref in REFERENCE_ROWS if ref in counts and after(name, ref)}
+
+
 # ---- one row ----------------------------------------------------------------------------------
 def finetune_config(row: RowConfig, config: PaperTableConfig, inputs: dict, out: Path):
     """The table's fine-tuning recipe for ``row``: the same for every row but the kept pairs."""
@@ -366,6 +400,9 @@ def main() -> int:
     parser.add_argument("--add-epoch-curves", action="store_true",
                         help="fill the per-epoch valid F1 of finished rows recorded without it (from each row's "
                              "metrics.jsonl) and stop")
+    parser.add_argument("--compare", action="store_true",
+                        help="recompute the paired-bootstrap intervals of every row against BERT, BERT+D and "
+                             "BERT+D+P (also done after every run) and stop")
     parser.add_argument("--prepare-only", action="store_true", help="build the shared stages and stop")
     parser.add_argument("--out", default=str(ROOT / "benchmarks/results/paper_table.json"))
     args = parser.parse_args()
@@ -380,6 +417,8 @@ def main() -> int:
         save_results(out_path, results)
         print(f"per-epoch valid F1 added to: {', '.join(filled) or 'no row'}")
         return 0
+    if args.compare:
+        return report_comparisons(out_path, data)
     todo = rows_to_run(config, results, args.rows.split(",") if args.rows else None, args.redo)
     threads = pin_threads()
     default_corpus = next(iter(config.corpora))
@@ -417,6 +456,19 @@ def main() -> int:
     for name in config.rows:
         rec = results["rows"].get(name)
         print(f"{name:<26}" + (f"{rec['valid_f1']:>8.2f}{rec['valid_ign_f1']:>8.2f}" if rec else f"{'(not run)':>16}"))
+    return report_comparisons(out_path, data)
+
+
+def report_comparisons(out_path: Path, data: Path) -> int:
+    """Writes the rows' paired-bootstrap comparisons into the result file and prints them."""
+    results = load_results(out_path)
+    results["comparisons"] = compare_rows(results, data)
+    save_results(out_path, results)
+    print(f"\n{'row vs reference (paired bootstrap, valid documents)':<52}{'F1 gap':>8}  {'95% interval':<16}"
+          f"{'ahead in':>9}")
+    for key, c in results["comparisons"].items():
+        print(f"{key:<52}{c['f1_diff']:>+8.2f}  [{c['f1_ci95'][0]:+.2f}, {c['f1_ci95'][1]:+.2f}]"
+              f"{100 * c['f1_a_ahead']:>8.1f}%")
     print(f"-> {out_path}")
     return 0
 

@@ -8,7 +8,8 @@ Left: valid F1 and Ign F1 of every row that has a record, beside the paper's Doc
 after each fine-tuning epoch of every row (``finetune_epochs``). Right: the per-task pre-training
 loss of BERT+D+P against the optimizer step (the row's ``pretrain.curves``). Nothing is
 typed in by hand: run it again after ``paper_table.py`` fills a row. ``--markdown`` prints the
-README's table. Needs matplotlib (``pip install -e .[plots]``) for the PNG only.
+README's table, each row's gap to BERT with its 95% interval from the paired bootstrap over valid
+documents that ``paper_table.py`` records (``comparisons``). Needs matplotlib (``pip install -e .[plots]``) for the PNG only.
 """
 
 from __future__ import annotations
@@ -49,10 +50,14 @@ def markdown(results: dict) -> str:
     def gain(value, ref):
         return "" if value is None or ref is None else f"{value - ref:+.2f}"
 
-    lines = ["| row | F1 (ours) | Ign F1 (ours) | vs BERT | F1 (paper) | Ign F1 (paper) | vs BERT (paper) |",
+    def interval(name):  # paper_table.py's paired bootstrap over the valid documents, when it ran
+        c = results.get("comparisons", {}).get(f"{name} vs BERT")
+        return f" [{c['f1_ci95'][0]:+.2f}, {c['f1_ci95'][1]:+.2f}]" if c else ""
+
+    lines = ["| row | F1 (ours) | Ign F1 (ours) | vs BERT [95% interval] | F1 (paper) | Ign F1 (paper) | vs BERT (paper) |",
              "|---|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
-        lines.append(f"| {r['row']} | {cell(r['f1'])} | {cell(r['ign_f1'])} | {gain(r['f1'], base)} | "
+        lines.append(f"| {r['row']} | {cell(r['f1'])} | {cell(r['ign_f1'])} | {gain(r['f1'], base)}{interval(r['row'])} | "
                      f"{cell(r['paper_f1'], '–')} | {cell(r['paper_ign_f1'], '–')} | {gain(r['paper_f1'], base_paper)} |")
     return "\n".join(lines)
 

@@ -39,6 +39,8 @@ __all__ = [
     "score_predictions",
     "format_metrics",
     "prf",
+    "document_counts",
+    "paired_bootstrap",
 ]
 
 def train_fact_set(train_docs: Iterable[Mapping[str, Any]]) -> set[tuple[str, str, str]]:
@@ -227,6 +229,95 @@ def score_predictions(
         "num_intra_correct": correct_intra,
         "num_inter_correct": correct_inter,
     }
+
+
+COUNT_FIELDS = ("num_predictions", "num_correct", "num_correct_in_train", "num_gold")
+
+
+def document_counts(
+    predictions: Iterable[Mapping[str, Any]],
+    gold_docs: Sequence[Mapping[str, Any]],
+    *,
+    train_facts: set[tuple[str, str, str]] | None = None,
+) -> list[tuple[int, int, int, int]]:
+    """Per gold document, in ``gold_docs``' order: ``(#predictions, #correct, #correct in train,
+    #gold facts)`` under the official rules, each document scored alone by :func:`score_predictions`.
+
+    Summed over documents they give the corpus-level counts (F1 and Ign F1 are functions of the
+    sums), which is what resampling documents needs. Titles must be unique and every prediction's
+    title a gold title: with either broken, a document is not a unit the scores can be split into.
+    """
+    titles = [doc["title"] for doc in gold_docs]
+    seen: set[str] = set()
+    repeated = sorted({t for t in titles if t in seen or seen.add(t)})
+    if repeated:
+        raise ValueError(f"gold documents share titles ({', '.join(map(repr, repeated[:3]))}); "
+                         "per-document counts need one document per title")
+    by_title: dict[str, list[Mapping[str, Any]]] = {t: [] for t in titles}
+    for pred in predictions:
+        if pred["title"] not in by_title:
+            raise ValueError(f"a prediction names title {pred['title']!r}, which no gold document has")
+        by_title[pred["title"]].append(pred)
+    counts = []
+    for doc in gold_docs:
+        m = score_predictions(by_title[doc["title"]], GoldIndex([doc]), train_facts=train_facts or set())
+        counts.append(tuple(m[k] for k in COUNT_FIELDS))
+    return counts
+
+
+def _f1_from_counts(sums: Any) -> tuple[Any, Any]:
+    """F1 and Ign F1 (fractions) from summed counts; works on numpy arrays of sums (last axis 4)."""
+    import numpy as np
+
+    pred, correct, in_train, gold = (sums[..., i].astype(np.float64) for i in range(4))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        p = np.where(pred > 0, correct / pred, 0.0)
+        r = np.where(gold > 0, correct / gold, 0.0)
+        ign_p = np.where(pred - in_train > 0, (correct - in_train) / (pred - in_train), 0.0)
+        f1 = np.where(p + r > 0, 2 * p * r / (p + r), 0.0)
+        ign_f1 = np.where(ign_p + r > 0, 2 * ign_p * r / (ign_p + r), 0.0)
+    return f1, ign_f1
+
+
+def paired_bootstrap(
+    counts_a: Sequence[Sequence[int]],
+    counts_b: Sequence[Sequence[int]],
+    *,
+    resamples: int = 10000,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Paired bootstrap over documents of system A against system B on one gold set.
+
+    ``counts_a`` and ``counts_b`` come from :func:`document_counts` on the same gold documents.
+    Each resample draws the documents with replacement, the same draw for both systems, and
+    recomputes both F1s from the summed counts. Returns, in percent, the observed differences
+    ``F1(A) - F1(B)`` and ``Ign F1(A) - Ign F1(B)``, their 95% percentile intervals, and the share
+    of resamples in which A is ahead. This measures how much the choice of evaluation documents
+    moves a difference, not how much a training seed does.
+    """
+    import numpy as np
+
+    a = np.asarray(counts_a, dtype=np.int64)
+    b = np.asarray(counts_b, dtype=np.int64)
+    if a.shape != b.shape or a.ndim != 2 or a.shape[1] != 4 or len(a) == 0:
+        raise ValueError(f"both systems need (#docs, 4) counts on the same documents, got {a.shape} and {b.shape}")
+    rng = np.random.default_rng(seed)
+    f1_diffs, ign_diffs = [], []
+    for start in range(0, resamples, 1000):  # blocks keep the index matrix small on large gold sets
+        idx = rng.integers(0, len(a), size=(min(1000, resamples - start), len(a)))
+        fa, ia = _f1_from_counts(a[idx].sum(axis=1))
+        fb, ib = _f1_from_counts(b[idx].sum(axis=1))
+        f1_diffs.append(fa - fb)
+        ign_diffs.append(ia - ib)
+    out: dict[str, Any] = {"documents": len(a), "resamples": resamples, "seed": seed}
+    observed = [x - y for x, y in zip(_f1_from_counts(a.sum(axis=0)), _f1_from_counts(b.sum(axis=0)))]
+    for name, diffs, obs in (("f1", f1_diffs, observed[0]), ("ign_f1", ign_diffs, observed[1])):
+        d = np.concatenate(diffs)
+        lo, hi = np.percentile(d, [2.5, 97.5])
+        out[f"{name}_diff"] = round(100 * float(obs), 2)
+        out[f"{name}_ci95"] = [round(100 * float(lo), 2), round(100 * float(hi), 2)]
+        out[f"{name}_a_ahead"] = round(float((d > 0).mean()), 4)
+    return out
 
 
 def format_metrics(metrics: Mapping[str, Any]) -> str:

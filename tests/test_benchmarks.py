@@ -217,6 +217,34 @@ def test_paper_table_refuses_to_adopt_a_run_that_is_not_the_row(adoptable):
         paper_table.adopt_row("BERT+D+P", config.rows["BERT+D+P"], config, inputs, f"{result}:bert_d")
 
 
+def test_paper_table_compares_rows_on_their_recorded_predictions(tmp_path):
+    """Each gap once (a row against the reference rows before it), from the predictions beside each
+    row's model; predictions that do not score the recorded F1 are refused."""
+    import paper_table
+
+    def doc(title):
+        return {"title": title, "sents": [["x", "y"]], "labels": [{"h": 0, "t": 1, "r": "P1"}, {"h": 1, "t": 0, "r": "P2"}],
+                "vertexSet": [[{"name": "x", "pos": [0, 1], "sent_id": 0}], [{"name": "y", "pos": [1, 2], "sent_id": 0}]]}
+
+    (tmp_path / "redocred").mkdir()
+    (tmp_path / "redocred/valid.json").write_text(json.dumps([doc("a"), doc("b")]))
+    (tmp_path / "redocred/train.json").write_text(json.dumps([]))
+    rows = {}
+    for name, preds, f1 in (("BERT", [("a", 0, 1, "P1")], 40.0), ("BERT+D", [("a", 0, 1, "P1"), ("b", 0, 1, "P1")], 66.67),
+                            ("w/o RA", [("b", 1, 0, "P2")], 40.0)):
+        run = tmp_path / paper_table.slug(name)
+        run.mkdir()
+        (run / "valid_predictions.json").write_text(json.dumps(
+            [{"title": t, "h_idx": h, "t_idx": r_t, "r": r} for t, h, r_t, r in preds]))
+        rows[name] = {"model": str(run / "model"), "valid_f1": f1}
+    out = paper_table.compare_rows({"rows": rows}, tmp_path, resamples=200)
+    assert list(out) == ["BERT+D vs BERT", "w/o RA vs BERT", "w/o RA vs BERT+D"]
+    assert [c["f1_diff"] for c in out.values()] == [26.67, 0.0, -26.67]
+    rows["BERT"]["valid_f1"] = 41.0
+    with pytest.raises(SystemExit, match="not the recorded epoch's predictions"):
+        paper_table.compare_rows({"rows": rows}, tmp_path, resamples=200)
+
+
 def test_paper_table_readme_table_puts_ours_beside_the_paper():
     import plot_paper_table
 
@@ -224,9 +252,10 @@ def test_paper_table_readme_table_puts_ours_beside_the_paper():
                           "paper": {"BERT": {"f1": 55.67, "ign_f1": 53.32}, "BERT+D": {"f1": 57.42, "ign_f1": 55.88},
                                     "w/o MM": {"f1": 58.39, "ign_f1": 56.76}}},
                "rows": {"BERT": {"valid_f1": 55.77, "valid_ign_f1": 55.02},
-                        "BERT+D": {"valid_f1": 55.91, "valid_ign_f1": 55.05}}}
+                        "BERT+D": {"valid_f1": 55.91, "valid_ign_f1": 55.05}},
+               "comparisons": {"BERT+D vs BERT": {"f1_diff": 0.14, "f1_ci95": [-0.97, 1.31]}}}
     assert plot_paper_table.markdown(results).splitlines()[2:] == [
         "| BERT | 55.77 | 55.02 | +0.00 | 55.67 | 53.32 | +0.00 |",
-        "| BERT+D | 55.91 | 55.05 | +0.14 | 57.42 | 55.88 | +1.75 |",
+        "| BERT+D | 55.91 | 55.05 | +0.14 [-0.97, +1.31] | 57.42 | 55.88 | +1.75 |",
         "| w/o MM | not run | not run |  | 58.39 | 56.76 | +2.72 |",
         "| BERT+D+P (larger corpus) | not run | not run |  | – | – |  |"]

@@ -11,7 +11,9 @@ import pytest
 
 from dsdocre.evaluation import (
     GoldIndex,
+    document_counts,
     format_metrics,
+    paired_bootstrap,
     score_predictions,
     train_fact_set,
 )
@@ -565,3 +567,49 @@ def test_gold_file_of_only_the_duplicated_label_document_counts_officially(tmp_p
     ref = _official_reference(preds, truth, set())
     assert (res["precision"], res["recall"], res["f1"], res["ign_precision"], res["ign_f1"]) == ref
     check(res, num_correct=1, precision=F(1, 2), recall=F(1, 2), f1=F(1, 2))
+
+
+# ---------------------------------------------------------------- per-document counts, paired bootstrap
+def two_docs():
+    b = doc_a(labels=[lab(1, 0, "P1"), lab(2, 3, "P4")])
+    b["title"] = "B"
+    return [doc_a(), b]
+
+
+def test_document_counts_sum_to_the_corpus_counts():
+    """Split by document and summed, the counts are exactly the whole-corpus scoring's, Ign included."""
+    gold = two_docs()
+    facts = {("Alpha", "Beta", "P1"), ("Beta", "Alpha", "P1")}  # makes A's (0,1,P1) and B's (1,0,P1) in train
+    preds = gold_preds_a()[:3] + [pred("A", 1, 2, "P9"), pred("B", 1, 0, "P1"), pred("B", 1, 0, "P1"),
+                                  pred("B", 0, 2, "P2")]
+    counts = document_counts(preds, gold, train_facts=facts)
+    # A: 4 predicted, 3 correct, 1 of them in train, 4 gold; B: 2 predicted (one duplicate), 1 correct, in train, 2 gold
+    assert counts == [(4, 3, 1, 4), (2, 1, 1, 2)]
+    whole = score_predictions(preds, gold, train_facts=facts)
+    assert [sum(c[i] for c in counts) for i in range(4)] == [
+        whole["num_predictions"], whole["num_correct"], whole["num_correct_in_train"], whole["num_gold"]]
+
+
+def test_document_counts_refuse_what_cannot_be_split_by_document():
+    with pytest.raises(ValueError, match="title 'C'"):
+        document_counts([pred("C", 0, 1, "P1")], two_docs())
+    with pytest.raises(ValueError, match="share titles"):
+        document_counts([], [doc_a(), doc_a()])
+
+
+def test_paired_bootstrap_gap_interval_and_share():
+    gold = two_docs()
+    weaker = document_counts(gold_preds_a()[:2], gold)         # half of A, nothing of B
+    stronger = document_counts(gold_preds_a() + [pred("B", 1, 0, "P1")], gold)
+    out = paired_bootstrap(stronger, weaker, resamples=2000, seed=3)
+    f1_strong = score_predictions(gold_preds_a() + [pred("B", 1, 0, "P1")], gold)["f1"]
+    f1_weak = score_predictions(gold_preds_a()[:2], gold)["f1"]
+    assert out["f1_diff"] == round(100 * (f1_strong - f1_weak), 2) == 40.91  # F1 10/11 against 1/2 (6 gold facts)
+    assert out["ign_f1_diff"] == out["f1_diff"]  # nothing is in train
+    # stronger is at least as good on each document and strictly better on both: ahead in every resample
+    assert out["f1_a_ahead"] == 1.0 and 0 < out["f1_ci95"][0] <= out["f1_diff"] <= out["f1_ci95"][1]
+    assert paired_bootstrap(stronger, weaker, resamples=2000, seed=3) == out  # a seed gives one answer
+    same = paired_bootstrap(stronger, stronger, resamples=500)
+    assert (same["f1_diff"], same["f1_ci95"], same["f1_a_ahead"]) == (0.0, [0.0, 0.0], 0.0)
+    with pytest.raises(ValueError, match="same documents"):
+        paired_bootstrap(stronger, weaker[:1])
