@@ -234,7 +234,8 @@ def pretrain(config: PretrainConfig) -> dict:
             bar.update(1)
             stop, due, reason = control.decide(step, step >= total_steps or train_seconds > budget_s, applied)
             if step % train_cfg.log_every == 0 or step == total_steps:
-                record = {**window.flush(step, data.epoch, world), "skipped_steps": control.skipped_total}
+                # the epoch of the window's last step (after an epoch's last step the stream is already in the next)
+                record = {**window.flush(step, batch.epoch, world), "skipped_steps": control.skipped_total}
                 if main:
                     if record["loss"] is not None:
                         bar.set_postfix(loss=f"{record['loss']:.3f}")

@@ -177,6 +177,7 @@ def test_every_step_is_applied_across_a_short_last_step(tiny, tmp_path):
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     metrics = _metrics(out)
     assert [r["step"] for r in metrics] == list(range(1, 17))
+    assert [r["epoch"] for r in metrics] == [1] * 8 + [2] * 8  # an epoch's last step is logged in it
     assert all(r["skipped_steps"] == 0 for r in metrics) and "not finite" not in proc.stdout + proc.stderr
 
 
