@@ -263,6 +263,7 @@ def compare_rows(results: dict, data: Path, resamples: int = 10000) -> dict:
             raise SystemExit(f"paper_table: {preds_file} scores F1 {f1}, not row {name!r}'s recorded "
                              f"{rec['valid_f1']}: they are not the recorded epoch's predictions")
         counts[name] = document_counts(preds, gold, train_facts=facts)
+
     def after(name: str, ref: str) -> bool:  # each gap once: a reference row only against those after it
         return name not in REFERENCE_ROWS or REFERENCE_ROWS.index(name) > REFERENCE_ROWS.index(ref)
 

@@ -9,7 +9,8 @@ after each fine-tuning epoch of every row (``finetune_epochs``). Right: the per-
 loss of BERT+D+P against the optimizer step (the row's ``pretrain.curves``). Nothing is
 typed in by hand: run it again after ``paper_table.py`` fills a row. ``--markdown`` prints the
 README's table, each row's gap to BERT with its 95% interval from the paired bootstrap over valid
-documents that ``paper_table.py`` records (``comparisons``). Needs matplotlib (``pip install -e .[plots]``) for the PNG only.
+documents that ``paper_table.py`` records (``comparisons``). Needs matplotlib
+(``pip install -e .[plots]``) for the PNG only.
 """
 
 from __future__ import annotations
