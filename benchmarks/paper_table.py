@@ -247,7 +247,7 @@ def compare_rows(results: dict, data: Path, resamples: int = 10000) -> dict:
     from each row's ``valid_predictions.json`` (those of its chosen epoch and threshold, checked
     against the record). The interval is what the choice of 100 valid documents moves a gap by; the
     training seed's share is not in it."""
-    from dsdocre.evaluation import document_counts, paired_bootstrap, score_predictions, train_fact_set
+    from dsdocre.evaluation import document_counts, paired_bootstrap, prf, train_fact_set
 
     gold = json.loads((data / "redocred/valid.json").read_text())
     facts = train_fact_set(json.loads((data / "redocred/train.json").read_text()))
@@ -257,12 +257,12 @@ def compare_rows(results: dict, data: Path, resamples: int = 10000) -> dict:
         if not preds_file.is_file():
             print(f"   {name}: no {preds_file}; not compared", flush=True)
             continue
-        preds = json.loads(preds_file.read_text())
-        f1 = round(100 * score_predictions(preds, gold, train_facts=facts)["f1"], 2)
+        counts[name] = document_counts(json.loads(preds_file.read_text()), gold, train_facts=facts)
+        predicted, correct, _, num_gold = (sum(c[i] for c in counts[name]) for i in range(4))
+        f1 = round(100 * prf(correct, predicted, num_gold)[2], 2)  # the summed counts are the corpus's
         if abs(f1 - rec["valid_f1"]) > 0.005:
             raise SystemExit(f"paper_table: {preds_file} scores F1 {f1}, not row {name!r}'s recorded "
                              f"{rec['valid_f1']}: they are not the recorded epoch's predictions")
-        counts[name] = document_counts(preds, gold, train_facts=facts)
 
     def after(name: str, ref: str) -> bool:  # each gap once: a reference row only against those after it
         return name not in REFERENCE_ROWS or REFERENCE_ROWS.index(name) > REFERENCE_ROWS.index(ref)

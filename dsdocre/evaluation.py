@@ -31,6 +31,7 @@ the one used for the Ign and intra/inter look-ups.
 from __future__ import annotations
 
 import operator
+from collections import Counter
 from typing import Any, Iterable, Mapping, Sequence
 
 __all__ = [
@@ -248,8 +249,7 @@ def document_counts(
     title a gold title: with either broken, a document is not a unit the scores can be split into.
     """
     titles = [doc["title"] for doc in gold_docs]
-    seen: set[str] = set()
-    repeated = sorted({t for t in titles if t in seen or seen.add(t)})
+    repeated = sorted(t for t, n in Counter(titles).items() if n > 1)
     if repeated:
         raise ValueError(f"gold documents share titles ({', '.join(map(repr, repeated[:3]))}); "
                          "per-document counts need one document per title")
@@ -260,7 +260,7 @@ def document_counts(
         by_title[pred["title"]].append(pred)
     counts = []
     for doc in gold_docs:
-        m = score_predictions(by_title[doc["title"]], GoldIndex([doc]), train_facts=train_facts or set())
+        m = score_predictions(by_title[doc["title"]], GoldIndex([doc]), train_facts=train_facts)
         counts.append(tuple(m[k] for k in COUNT_FIELDS))
     return counts
 
