@@ -84,15 +84,34 @@ def agree_flags(flags: list[int]) -> list[int]:
 
 
 def init_process_group() -> None:
-    """Join the process group now (DeepSpeed's own set-up, which ``deepspeed.initialize`` would do
-    later), for collectives that come before the engine exists."""
-    if world_size() == 1:
-        return
+    """Join the process group now (DeepSpeed's own set-up, which ``deepspeed.initialize`` would
+    otherwise do): for collectives that come before the engine exists, and to release DeepSpeed's
+    shared memory names (below)."""
     import deepspeed
     import torch.distributed as dist
 
     if not dist.is_initialized():
         deepspeed.init_distributed()
+        _unlink_cpu_allreduce_buffer()
+
+
+def _unlink_cpu_allreduce_buffer() -> None:
+    """Removes the name of this rank's DeepSpeed CPU all-reduce buffer, once every rank has mapped it.
+
+    With every rank on one machine, DeepSpeed's CPU accelerator gives each rank a 69 MB buffer in
+    /dev/shm (``deepspeed_allreduce_buffer_<uid>_<addr>_<port>_<rank>``) and never unlinks it: each
+    run would leave world-size of them in memory until a reboot, and a later run on the same port
+    would map the stale ones. DeepSpeed's set-up returns only after a rank has mapped every peer's
+    buffer, so after a barrier the names can go; the memory itself lives until the last process
+    unmaps it, however the processes end. No such buffer (a GPU, ranks on several machines): nothing
+    to do."""
+    barrier()
+    name = (f"deepspeed_allreduce_buffer_{os.getuid()}_{os.environ.get('MASTER_ADDR', '')}_"
+            f"{os.environ.get('MASTER_PORT', '')}_{rank()}")
+    try:
+        os.unlink(os.path.join("/dev/shm", name))
+    except FileNotFoundError:
+        pass
 
 
 def shutdown() -> bool:
