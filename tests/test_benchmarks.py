@@ -115,7 +115,12 @@ def test_paper_table_config_names_runnable_configs():
         if row.pretrain:
             load_config(PretrainConfig, ROOT / row.pretrain, ["data.pairs=p", "data.shards=s"])
     assert [paper_table.slug(n) for n in config.rows] == ["bert", "bert_d", "bert_d_p", "wo_mm", "wo_rd", "wo_ra",
-                                                          "wo_inter", "wo_intra", "bert_d_p_larger_corpus"]
+                                                          "wo_inter", "wo_intra", "bert_d_p_larger_corpus",
+                                                          "bert_seed_43"]
+    inputs = {"train": "train.json", "valid": "valid.json"}
+    seeds = {name: paper_table.finetune_config(config.rows[name], config, inputs, Path("out")).training.seed
+             for name in ("BERT", "BERT (seed 43)")}
+    assert seeds == {"BERT": 42, "BERT (seed 43)": 43}
 
 
 def test_paper_table_skips_finished_rows_and_redoes_named_ones(tmp_path):
@@ -132,7 +137,7 @@ def test_paper_table_skips_finished_rows_and_redoes_named_ones(tmp_path):
     again = paper_table.load_results(path)  # what a run started again reads
     assert again["rows"] == {"BERT": {"valid_f1": 55.0}} and not path.with_suffix(".json.tmp").exists()
     assert paper_table.rows_to_run(config, again, None, []) == list(config.rows)[1:]
-    assert len(config.rows) == 9
+    assert len(config.rows) == 10
     assert paper_table.rows_to_run(config, again, ["BERT", "w/o RA"], []) == ["w/o RA"]
     assert paper_table.rows_to_run(config, again, None, ["BERT"]) == list(config.rows)
     with pytest.raises(SystemExit, match="no row 'w/o XY'"):
@@ -240,7 +245,20 @@ def test_paper_table_compares_rows_on_their_recorded_predictions(tmp_path):
     out = paper_table.compare_rows({"rows": rows}, tmp_path, resamples=200)
     assert list(out) == ["BERT+D vs BERT", "w/o RA vs BERT", "w/o RA vs BERT+D"]
     assert [c["f1_diff"] for c in out.values()] == [26.67, 0.0, -26.67]
-    rows["BERT"]["valid_f1"] = 41.0
+    assert rows["BERT+D"]["valid_document_counts"] == [[1, 1, 0, 2], [1, 1, 0, 2]]  # kept with the row
+
+    # Without the run folders (a fresh checkout) the recorded counts give the same gaps; a row with
+    # neither keeps its earlier gaps, and gaps it never had stay absent.
+    for name in rows:
+        (tmp_path / paper_table.slug(name) / "valid_predictions.json").unlink()
+    rows["w/o Inter"] = {"model": str(tmp_path / "gone" / "model"), "valid_f1": 10.0}
+    again = paper_table.compare_rows({"rows": rows, "comparisons": {**out, "w/o Inter vs BERT": {"f1_diff": -1.0}}},
+                                     tmp_path, resamples=200)
+    assert again == {**out, "w/o Inter vs BERT": {"f1_diff": -1.0}}
+    del rows["w/o Inter"]
+
+    for name, rec in rows.items():  # the run folders are back, with predictions not of the recorded F1
+        (tmp_path / paper_table.slug(name) / "valid_predictions.json").write_text("[]")
     with pytest.raises(SystemExit, match="not the recorded epoch's predictions"):
         paper_table.compare_rows({"rows": rows}, tmp_path, resamples=200)
 
