@@ -225,19 +225,25 @@ def loss_curves(metrics: Path) -> dict:
 
 def finetune_epochs(run: Path) -> list[dict]:
     """Valid F1 and Ign F1 after each fine-tuning epoch, from the run's metrics.jsonl: how fast a
-    row gets there, not only where it ends."""
+    row gets there, not only where it ends; with the optimizer steps taken so far, which show a run
+    the time budget stopped inside an epoch."""
     return [{"epoch": x["epoch"], "train_seconds": x["train_seconds"], "f1": x["valid"]["f1"],
-             "ign_f1": x["valid"]["ign_f1"]} for x in read_jsonl(run / "metrics.jsonl") if "valid" in x]
+             "ign_f1": x["valid"]["ign_f1"], **({"steps": x["steps"]} if "steps" in x else {})}
+            for x in read_jsonl(run / "metrics.jsonl") if "valid" in x]
 
 
 def add_missing_epoch_curves(results: dict) -> list[str]:
-    """Fills ``finetune_epochs`` of finished rows recorded without it, from the metrics.jsonl beside
-    each row's saved model (rows recorded before the field existed); returns the rows filled."""
+    """Fills ``finetune_epochs`` of finished rows recorded without it, or without its step counts,
+    from the metrics.jsonl beside each row's saved model (rows recorded before the fields existed);
+    returns the rows filled."""
     filled = []
     for name, rec in results["rows"].items():
         run = Path(rec.get("model", "")).parent
-        if "finetune_epochs" not in rec and (run / "metrics.jsonl").is_file():
-            rec["finetune_epochs"] = finetune_epochs(run)
+        if not (run / "metrics.jsonl").is_file():
+            continue
+        epochs = finetune_epochs(run)
+        if rec.get("finetune_epochs") != epochs:
+            rec["finetune_epochs"] = epochs
             filled.append(name)
     return filled
 

@@ -177,7 +177,7 @@ def adoptable(tmp_path):
     (run / "model").mkdir(parents=True)
     valid = {"precision": 56.31, "recall": 55.52, "f1": 55.91, "ign_f1": 55.05, "intra_f1": 57.86, "inter_f1": 54.49}
     (run / "model" / "dsdocre_model.json").write_text(json.dumps({"valid": valid, "epoch": 15, "threshold": 0.31}))
-    (run / "metrics.jsonl").write_text("".join(json.dumps({"epoch": e, "train_seconds": 190.0 * e, "valid": {
+    (run / "metrics.jsonl").write_text("".join(json.dumps({"epoch": e, "steps": 100 * e, "train_seconds": 190.0 * e, "valid": {
         "f1": 50.0 + e, "ign_f1": 49.0 + e, "precision": 0.0}}) + "\n" for e in (1, 2, 3)))
     their_config = to_plain(paper_table.finetune_config(config.rows["BERT+D"], config, inputs, tmp_path))
     their_config["output_dir"] = str(run)
@@ -196,11 +196,13 @@ def test_paper_table_adopts_an_earlier_run_with_the_same_recipe_and_kept_pairs(a
     assert record["valid"]["inter_f1"] == 54.49 and record["finetune_train_seconds"] == 570.0
     assert record["adopted"]["command"] == "python earlier.py"
     assert record["adopted"]["unrecorded_settings"] == ["training.precision"]
-    assert record["finetune_epochs"][-1] == {"epoch": 3, "train_seconds": 570.0, "f1": 53.0, "ign_f1": 52.0}
+    assert record["finetune_epochs"][-1] == {"epoch": 3, "train_seconds": 570.0, "f1": 53.0, "ign_f1": 52.0,
+                                             "steps": 300}
     del record["finetune_epochs"]  # a row recorded before the field existed
     results = {"rows": {"BERT+D": record, "BERT": {"model": "/nonexistent/model"}}}
     assert paper_table.add_missing_epoch_curves(results) == ["BERT+D"]
     assert [p["f1"] for p in results["rows"]["BERT+D"]["finetune_epochs"]] == [51.0, 52.0, 53.0]
+    assert paper_table.add_missing_epoch_curves(results) == []  # nothing new to fill
 
 
 def test_paper_table_refuses_to_adopt_a_run_that_is_not_the_row(adoptable):
