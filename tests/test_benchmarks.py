@@ -116,7 +116,7 @@ def test_paper_table_config_names_runnable_configs():
             load_config(PretrainConfig, ROOT / row.pretrain, ["data.pairs=p", "data.shards=s"])
     assert [paper_table.slug(n) for n in config.rows] == ["bert", "bert_d", "bert_d_p", "wo_mm", "wo_rd", "wo_ra",
                                                           "wo_inter", "wo_intra", "bert_d_p_larger_corpus",
-                                                          "bert_seed_43"]
+                                                          "bert_seed_43", "bert_seed_44"]
     inputs = {"train": "train.json", "valid": "valid.json"}
     seeds = {name: paper_table.finetune_config(config.rows[name], config, inputs, Path("out")).training.seed
              for name in ("BERT", "BERT (seed 43)")}
@@ -137,7 +137,7 @@ def test_paper_table_skips_finished_rows_and_redoes_named_ones(tmp_path):
     again = paper_table.load_results(path)  # what a run started again reads
     assert again["rows"] == {"BERT": {"valid_f1": 55.0}} and not path.with_suffix(".json.tmp").exists()
     assert paper_table.rows_to_run(config, again, None, []) == list(config.rows)[1:]
-    assert len(config.rows) == 10
+    assert len(config.rows) == 11
     assert paper_table.rows_to_run(config, again, ["BERT", "w/o RA"], []) == ["w/o RA"]
     assert paper_table.rows_to_run(config, again, None, ["BERT"]) == list(config.rows)
     with pytest.raises(SystemExit, match="no row 'w/o XY'"):
