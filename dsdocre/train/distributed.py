@@ -87,15 +87,17 @@ def init_process_group() -> None:
     """Join the process group now (DeepSpeed's own set-up, which ``deepspeed.initialize`` would
     otherwise do): for collectives that come before the engine exists, and to release DeepSpeed's
     shared memory names (below)."""
+    if world_size() == 1:
+        return
     import deepspeed
     import torch.distributed as dist
 
     if not dist.is_initialized():
         deepspeed.init_distributed()
-        _unlink_cpu_allreduce_buffer()
+        unlink_cpu_allreduce_buffer()
 
 
-def _unlink_cpu_allreduce_buffer() -> None:
+def unlink_cpu_allreduce_buffer() -> None:
     """Removes the name of this rank's DeepSpeed CPU all-reduce buffer, once every rank has mapped it.
 
     With every rank on one machine, DeepSpeed's CPU accelerator gives each rank a 69 MB buffer in
@@ -103,8 +105,8 @@ def _unlink_cpu_allreduce_buffer() -> None:
     run would leave world-size of them in memory until a reboot, and a later run on the same port
     would map the stale ones. DeepSpeed's set-up returns only after a rank has mapped every peer's
     buffer, so after a barrier the names can go; the memory itself lives until the last process
-    unmaps it, however the processes end. No such buffer (a GPU, ranks on several machines): nothing
-    to do."""
+    unmaps it, however the processes end. No such buffer (a GPU, ranks on several machines, a
+    single process without the launcher): nothing to do. A collective; calling it again is harmless."""
     barrier()
     name = (f"deepspeed_allreduce_buffer_{os.getuid()}_{os.environ.get('MASTER_ADDR', '')}_"
             f"{os.environ.get('MASTER_PORT', '')}_{rank()}")

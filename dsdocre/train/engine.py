@@ -166,10 +166,10 @@ def build_engine(model, param_groups: list[dict], ds_config: dict, schedule: Cal
     if int(ds_config.get("zero_optimization", {}).get("stage", 0)) >= 3:
         for parameter in getattr(model, "external_parameters", list)():
             deepspeed.zero.register_external_parameter(model, parameter)
-    distributed.init_process_group()
     engine, _, _, _ = deepspeed.initialize(
         model=model, model_parameters=param_groups, config=ds_config,
         lr_scheduler=lambda optimizer: torch.optim.lr_scheduler.LambdaLR(optimizer, schedule))
+    distributed.unlink_cpu_allreduce_buffer()  # also for one process under the launcher
     return engine
 
 
