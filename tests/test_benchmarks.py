@@ -224,6 +224,32 @@ def test_paper_table_refuses_to_adopt_a_run_that_is_not_the_row(adoptable):
         paper_table.adopt_row("BERT+D+P", config.rows["BERT+D+P"], config, inputs, f"{result}:bert_d")
 
 
+def test_paper_table_records_its_shared_stages_and_refuses_others(tmp_path):
+    """The sha256 of the rank model's weights, the kept pairs and the document pairs go into the
+    result file; stages rebuilt differently stop the run instead of joining the recorded rows."""
+    import paper_table
+
+    model = tmp_path / "rank/model"
+    model.mkdir(parents=True)
+    (model / "dsdocre_checksums.json").write_text(json.dumps({"files": {
+        "dsdocre_model.json": {"sha256": "m"}, "heads.safetensors": {"sha256": "h"},
+        "encoder/model.safetensors": {"sha256": "e"}}}))
+    inputs = {"rank_model": model, "kept": {"train": _scored_folder(tmp_path / "train-6n", ["a", "b"]),
+                                            "valid": _scored_folder(tmp_path / "valid-6n", ["c"])},
+              "corpora": {"docred_unlabeled": {"kept": _scored_folder(tmp_path / "scored-20", ["d"]),
+                                               "pairs": _scored_folder(tmp_path / "pairs", ["p", "q"])}}}
+    checksums = paper_table.shared_stage_checksums(inputs)
+    assert checksums == {"rank_model": ["e", "h"], "kept_train": ["a", "b"], "kept_valid": ["c"],
+                         "docred_unlabeled_kept": ["d"], "docred_unlabeled_pairs": ["p", "q"]}
+    assert paper_table.shared_stage_checksums({"train": "t", "valid": "v", "corpora": {}}) == {}  # BERT rows only
+    paper_table.check_shared_stages({"rows": {}}, checksums, tmp_path)  # nothing recorded yet
+    recorded = {"rows": {}, "shared_stage_sha256": {**checksums, "larger_kept": ["x"]}}
+    paper_table.check_shared_stages(recorded, checksums, tmp_path)  # the same stages (a subset of them)
+    rebuilt = {**checksums, "kept_valid": ["c2"]}
+    with pytest.raises(SystemExit, match="sha256 differs: kept_valid"):
+        paper_table.check_shared_stages(recorded, rebuilt, tmp_path)
+
+
 def test_paper_table_compares_rows_on_their_recorded_predictions(tmp_path):
     """Each gap once (a row against the reference rows before it), from the predictions beside each
     row's model; predictions that do not score the recorded F1 are refused."""
