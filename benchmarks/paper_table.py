@@ -32,7 +32,8 @@ checkpoints. The sha256 of what the rows read from the shared stages (rank model
 pairs, document pairs) is kept under ``shared_stage_sha256``; a run whose rebuilt stages differ
 from the recorded ones stops rather than mix two sets of inputs in one table. One row costs tens
 of minutes on 2 CPU cores. After the rows (or alone, ``--compare``) every row's F1 gap to BERT,
-BERT+D and BERT+D+P is recorded under ``comparisons`` with a 95% interval from a paired bootstrap over the valid documents, read from each row's saved predictions.
+BERT+D and BERT+D+P is recorded under ``comparisons`` with a 95% interval from a paired
+bootstrap over the valid documents, read from each row's saved predictions.
 """
 
 from __future__ import annotations
