@@ -338,8 +338,9 @@ def recipe_differences(ours: dict, theirs: dict) -> list[str]:
             if key not in NOT_RECIPE and ours[section].get(key) != value]
 
 
-def kept_checksums(folder: str | Path) -> list[str]:
-    """The sha256 of each scored shard, from the folder's manifest: equal lists, equal kept pairs."""
+def shard_checksums(folder: str | Path) -> list[str]:
+    """The sha256 of each shard in a folder's manifest (scored shards, document-pair shards): equal
+    lists, equal contents."""
     return [shard["sha256"] for shard in json.loads((Path(folder) / "manifest.json").read_text())["shards"]]
 
 
@@ -353,10 +354,10 @@ def shared_stage_checksums(inputs: dict) -> dict[str, list[str]]:
     files = json.loads((Path(inputs["rank_model"]) / CHECKSUMS).read_text())["files"]
     checksums = {"rank_model": [files[name]["sha256"] for name in sorted(files) if name.endswith(".safetensors")]}
     for split in ("train", "valid"):
-        checksums[f"kept_{split}"] = kept_checksums(inputs["kept"][split])
+        checksums[f"kept_{split}"] = shard_checksums(inputs["kept"][split])
     for name, corpus in inputs["corpora"].items():
-        checksums[f"{name}_kept"] = kept_checksums(corpus["kept"])
-        checksums[f"{name}_pairs"] = kept_checksums(corpus["pairs"])
+        checksums[f"{name}_kept"] = shard_checksums(corpus["kept"])
+        checksums[f"{name}_pairs"] = shard_checksums(corpus["pairs"])
     return checksums
 
 
@@ -390,8 +391,8 @@ def adopt_row(name: str, row: RowConfig, config: PaperTableConfig, inputs: dict,
             problems.append(f"data.{split}: {theirs['data'][split]} (the table's: {inputs[split]})")
     kept = theirs["data"].get("kept_pairs")
     if row.denoise:
-        ours_kept = [kept_checksums(inputs["kept"][split]) for split in ("train", "valid")]
-        if not kept or [kept_checksums(ROOT / folder) for folder in kept] != ours_kept:
+        ours_kept = [shard_checksums(inputs["kept"][split]) for split in ("train", "valid")]
+        if not kept or [shard_checksums(ROOT / folder) for folder in kept] != ours_kept:
             problems.append(f"data.kept_pairs: {kept} are not the table's kept pairs (sha256 of the scored shards)")
     elif kept:
         problems.append(f"data.kept_pairs: {kept} (the BERT row fine-tunes on every pair)")
