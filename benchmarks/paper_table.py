@@ -32,8 +32,9 @@ checkpoints. The sha256 of what the rows read from the shared stages (rank model
 pairs, document pairs) is kept under ``shared_stage_sha256``; a run whose rebuilt stages differ
 from the recorded ones stops rather than mix two sets of inputs in one table. One row costs tens
 of minutes on 2 CPU cores. After the rows (or alone, ``--compare``) every row's F1 gap to BERT,
-BERT+D and BERT+D+P is recorded under ``comparisons`` with a 95% interval from a paired
-bootstrap over the valid documents, read from each row's saved predictions.
+BERT+D and BERT+D+P (or to the rows it names as its ``references``) is recorded under
+``comparisons`` with a 95% interval from a paired bootstrap over the valid documents, read from
+each row's saved predictions.
 """
 
 from __future__ import annotations
@@ -61,6 +62,9 @@ class RowConfig(Section):
     corpus: Optional[str] = None  # the distant corpus pre-trained on (None: the first of `corpora`)
     pretrain_set: list[str] = []  # this row's pre-training overrides (after the table's), e.g. a step budget
     finetune_set: list[str] = []  # this row's fine-tuning overrides, e.g. another training seed
+    # The rows this one is compared with (paired bootstrap), the first being its baseline in the README's
+    # table; None: BERT, BERT+D and BERT+D+P. A row trained on other data names the rows trained on it.
+    references: Optional[list[str]] = None
 
 
 class TableDenoiseConfig(Section):
@@ -274,7 +278,8 @@ def valid_document_counts(name: str, rec: dict, gold: list, facts: set) -> list[
 
 
 def compare_rows(results: dict, data: Path, resamples: int = 10000) -> dict:
-    """``F1(row) - F1(reference)`` for every recorded row against each recorded reference row, with
+    """``F1(row) - F1(reference)`` for every recorded row against each recorded reference row (or
+    against the rows its config names as ``references``), with
     a 95% interval from a paired bootstrap over the valid documents (``dsdocre.evaluation``) on
     each row's per-document counts (:func:`valid_document_counts`; each row's are kept in the
     result file, so a checkout without the run folders can compare new rows). A gap whose counts
@@ -295,12 +300,14 @@ def compare_rows(results: dict, data: Path, resamples: int = 10000) -> dict:
     def after(name: str, ref: str) -> bool:  # each gap once: a reference row only against those after it
         return name not in REFERENCE_ROWS or REFERENCE_ROWS.index(name) > REFERENCE_ROWS.index(ref)
 
+    named = {name: row.get("references") for name, row in results.get("config", {}).get("rows", {}).items()}
     earlier = results.get("comparisons", {})
     comparisons = {}
     for name in results["rows"]:
-        for ref in REFERENCE_ROWS:
+        own = named.get(name)
+        for ref in REFERENCE_ROWS if own is None else own:
             key = f"{name} vs {ref}"
-            if ref not in results["rows"] or not after(name, ref):
+            if ref not in results["rows"] or (own is None and not after(name, ref)):
                 continue
             if counts[name] is not None and counts[ref] is not None:
                 comparisons[key] = {"row": name, "reference": ref,
@@ -472,7 +479,8 @@ def main() -> int:
                              "metrics.jsonl) and stop")
     parser.add_argument("--compare", action="store_true",
                         help="recompute the paired-bootstrap intervals of every row against BERT, BERT+D and "
-                             "BERT+D+P (also done after every run) and stop")
+                             "BERT+D+P, or the rows it names as its references (also done after every run), "
+                             "and stop")
     parser.add_argument("--prepare-only", action="store_true", help="build the shared stages and stop")
     parser.add_argument("--out", default=str(ROOT / "benchmarks/results/paper_table.json"))
     args = parser.parse_args()

@@ -116,7 +116,10 @@ def test_paper_table_config_names_runnable_configs():
             load_config(PretrainConfig, ROOT / row.pretrain, ["data.pairs=p", "data.shards=s"])
     assert [paper_table.slug(n) for n in config.rows] == ["bert", "bert_d", "bert_d_p", "wo_mm", "wo_rd", "wo_ra",
                                                           "wo_inter", "wo_intra", "bert_d_p_larger_corpus",
-                                                          "bert_seed_43", "bert_seed_44"]
+                                                          "bert_seed_43", "bert_seed_44", "bert_100_training_docs",
+                                                          "bert_d_100_training_docs", "bert_d_p_100_training_docs"]
+    for name, row in config.rows.items():  # a row's own references are rows of the table, listed before it
+        assert all(list(config.rows).index(ref) < list(config.rows).index(name) for ref in row.references or [])
     inputs = {"train": "train.json", "valid": "valid.json"}
     seeds = {name: paper_table.finetune_config(config.rows[name], config, inputs, Path("out")).training.seed
              for name in ("BERT", "BERT (seed 43)")}
@@ -137,7 +140,7 @@ def test_paper_table_skips_finished_rows_and_redoes_named_ones(tmp_path):
     again = paper_table.load_results(path)  # what a run started again reads
     assert again["rows"] == {"BERT": {"valid_f1": 55.0}} and not path.with_suffix(".json.tmp").exists()
     assert paper_table.rows_to_run(config, again, None, []) == list(config.rows)[1:]
-    assert len(config.rows) == 11
+    assert len(config.rows) == 14
     assert paper_table.rows_to_run(config, again, ["BERT", "w/o RA"], []) == ["w/o RA"]
     assert paper_table.rows_to_run(config, again, None, ["BERT"]) == list(config.rows)
     with pytest.raises(SystemExit, match="no row 'w/o XY'"):
@@ -285,6 +288,14 @@ def test_paper_table_compares_rows_on_their_recorded_predictions(tmp_path):
     assert again == {**out, "w/o Inter vs BERT": {"f1_diff": -1.0}}
     del rows["w/o Inter"]
 
+    # A row that names its references is compared with those rows only (here: one trained on other data).
+    rows["w/o Inter"] = {"model": str(tmp_path / "gone" / "model"), "valid_f1": 40.0,
+                         "valid_document_counts": [[1, 1, 0, 2], [0, 0, 0, 2]]}
+    named = paper_table.compare_rows({"rows": rows, "config": {"rows": {"w/o Inter": {"references": ["w/o RA"]}}}},
+                                     tmp_path, resamples=200)
+    assert list(named) == [*out, "w/o Inter vs w/o RA"] and named["w/o Inter vs w/o RA"]["f1_diff"] == 0.0
+    del rows["w/o Inter"]
+
     for name, rec in rows.items():  # the run folders are back, with predictions not of the recorded F1
         (tmp_path / paper_table.slug(name) / "valid_predictions.json").write_text("[]")
     with pytest.raises(SystemExit, match="not the recorded epoch's predictions"):
@@ -294,14 +305,20 @@ def test_paper_table_compares_rows_on_their_recorded_predictions(tmp_path):
 def test_paper_table_readme_table_puts_ours_beside_the_paper():
     import plot_paper_table
 
-    results = {"config": {"rows": {"BERT": {}, "BERT+D": {}, "w/o MM": {}, "BERT+D+P (larger corpus)": {}},
+    results = {"config": {"rows": {"BERT": {}, "BERT+D": {}, "w/o MM": {}, "BERT+D+P (larger corpus)": {},
+                                   "BERT (few)": {"references": []}, "BERT+D+P (few)": {"references": ["BERT (few)"]}},
                           "paper": {"BERT": {"f1": 55.67, "ign_f1": 53.32}, "BERT+D": {"f1": 57.42, "ign_f1": 55.88},
                                     "w/o MM": {"f1": 58.39, "ign_f1": 56.76}}},
                "rows": {"BERT": {"valid_f1": 55.77, "valid_ign_f1": 55.02},
-                        "BERT+D": {"valid_f1": 55.91, "valid_ign_f1": 55.05}},
-               "comparisons": {"BERT+D vs BERT": {"f1_diff": 0.14, "f1_ci95": [-0.97, 1.31]}}}
+                        "BERT+D": {"valid_f1": 55.91, "valid_ign_f1": 55.05},
+                        "BERT (few)": {"valid_f1": 40.0, "valid_ign_f1": 39.0},
+                        "BERT+D+P (few)": {"valid_f1": 42.5, "valid_ign_f1": 41.0}},
+               "comparisons": {"BERT+D vs BERT": {"f1_diff": 0.14, "f1_ci95": [-0.97, 1.31]},
+                               "BERT+D+P (few) vs BERT (few)": {"f1_diff": 2.5, "f1_ci95": [0.5, 4.25]}}}
     assert plot_paper_table.markdown(results).splitlines()[2:] == [
         "| BERT | 55.77 | 55.02 | +0.00 | 55.67 | 53.32 | +0.00 |",
         "| BERT+D | 55.91 | 55.05 | +0.14 [-0.97, +1.31] | 57.42 | 55.88 | +1.75 |",
         "| w/o MM | not run | not run |  | 58.39 | 56.76 | +2.72 |",
-        "| BERT+D+P (larger corpus) | not run | not run |  | – | – |  |"]
+        "| BERT+D+P (larger corpus) | not run | not run |  | – | – |  |",
+        "| BERT (few) | 40.00 | 39.00 |  | – | – |  |",  # its own baseline: no gap to BERT, trained on other data
+        "| BERT+D+P (few) | 42.50 | 41.00 | +2.50 [+0.50, +4.25] vs BERT (few) | – | – |  |"]
