@@ -65,6 +65,9 @@ class RowConfig(Section):
     # The rows this one is compared with (paired bootstrap), the first being its baseline in the README's
     # table; None: BERT, BERT+D and BERT+D+P. A row trained on other data names the rows trained on it.
     references: Optional[list[str]] = None
+    # Fine-tune from the encoder this recorded row pre-trained (checked: the same pre-training config
+    # and corpus) rather than pre-train again: for rows that differ only in fine-tuning, e.g. its seed.
+    pretrained_by: Optional[str] = None
 
 
 class TableDenoiseConfig(Section):
@@ -422,7 +425,37 @@ def adopt_row(name: str, row: RowConfig, config: PaperTableConfig, inputs: dict,
     }
 
 
-def run_row(name: str, row: RowConfig, config: PaperTableConfig, inputs: dict, out: Path) -> dict:
+def shared_pretraining(name: str, source: str, ours: dict, results: dict) -> dict:
+    """The pre-training record of row ``source``, for row ``name`` to fine-tune from its encoder:
+    refused unless ``source`` is recorded, pre-trained with the config ``ours`` (output folder and
+    crash-handling settings aside: the same tasks, corpus, steps and seed) and its encoder is on disk."""
+    rec = results["rows"].get(source, {}).get("pretrain")
+    if not rec:
+        raise SystemExit(f"paper_table: row {name!r} takes its encoder from row {source!r}, which has no "
+                         f"recorded pre-training here: run that row first")
+
+    def recipe(cfg: dict, prefix: str = "") -> dict:  # dotted key -> value, what the run computes only
+        flat = {}
+        for key, value in cfg.items():
+            if isinstance(value, dict):
+                flat.update(recipe(value, f"{prefix}{key}."))
+            elif f"{prefix}{key}" != "output_dir" and not (prefix == "training." and key in NOT_RECIPE):
+                flat[f"{prefix}{key}"] = value
+        return flat
+
+    theirs, mine = recipe(rec["config"]), recipe(ours)
+    differ = sorted(key for key in theirs.keys() | mine.keys() if theirs.get(key) != mine.get(key))
+    if differ:
+        raise SystemExit(f"paper_table: row {name!r} cannot share row {source!r}'s pre-training: the configs "
+                         f"differ in {', '.join(differ)}")
+    encoder = Path(rec["config"]["output_dir"]) / "encoder"
+    if not (encoder / "config.json").is_file():
+        raise SystemExit(f"paper_table: row {source!r}'s pre-trained encoder {encoder} is not on this machine")
+    return {**rec, "encoder": str(encoder), "shared_from": source}
+
+
+def run_row(name: str, row: RowConfig, config: PaperTableConfig, inputs: dict, out: Path,
+            results: dict | None = None) -> dict:
     from dsdocre.config import load_config, to_plain
     from dsdocre.finetune import finetune
 
@@ -436,11 +469,15 @@ def run_row(name: str, row: RowConfig, config: PaperTableConfig, inputs: dict, o
         pt = load_config(PretrainConfig, ROOT / row.pretrain, [
             f"data.pairs={corpus['pairs']}", f"data.shards={corpus['shards']}",
             f"output_dir={out / 'pretrain'}", *config.pretrain_set, *row.pretrain_set])
-        summary = pretrain(pt)
-        encoder = summary["encoder"]
-        record["pretrain"] = {"steps": summary["steps"], "train_seconds": summary["train_seconds"],
-                              "skipped_steps": summary["skipped_steps"], "config": to_plain(pt),
-                              "curves": loss_curves(out / "pretrain" / "metrics.jsonl")}
+        if row.pretrained_by:
+            record["pretrain"] = shared_pretraining(name, row.pretrained_by, to_plain(pt), results or {"rows": {}})
+            encoder = record["pretrain"].pop("encoder")
+        else:
+            summary = pretrain(pt)
+            encoder = summary["encoder"]
+            record["pretrain"] = {"steps": summary["steps"], "train_seconds": summary["train_seconds"],
+                                  "skipped_steps": summary["skipped_steps"], "config": to_plain(pt),
+                                  "curves": loss_curves(out / "pretrain" / "metrics.jsonl")}
     ft = finetune_config(row, config, inputs, out)
     if encoder:
         ft.model.encoder = encoder
@@ -532,7 +569,8 @@ def main() -> int:
         todo = [row for row in todo if row != name]
     for name in todo:
         print(f"== row {name}", flush=True)
-        record = run_row(name, config.rows[name], config, inputs, Path(config.output_dir) / "rows" / slug(name))
+        record = run_row(name, config.rows[name], config, inputs, Path(config.output_dir) / "rows" / slug(name),
+                         results)
         record.update(threads=threads, machine=machine, command=machine["command"], date=machine_info()["date"],
                       device=device_name())
         results = record_row(out_path, name, record)  # each finished row is kept, whatever happens to the next

@@ -117,9 +117,14 @@ def test_paper_table_config_names_runnable_configs():
     assert [paper_table.slug(n) for n in config.rows] == ["bert", "bert_d", "bert_d_p", "wo_mm", "wo_rd", "wo_ra",
                                                           "wo_inter", "wo_intra", "bert_d_p_larger_corpus",
                                                           "bert_seed_43", "bert_seed_44", "bert_100_training_docs",
-                                                          "bert_d_100_training_docs", "bert_d_p_100_training_docs"]
+                                                          "bert_d_100_training_docs", "bert_d_p_100_training_docs",
+                                                          "bert_d_100_training_docs_seed_43",
+                                                          "bert_d_p_100_training_docs_seed_43"]
     for name, row in config.rows.items():  # a row's own references are rows of the table, listed before it
         assert all(list(config.rows).index(ref) < list(config.rows).index(name) for ref in row.references or [])
+        if row.pretrained_by:  # shares the pre-training of an earlier row with the same pre-training config
+            source = config.rows[row.pretrained_by]
+            assert (source.pretrain, source.pretrain_set, source.corpus) == (row.pretrain, row.pretrain_set, row.corpus)
     inputs = {"train": "train.json", "valid": "valid.json"}
     seeds = {name: paper_table.finetune_config(config.rows[name], config, inputs, Path("out")).training.seed
              for name in ("BERT", "BERT (seed 43)")}
@@ -140,7 +145,7 @@ def test_paper_table_skips_finished_rows_and_redoes_named_ones(tmp_path):
     again = paper_table.load_results(path)  # what a run started again reads
     assert again["rows"] == {"BERT": {"valid_f1": 55.0}} and not path.with_suffix(".json.tmp").exists()
     assert paper_table.rows_to_run(config, again, None, []) == list(config.rows)[1:]
-    assert len(config.rows) == 14
+    assert len(config.rows) == 16
     assert paper_table.rows_to_run(config, again, ["BERT", "w/o RA"], []) == ["w/o RA"]
     assert paper_table.rows_to_run(config, again, None, ["BERT"]) == list(config.rows)
     with pytest.raises(SystemExit, match="no row 'w/o XY'"):
@@ -251,6 +256,33 @@ def test_paper_table_records_its_shared_stages_and_refuses_others(tmp_path):
     rebuilt = {**checksums, "kept_valid": ["c2"]}
     with pytest.raises(SystemExit, match="sha256 differs: kept_valid"):
         paper_table.check_shared_stages(recorded, rebuilt, tmp_path)
+
+
+def test_paper_table_row_shares_only_the_same_pretraining(tmp_path):
+    """A row that names ``pretrained_by`` fine-tunes from that row's encoder only when its own
+    pre-training config is the same (output folder and crash settings aside) and the encoder is there."""
+    import paper_table
+
+    config = {"output_dir": str(tmp_path / "a" / "pretrain"), "data": {"pairs": "p", "shards": "s"},
+              "tasks": {"mm_intra": True, "ra": True}, "training": {"max_steps": 304, "seed": 42, "checkpoints": True}}
+    results = {"rows": {"A": {"pretrain": {"steps": 304, "train_seconds": 1500.0, "config": config}}}}
+    ours = {**config, "output_dir": str(tmp_path / "b" / "pretrain"),
+            "training": {**config["training"], "checkpoints": False}}
+    with pytest.raises(SystemExit, match="not on this machine"):
+        paper_table.shared_pretraining("B", "A", ours, results)
+    (tmp_path / "a" / "pretrain" / "encoder").mkdir(parents=True)
+    (tmp_path / "a" / "pretrain" / "encoder" / "config.json").write_text("{}")
+    shared = paper_table.shared_pretraining("B", "A", ours, results)
+    assert shared["encoder"] == str(tmp_path / "a" / "pretrain" / "encoder")
+    assert shared["shared_from"] == "A" and shared["steps"] == 304 and shared["config"] == config
+    for changed, key in ((["training", "max_steps"], "training.max_steps"), (["tasks", "ra"], "tasks.ra"),
+                         (["data", "pairs"], "data.pairs")):
+        other = json.loads(json.dumps(ours))
+        other[changed[0]][changed[1]] = "changed"
+        with pytest.raises(SystemExit, match=f"differ in {key}$"):
+            paper_table.shared_pretraining("B", "A", other, results)
+    with pytest.raises(SystemExit, match="no recorded pre-training"):
+        paper_table.shared_pretraining("B", "C", ours, results)
 
 
 def test_paper_table_compares_rows_on_their_recorded_predictions(tmp_path):
