@@ -5,7 +5,8 @@
 
 Left: valid F1 and Ign F1 of every row that has a record, beside the paper's DocRED dev figures
 (taken from the result file's config, ``configs/paper_table.yaml`` ``paper:``). Middle: valid F1
-after each fine-tuning epoch of every row (``finetune_epochs``). Right: the per-task pre-training
+after each fine-tuning epoch of every row (``finetune_epochs``; dashed: rows trained on other data,
+which name their own references). Right: the per-task pre-training
 loss of BERT+D+P against the optimizer step (the row's ``pretrain.curves``). Nothing is
 typed in by hand: run it again after ``paper_table.py`` fills a row. ``--markdown`` prints the
 README's table, each row's gap to BERT with its 95% interval from the paired bootstrap over valid
@@ -63,8 +64,8 @@ def markdown(results: dict) -> str:
         ref = baseline(results, name)
         if ref is None or f1[name] is None or f1.get(ref) is None:
             return ""
-        c = results.get("comparisons", {}).get(f"{name} vs {ref}")
-        return (gain(f1[name], f1[ref]) + (f" [{c['f1_ci95'][0]:+.2f}, {c['f1_ci95'][1]:+.2f}]" if c else "")
+        c = results.get("comparisons", {}).get(f"{name} vs {ref}")  # its gap is of the unrounded F1s
+        return ((f"{c['f1_diff']:+.2f} [{c['f1_ci95'][0]:+.2f}, {c['f1_ci95'][1]:+.2f}]" if c else gain(f1[name], f1[ref]))
                 + ("" if ref == "BERT" else f" vs {ref}"))
 
     lines = ["| row | F1 (ours) | Ign F1 (ours) | vs BERT [95% interval] | F1 (paper) | Ign F1 (paper) | vs BERT (paper) |",
@@ -83,7 +84,7 @@ def plot(results: dict, png: Path) -> None:
 
     rows = table_rows(results)
     curves = (results["rows"].get(CURVE_ROW) or {}).get("pretrain", {}).get("curves")
-    fig, (bars, epochs, losses) = plt.subplots(1, 3, figsize=(18, 5.4), gridspec_kw={"width_ratios": [3, 2, 2]})
+    fig, (bars, epochs, losses) = plt.subplots(1, 3, figsize=(21, 5.6), gridspec_kw={"width_ratios": [3, 2, 2]})
     x = range(len(rows))
     width = 0.2
     for offset, key, label, style in ((-1.5, "f1", "F1 (ours, Re-DocRED valid)", {"color": "tab:blue"}),
@@ -102,15 +103,18 @@ def plot(results: dict, png: Path) -> None:
     bars.set_ylabel("percent")
     bars.set_title("Valid F1 per row (epoch and threshold chosen on valid)")
     bars.legend(fontsize=8, loc="upper left", ncol=2)
-    for name in [r["row"] for r in rows]:
+    colours = plt.get_cmap("tab20").colors  # one per row: more rows than the default cycle's ten colours
+    for i, name in enumerate(r["row"] for r in rows):
         points = (results["rows"].get(name) or {}).get("finetune_epochs")
-        if points:
-            epochs.plot([p["epoch"] for p in points], [p["f1"] for p in points], marker=".", label=name)
+        if points:  # dashed: a row trained on other data than the paper's rows (it names its own references)
+            own_data = results.get("config", {}).get("rows", {}).get(name, {}).get("references") is not None
+            epochs.plot([p["epoch"] for p in points], [p["f1"] for p in points], marker=".", label=name,
+                        linestyle="--" if own_data else "-", color=colours[i % len(colours)])
     epochs.set_xlabel("fine-tuning epoch")
     epochs.set_ylabel("valid F1 (threshold chosen on valid)")
     epochs.set_title("Valid F1 after each fine-tuning epoch")
     if epochs.lines:
-        epochs.legend(fontsize=8, loc="lower right")
+        epochs.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))  # beside the curves, not on them
     if curves:
         for key, label in TASK_NAMES.items():
             if key in curves and any(v is not None for v in curves[key]):
