@@ -99,6 +99,18 @@ class PaperTableConfig(Section):
     paper: dict[str, PaperFigure] = {}  # the paper's dev F1 / Ign F1 per row, for the plot and README
 
 
+def check_rows(config: PaperTableConfig, source: str) -> None:
+    """Every row a row names (``references``, ``pretrained_by``) is a row of the table, and no row
+    name holds a comma (``--rows`` splits on commas)."""
+    problems = [f"row {name!r}: its name holds a comma, which --rows cannot name" for name in config.rows if "," in name]
+    for name, row in config.rows.items():
+        named = [*(row.references or []), *([row.pretrained_by] if row.pretrained_by else [])]
+        problems += [f"row {name!r} names {other!r}, which is not a row of the table" for other in named
+                     if other not in config.rows]
+    if problems:
+        raise SystemExit(f"paper_table: {source}:\n  " + "\n  ".join(problems))
+
+
 def row_corpus(config: PaperTableConfig, row: RowConfig) -> str | None:
     """The name of the distant corpus ``row`` pre-trains on (None for a row without pre-training)."""
     if not row.pretrain:
@@ -524,6 +536,7 @@ def main() -> int:
     from dsdocre.config import load_config, to_plain
 
     config = load_config(PaperTableConfig, args.config, args.overrides)
+    check_rows(config, args.config)
     data = (ROOT / config.data).resolve()
     out_path = Path(args.out)
     results = load_results(out_path)
