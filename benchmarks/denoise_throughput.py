@@ -12,7 +12,8 @@ release's way, the scoring step alone and end to end, and the Ray Data pass with
   gathered ``nn.Bilinear`` + linear on the same entity states).
 * Ray: ``dsdocre denoise score`` (Ray Data, actor pool) on 2,000 documents (the 400 training
   documents, cycled under new titles) with 1 and 2 actors, each pinned to one thread; the time
-  includes starting Ray and loading the model in each actor. Beside it, the same pass over two one-document shards measures that fixed start-up, and
+  includes starting Ray and loading the model in each actor. Beside it, the same pass over two
+  one-document shards measures that fixed start-up, and
   ``ray_*_net`` / ``ray_2_over_1_net`` are the pool's throughput with it subtracted (what a long
   pass over a large corpus gets).
 
@@ -148,9 +149,11 @@ def main() -> int:
 
     # A pass over a real corpus takes hours, start-up seconds: cycle the source to --ray-docs documents
     # (titles made unique) so that the measured rate is a pass's, not Ray's start-up.
-    ray_docs = [source_docs[i % len(source_docs)] for i in range(args.ray_docs)]
-    ray_docs = [doc if i < len(source_docs) else dataclasses.replace(doc, title=f"{doc.title} (copy {i // len(source_docs)})")
-                for i, doc in enumerate(ray_docs)]
+    ray_docs = []
+    for i in range(args.ray_docs):
+        copy, index = divmod(i, len(source_docs))
+        doc = source_docs[index]
+        ray_docs.append(dataclasses.replace(doc, title=f"{doc.title} (copy {copy})") if copy else doc)
     write_documents(ray_docs, work / "ray_docs.json")
     shard_corpus([work / "ray_docs.json"], work / "shards", docs_per_shard=25, workers=0, progress=False, log=None)
     ray_pairs = sum(doc.num_entities * (doc.num_entities - 1) for doc in ray_docs)

@@ -466,8 +466,7 @@ def shared_pretraining(name: str, source: str, ours: dict, results: dict) -> dic
     return {**rec, "encoder": str(encoder), "shared_from": source}
 
 
-def run_row(name: str, row: RowConfig, config: PaperTableConfig, inputs: dict, out: Path,
-            results: dict | None = None) -> dict:
+def run_row(name: str, row: RowConfig, config: PaperTableConfig, inputs: dict, out: Path, results: dict) -> dict:
     from dsdocre.config import load_config, to_plain
     from dsdocre.finetune import finetune
 
@@ -482,7 +481,7 @@ def run_row(name: str, row: RowConfig, config: PaperTableConfig, inputs: dict, o
             f"data.pairs={corpus['pairs']}", f"data.shards={corpus['shards']}",
             f"output_dir={out / 'pretrain'}", *config.pretrain_set, *row.pretrain_set])
         if row.pretrained_by:
-            record["pretrain"] = shared_pretraining(name, row.pretrained_by, to_plain(pt), results or {"rows": {}})
+            record["pretrain"] = shared_pretraining(name, row.pretrained_by, to_plain(pt), results)
             encoder = record["pretrain"].pop("encoder")
         else:
             summary = pretrain(pt)

@@ -40,11 +40,17 @@ def table_rows(results: dict) -> list[dict]:
     return out
 
 
+def references(results: dict, name: str) -> list[str] | None:
+    """The rows a row's config names as its ``references`` (a row trained on other data), None if it
+    takes the paper's rows."""
+    return results.get("config", {}).get("rows", {}).get(name, {}).get("references")
+
+
 def baseline(results: dict, name: str) -> str | None:
-    """The row a row's gap is read against: BERT, or the first of the rows its config names as
-    ``references`` (a row trained on other data), None if it names none."""
-    references = results.get("config", {}).get("rows", {}).get(name, {}).get("references")
-    return "BERT" if references is None else next(iter(references), None)
+    """The row a row's gap is read against: BERT, or the first of its own references, None if it
+    names none."""
+    own = references(results, name)
+    return "BERT" if own is None else next(iter(own), None)
 
 
 def markdown(results: dict) -> str:
@@ -107,9 +113,8 @@ def plot(results: dict, png: Path) -> None:
     for i, name in enumerate(r["row"] for r in rows):
         points = (results["rows"].get(name) or {}).get("finetune_epochs")
         if points:  # dashed: a row trained on other data than the paper's rows (it names its own references)
-            own_data = results.get("config", {}).get("rows", {}).get(name, {}).get("references") is not None
             epochs.plot([p["epoch"] for p in points], [p["f1"] for p in points], marker=".", label=name,
-                        linestyle="--" if own_data else "-", color=colours[i % len(colours)])
+                        linestyle="-" if references(results, name) is None else "--", color=colours[i % len(colours)])
     epochs.set_xlabel("fine-tuning epoch")
     epochs.set_ylabel("valid F1 (threshold chosen on valid)")
     epochs.set_title("Valid F1 after each fine-tuning epoch")
