@@ -18,7 +18,8 @@ verified output is there):
    ``shared/corpora/<name>``;
 2. shards of each distant corpus, and of train and valid (``dsdocre shard``);
 3. the rank model (``configs/denoise_redocred.yaml``, or a finished run given as ``denoise.rank_run``)
-   and the kept pairs: 20 per distant document, 6·N_ent per annotated one (``dsdocre denoise score``);
+   and the kept pairs: 20 per distant document, 6·N_ent per annotated one, or a row's own
+   ``keep_annotated`` (``dsdocre denoise score``);
 4. document pairs sharing a fact through kept labels (``dsdocre fact-join``): pre-training input.
 
 BERT and BERT+D rows already measured by another benchmark with this recipe can be recorded with
@@ -68,6 +69,8 @@ class RowConfig(Section):
     # Fine-tune from the encoder this recorded row pre-trained (checked: the same pre-training config
     # and corpus) rather than pre-train again: for rows that differ only in fine-tuning, e.g. its seed.
     pretrained_by: Optional[str] = None
+    # Pairs kept per annotated document for a D row (None: the table's ``denoise.keep_annotated``).
+    keep_annotated: Optional[str] = None
 
 
 class TableDenoiseConfig(Section):
@@ -109,6 +112,11 @@ def check_rows(config: PaperTableConfig, source: str) -> None:
                      if other not in config.rows]
     if problems:
         raise SystemExit(f"paper_table: {source}:\n  " + "\n  ".join(problems))
+
+
+def row_keep(config: PaperTableConfig, row: RowConfig) -> str:
+    """How many pairs per annotated document ``row`` keeps when it pre-denoises (``6n``, ``2n``, ...)."""
+    return row.keep_annotated or config.denoise.keep_annotated
 
 
 def row_corpus(config: PaperTableConfig, row: RowConfig) -> str | None:
@@ -160,10 +168,11 @@ def rows_to_run(config: PaperTableConfig, results: dict, only: list[str] | None,
 
 # ---- shared stages ----------------------------------------------------------------------------
 def prepare(config: PaperTableConfig, data: Path, shared: Path, corpora: list[str], denoise: bool = True,
-            log=print) -> dict:
+            keeps: tuple[str, ...] = (), log=print) -> dict:
     """Stages 1-4 of the module docstring for the annotated files and each of ``corpora``; returns
-    the paths and counts the rows use. Without ``denoise`` (only BERT rows to run) there is no stage
-    to build: the rows read the annotated files as they are."""
+    the paths and counts the rows use, the kept pairs as ``kept[keep][split]`` for the table's
+    ``keep_annotated`` and each of ``keeps``. Without ``denoise`` (only BERT rows to run) there is
+    no stage to build: the rows read the annotated files as they are."""
     from sharding.denoise_score import score_shards
     from sharding.shard import shard_corpus
 
@@ -177,9 +186,9 @@ def prepare(config: PaperTableConfig, data: Path, shared: Path, corpora: list[st
     kept = {}
     for name, source in (("train", train), ("valid", valid)):
         shard_corpus([source], shared / "shards" / name, docs_per_shard=100, workers=0, progress=False, log=None)
-        kept[name] = shared / "scored" / f"{name}-{config.denoise.keep_annotated}"
-        score_shards(rank_model, shared / "shards" / name, kept[name], keep=config.denoise.keep_annotated,
-                     workers=0, progress=False, log=log)
+        for keep in dict.fromkeys([config.denoise.keep_annotated, *keeps]):
+            folder = kept.setdefault(keep, {})[name] = shared / "scored" / f"{name}-{keep}"
+            score_shards(rank_model, shared / "shards" / name, folder, keep=keep, workers=0, progress=False, log=log)
     return {"train": train, "valid": valid, "kept": kept, "shards": shared / "shards", "rank_model": rank_model,
             "corpora": {name: prepare_corpus(config, data, name, shared / "corpora" / name, rank_model, log)
                         for name in corpora}}
@@ -342,7 +351,8 @@ def finetune_config(row: RowConfig, config: PaperTableConfig, inputs: dict, out:
         f"data.train={inputs['train']}", f"data.valid={inputs['valid']}", f"output_dir={out / 'finetune'}",
         "training.checkpoints=true", "training.keep_checkpoints=1", *row.finetune_set])
     if row.denoise:
-        ft.data.kept_pairs = [str(inputs["kept"]["train"]), str(inputs["kept"]["valid"])]
+        kept = inputs["kept"][row_keep(config, row)]
+        ft.data.kept_pairs = [str(kept["train"]), str(kept["valid"])]
     return ft
 
 
@@ -368,15 +378,18 @@ def shard_checksums(folder: str | Path) -> list[str]:
 
 def shared_stage_checksums(inputs: dict) -> dict[str, list[str]]:
     """What the rows read from the shared stages, as sha256 lists: the rank model's weights, each
-    split's kept pairs, and each corpus's kept pairs and document pairs. Equal lists, equal inputs."""
+    split's kept pairs (``kept_train`` at the table's ``keep_annotated``, ``kept_train_2n`` at a row's
+    own), and each corpus's kept pairs and document pairs. Equal lists, equal inputs."""
     if "rank_model" not in inputs:  # only BERT rows: no shared stage was built
         return {}
     from dsdocre.savedir import CHECKSUMS
 
     files = json.loads((Path(inputs["rank_model"]) / CHECKSUMS).read_text())["files"]
     checksums = {"rank_model": [files[name]["sha256"] for name in sorted(files) if name.endswith(".safetensors")]}
-    for split in ("train", "valid"):
-        checksums[f"kept_{split}"] = shard_checksums(inputs["kept"][split])
+    default = next(iter(inputs["kept"]))  # prepare() puts the table's keep_annotated first
+    for keep, folders in inputs["kept"].items():
+        for split in ("train", "valid"):
+            checksums[f"kept_{split}" + ("" if keep == default else f"_{keep}")] = shard_checksums(folders[split])
     for name, corpus in inputs["corpora"].items():
         checksums[f"{name}_kept"] = shard_checksums(corpus["kept"])
         checksums[f"{name}_pairs"] = shard_checksums(corpus["pairs"])
@@ -413,7 +426,7 @@ def adopt_row(name: str, row: RowConfig, config: PaperTableConfig, inputs: dict,
             problems.append(f"data.{split}: {theirs['data'][split]} (the table's: {inputs[split]})")
     kept = theirs["data"].get("kept_pairs")
     if row.denoise:
-        ours_kept = [shard_checksums(inputs["kept"][split]) for split in ("train", "valid")]
+        ours_kept = [shard_checksums(inputs["kept"][row_keep(config, row)][split]) for split in ("train", "valid")]
         if not kept or [shard_checksums(ROOT / folder) for folder in kept] != ours_kept:
             problems.append(f"data.kept_pairs: {kept} are not the table's kept pairs (sha256 of the scored shards)")
     elif kept:
@@ -471,7 +484,8 @@ def run_row(name: str, row: RowConfig, config: PaperTableConfig, inputs: dict, o
     from dsdocre.finetune import finetune
 
     started = time.perf_counter()
-    record: dict = {"row": name, "denoise": row.denoise, "pretrain_config": row.pretrain}
+    record: dict = {"row": name, "denoise": row.denoise, "pretrain_config": row.pretrain,
+                    "kept_per_annotated_doc": row_keep(config, row) if row.denoise else None}
     encoder = None
     corpus = inputs["corpora"][row_corpus(config, row)] if row.pretrain else None
     if row.pretrain:
@@ -555,7 +569,8 @@ def main() -> int:
     corpora = sorted({row_corpus(config, row) for row in need if row.pretrain}
                      | ({default_corpus} if args.prepare_only else set()), key=list(config.corpora).index)
     inputs = prepare(config, data, Path(config.output_dir) / "shared", corpora,
-                     denoise=args.prepare_only or any(row.denoise for row in need))
+                     denoise=args.prepare_only or any(row.denoise for row in need),
+                     keeps=tuple(row_keep(config, row) for row in need if row.denoise))
     machine = machine_info()
     results = load_results(out_path)  # as it is now: another run may have added rows meanwhile
     checksums = shared_stage_checksums(inputs)
