@@ -109,7 +109,8 @@ def plot(results: dict, png: Path) -> None:
     bars.set_ylabel("percent")
     bars.set_title("Valid F1 per row (epoch and threshold chosen on valid)")
     bars.legend(fontsize=8, loc="upper left", ncol=2)
-    colours = plt.get_cmap("tab20").colors  # one per row: more rows than the default cycle's ten colours
+    # one per row: more rows than the default cycle's ten colours, or tab20's twenty
+    colours = plt.get_cmap("tab20").colors + plt.get_cmap("tab20b").colors
     for i, name in enumerate(r["row"] for r in rows):
         points = (results["rows"].get(name) or {}).get("finetune_epochs")
         if points:  # dashed: a row trained on other data than the paper's rows (it names its own references)
