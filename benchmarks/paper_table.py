@@ -103,9 +103,11 @@ class PaperTableConfig(Section):
 
 
 def check_rows(config: PaperTableConfig, source: str) -> None:
-    """Every row a row names (``references``, ``pretrained_by``) is a row of the table, and no row
-    name holds a comma (``--rows`` splits on commas)."""
+    """Every row a row names (``references``, ``pretrained_by``) is a row of the table, no row name
+    holds a comma (``--rows`` splits on commas), and only a pre-denoising row sets ``keep_annotated``."""
     problems = [f"row {name!r}: its name holds a comma, which --rows cannot name" for name in config.rows if "," in name]
+    problems += [f"row {name!r} sets keep_annotated: {row.keep_annotated} but does not pre-denoise (denoise: false)"
+                 for name, row in config.rows.items() if row.keep_annotated and not row.denoise]
     for name, row in config.rows.items():
         named = [*(row.references or []), *([row.pretrained_by] if row.pretrained_by else [])]
         problems += [f"row {name!r} names {other!r}, which is not a row of the table" for other in named

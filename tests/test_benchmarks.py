@@ -127,8 +127,10 @@ def test_paper_table_config_names_runnable_configs():
                                                           "bert_d_p_at_2n_100_training_docs_seed_43"]
     paper_table.check_rows(config, "configs/paper_table.yaml")
     broken = config.model_copy(update={"rows": {**config.rows, "A, B": config.rows["BERT"],
-                                                "C": config.rows["BERT"].model_copy(update={"references": ["BERT (seed 45)"]})}})
-    with pytest.raises(SystemExit, match=r"(?s)'A, B': its name holds a comma.*'C' names 'BERT \(seed 45\)'"):
+                                                "C": config.rows["BERT"].model_copy(update={"references": ["BERT (seed 45)"]}),
+                                                "D": config.rows["BERT"].model_copy(update={"keep_annotated": "2n"})}})
+    with pytest.raises(SystemExit, match=r"(?s)'A, B': its name holds a comma.*'D' sets keep_annotated: 2n but does "
+                                         r"not pre-denoise.*'C' names 'BERT \(seed 45\)'"):
         paper_table.check_rows(broken, "x.yaml")
     for name, row in config.rows.items():  # a row's own references are rows of the table, listed before it
         assert all(list(config.rows).index(ref) < list(config.rows).index(name) for ref in row.references or [])
