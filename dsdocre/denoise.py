@@ -5,6 +5,8 @@
     documents: each document gives up to ``positives_per_doc`` labelled pairs, each among
     ``negatives_per_positive`` NA pairs of the same document (0: all of them, scored at once through
     the collapsed bilinear form), softmax cross-entropy over the group.
+    With ``model.relation_head`` the pair representation also learns the 97 relation logits
+    (auxiliary BCE on every pair, weighted by ``training.relation_loss_weight``).
     Same training core as fine-tuning (engine, schedule, agreed stops, saving). After each epoch
     it scores every pair of the valid documents and keeps the epoch with the best recall of gold
     facts inside the top 2·N_ent pairs. Outputs in ``output_dir``::
@@ -30,7 +32,7 @@ import numpy as np
 from pydantic import Field
 
 from dsdocre.config import Section, add_stage_arguments, load_stage_config
-from dsdocre.model.classifier import ModelConfig
+from dsdocre.model.rank import RankModelConfig
 from dsdocre.train import distributed
 from dsdocre.train.engine import TrainingConfig, log
 
@@ -46,12 +48,15 @@ class RankTrainingConfig(TrainingConfig):
     # NA pairs of the same document beside each positive (release: 5); 0 = every NA pair of the
     # document, all scored in one matrix product (the hardest negatives are always in the group)
     negatives_per_positive: int = Field(5, ge=0)
+    # with model.relation_head: weight of the auxiliary multi-label relation loss (BCE over NA + 96
+    # relations on every pair, as fine-tuning) added to Relation Detection; needs negatives 0
+    relation_loss_weight: float = Field(1.0, ge=0)
 
 
 class DenoiseConfig(Section):
     output_dir: str = "runs/denoise"
     data: DenoiseDataConfig
-    model: ModelConfig = ModelConfig()
+    model: RankModelConfig = RankModelConfig()
     training: RankTrainingConfig = RankTrainingConfig()
     select_keep: str = "2n"  # the epoch kept is the one with the best valid recall at this many pairs
 
@@ -104,7 +109,7 @@ def train_rank_model(config: DenoiseConfig) -> dict:
 
     from dsdocre.data.documents import load_gold_documents, load_valid_documents
     from dsdocre.data.encoding import load_tokenizer, resolve_encoder_dir
-    from dsdocre.data.examples import build_examples, collate, rank_candidates
+    from dsdocre.data.examples import build_examples, class_prior_log_odds, collate, rank_candidates
     from dsdocre.errors import UserError
     from dsdocre.model import RankModel
     from dsdocre.train.checkpoint import write_records
@@ -112,6 +117,9 @@ def train_rank_model(config: DenoiseConfig) -> dict:
                                       train_epochs)
 
     data_cfg, train_cfg, model_cfg = config.data, config.training, config.model
+    if model_cfg.relation_head and train_cfg.negatives_per_positive:
+        raise UserError("model.relation_head learns from every pair of a document: set "
+                        "training.negatives_per_positive: 0 (each positive against all NA pairs)")
     out_dir = start(train_cfg, config.output_dir)
     main = distributed.is_main_process()
 
@@ -137,13 +145,17 @@ def train_rank_model(config: DenoiseConfig) -> dict:
 
     # ---- model and engine -------------------------------------------------------------------
     model = RankModel(model_cfg, tokenizer, encoder_dir=encoder_dir, added_tokens=added)
+    if model_cfg.relation_head:  # relation logits start at each class's log-odds, as fine-tuning's
+        with torch.no_grad():
+            model.classifier.bias[1:] = torch.from_numpy(class_prior_log_odds(examples))
     # the checkpoint to resume from, if any (verified; chosen before the engine, which it configures)
     fingerprint = run_fingerprint(config)
     plan = resume_plan(train_cfg, out_dir, fingerprint)
     run = setup_engine(model, train_cfg, [len(e.encoded.input_ids) for e in examples], "denoise train",
                        plan=plan)
     engine, device, micro_batch = run.engine, run.engine.device, run.micro_batch
-    log(f"rank model: {encoder_dir} + pair bilinear {model_cfg.pair_dim} -> 1 score; world {run.world}; "
+    log(f"rank model: {encoder_dir} + pair bilinear {model_cfg.pair_dim} -> 1 score"
+        f"{' + 97 relation logits' if model_cfg.relation_head else ''}; world {run.world}; "
         f"{run.steps_per_epoch} steps/epoch")
 
     # ---- the loop: softmax cross-entropy over each positive's group -----------------------------
@@ -166,21 +178,38 @@ def train_rank_model(config: DenoiseConfig) -> dict:
         grouped = torch.cat([scores[b, :g * group].view(g, group) for b, (_, g) in enumerate(chosen)])
         return torch.nn.functional.cross_entropy(grouped, torch.zeros(len(grouped), dtype=torch.long, device=device))
 
+    def detection_loss(idx: list[int], pair_scores_of) -> torch.Tensor:
+        # each document's sampled positives, each against every NA pair of it (softmax CE)
+        losses = []
+        for b, i in enumerate(idx):
+            ex = examples[i]
+            labelled = np.flatnonzero(ex.labels[:, 0] == 0)
+            positives = candidates_rng(i).sample(list(labelled), min(train_cfg.positives_per_doc, len(labelled)))
+            losses.append(positive_among_all_negatives(pair_scores_of(b, ex), positives,
+                                                       np.flatnonzero(ex.labels[:, 0] == 1)))
+        return torch.cat(losses).mean()
+
     def all_negatives_loss(idx: list[int]):
         no_pairs = np.zeros(0, np.int64)
         chosen = [replace(examples[i], heads=no_pairs, tails=no_pairs, labels=np.zeros((0, 1), np.float32)) for i in idx]
         batch = {k: v.to(device) for k, v in collate(chosen, tokenizer.pad_id).items()}
         scores = engine(batch, all_pairs=True).float()  # [B, N, N]
-        losses = []
-        for b, i in enumerate(idx):
-            ex = examples[i]
-            pair_scores = scores[b][torch.as_tensor(ex.heads), torch.as_tensor(ex.tails)]
-            labelled = np.flatnonzero(ex.labels[:, 0] == 0)
-            positives = candidates_rng(i).sample(list(labelled), min(train_cfg.positives_per_doc, len(labelled)))
-            losses.append(positive_among_all_negatives(pair_scores, positives, np.flatnonzero(ex.labels[:, 0] == 1)))
-        return torch.cat(losses).mean()
+        return detection_loss(idx, lambda b, ex: scores[b][torch.as_tensor(ex.heads), torch.as_tensor(ex.tails)])
 
-    loss_of = all_negatives_loss if negatives == 0 else sampled_groups_loss
+    def with_relations_loss(idx: list[int]):
+        # one pass over every pair: output 0 ranks (as all_negatives_loss), 1..97 classify
+        batch = {k: v.to(device) for k, v in collate([examples[i] for i in idx], tokenizer.pad_id).items()}
+        outputs = engine(batch).float()  # [B, P, 98]
+        mask = batch["pair_mask"]
+        relation_loss = torch.nn.functional.binary_cross_entropy_with_logits(
+            model.relation_logits(outputs)[mask], batch["labels"][mask])
+        return (detection_loss(idx, lambda b, ex: outputs[b, : len(ex.heads), 0])
+                + train_cfg.relation_loss_weight * relation_loss)
+
+    if model_cfg.relation_head:
+        loss_of = with_relations_loss
+    else:
+        loss_of = all_negatives_loss if negatives == 0 else sampled_groups_loss
 
     def batches_with_epoch(epoch: int):
         epoch_now["epoch"] = epoch

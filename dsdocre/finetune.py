@@ -179,15 +179,10 @@ def _evaluate_and_save(model, record, best_f1, valid_examples, valid_gold, facts
 
 
 def _init_bias_to_class_priors(model, examples) -> None:
-    """Start every class at the log-odds of its frequency among the training pairs.
-
-    Positives are ~0.1% of (pair, relation) cells; from a zero bias (p = 0.5 everywhere) Adam moves
-    the bias ~lr per step, so the first epochs would be spent pushing every logit down.
-    """
+    """Start every class at the log-odds of its frequency among the training pairs."""
     import torch
 
-    counts = sum(e.labels.sum(0) for e in examples)
-    total = sum(len(e.labels) for e in examples)
-    prior = np.clip(counts / max(total, 1), 1e-6, 1 - 1e-6)
+    from dsdocre.data.examples import class_prior_log_odds
+
     with torch.no_grad():
-        model.classifier.bias.copy_(torch.from_numpy(np.log(prior / (1 - prior))).to(model.classifier.bias.dtype))
+        model.classifier.bias.copy_(torch.from_numpy(class_prior_log_odds(examples)).to(model.classifier.bias.dtype))

@@ -36,18 +36,20 @@ def _cli(*args) -> subprocess.CompletedProcess:
 
 
 # ---- the collapsed bilinear form is the training-time module ---------------------------------------
-@pytest.mark.parametrize("projection", [True, False])
-def test_scoring_all_pairs_is_the_training_path(tmp_path, projection):
+@pytest.mark.parametrize("projection,relation_head", [(True, False), (False, False), (True, True)])
+def test_scoring_all_pairs_is_the_training_path(tmp_path, projection, relation_head):
+    """With or without the auxiliary relation head: the score is output 0 of the same linear layer."""
     from dsdocre.data.encoding import load_tokenizer
     from dsdocre.data.examples import PairExample, all_ordered_pairs, collate
-    from dsdocre.model import ModelConfig, RankModel
+    from dsdocre.model import RankModel, RankModelConfig
     from dsdocre.relations import NUM_CLASSES
 
     encoder = tiny_bert(tmp_path)
     tok, added = load_tokenizer(encoder, max_entities=4)
     torch.manual_seed(1)
-    model = RankModel(ModelConfig(dropout=0.0, max_entities=4, window_overlap=8, pair_dim=16,
-                                  entity_projection=projection), tok, encoder_dir=encoder, added_tokens=added).eval()
+    model = RankModel(RankModelConfig(dropout=0.0, max_entities=4, window_overlap=8, pair_dim=16,
+                                      entity_projection=projection, relation_head=relation_head),
+                      tok, encoder_dir=encoder, added_tokens=added).eval()
     with torch.no_grad():  # non-trivial weights everywhere (a fresh classifier bias is not zero either)
         for p in model.parameters():
             if p.dim() <= 2 and not p.shape[0] == model.encoder.model.config.vocab_size:
@@ -61,6 +63,7 @@ def test_scoring_all_pairs_is_the_training_path(tmp_path, projection):
         h, t = all_ordered_pairs(n_ent)
         examples.append(PairExample(None, enc, h, t, np.zeros((len(h), NUM_CLASSES), np.float32)))
     batch = collate(examples, tok.pad_id)
+    assert model(batch).shape[-1] == (1 + NUM_CLASSES if relation_head else 1)
     with torch.no_grad():
         trained = model.pair_scores(batch)  # the kernels' pair op, pair by pair
         collapsed = model.score_all_pairs(batch)  # H M T^T + c
@@ -163,6 +166,32 @@ def test_rank_model_training_records_valid_recall(denoise_run):
 
     with pytest.raises(UserError, match="pair_ranking model"):
         RelationClassifier.from_pretrained(denoise_run / "rank" / "model")
+
+
+def test_rank_model_with_the_relation_head_trains_saves_and_scores(denoise_run, tmp_path):
+    """model.relation_head adds 97 relation logits (auxiliary loss); the saved model says so, loads
+    back as a rank model, and scores with output 0 alone. Sampled negatives are refused with it."""
+    from dsdocre.data.documents import load_gold_documents
+    from dsdocre.model import RankModel
+    from dsdocre.model.rank import score_documents
+
+    corpus = denoise_run / "corpus"
+    common = ["--set", f"data.train={corpus / 'train_annotated.json'}", "--set", f"data.valid={corpus / 'dev.json'}",
+              "--set", "training.epochs=1", "--set", "training.max_steps=2", "--set", "model.relation_head=true"]
+    refused = subprocess.run([sys.executable, "-m", "dsdocre.cli", "denoise", "train", *common,
+                              "--set", "training.negatives_per_positive=5", "--output-dir", tmp_path / "refused"],
+                             cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=900)
+    assert refused.returncode != 0 and "negatives_per_positive: 0" in refused.stderr
+    _cli("denoise", "train", *common, "--set", "training.negatives_per_positive=0", "--output-dir", tmp_path / "rank")
+    meta = json.loads((tmp_path / "rank" / "model" / "dsdocre_model.json").read_text())
+    assert meta["model"]["relation_head"] is True and meta["model"]["num_classes"] == 98
+    model, _ = RankModel.from_pretrained(tmp_path / "rank" / "model")
+    assert model.classifier.out_features == 98
+    docs = load_gold_documents(corpus / "dev.json")
+    scores = score_documents(model, [model.tokenizer.encode(d) for d in docs])
+    assert [s.shape for s in scores] == [(d.num_entities, d.num_entities) for d in docs]
+    record = json.loads((tmp_path / "rank" / "metrics.jsonl").read_text().splitlines()[-1])
+    assert record["steps"] == 2 and 0 <= record["valid"]["fact_recall_at_2n"] <= 100
 
 
 def test_scoring_in_process_accounts_for_every_document_and_reruns_skip(denoise_run, tmp_path):

@@ -10,6 +10,6 @@
 
 from dsdocre.model.classifier import ModelConfig, RelationClassifier
 from dsdocre.model.encoder import DocumentEncoder, pool_entities
-from dsdocre.model.rank import RankModel
+from dsdocre.model.rank import RankModel, RankModelConfig
 
-__all__ = ["DocumentEncoder", "ModelConfig", "RankModel", "RelationClassifier", "pool_entities"]
+__all__ = ["DocumentEncoder", "ModelConfig", "RankModel", "RankModelConfig", "RelationClassifier", "pool_entities"]

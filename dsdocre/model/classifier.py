@@ -55,6 +55,7 @@ class RelationClassifier(nn.Module):
     """
 
     TASK = "relation_classification"  # stored with the model; from_pretrained refuses another task's
+    CONFIG = ModelConfig  # the model section a saved model's ``dsdocre_model.json`` is read back into
 
     def __init__(self, config: ModelConfig, tokenizer: MarkerTokenizer, encoder_dir: str | None = None,
                  added_tokens: int = 0):
@@ -145,7 +146,7 @@ class RelationClassifier(nn.Module):
             raise UserError(f"{model_dir} holds a {meta.get('task')} model, not a {cls.TASK} model")
         if meta.get("relations") != list(relation_ids()):
             raise UserError(f"{model_dir}: relation inventory differs from this version's")
-        config = ModelConfig.model_validate({k: v for k, v in meta["model"].items() if k in ModelConfig.model_fields})
+        config = cls.CONFIG.model_validate({k: v for k, v in meta["model"].items() if k in cls.CONFIG.model_fields})
         tokenizer, added = load_tokenizer(model_dir / "encoder", config.max_entities)
         if added:
             raise UserError(f"{model_dir}: the saved tokenizer lacks marker tokens; was it saved by dsdocre?")

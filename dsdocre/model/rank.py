@@ -12,6 +12,11 @@ pairs of a document is therefore ``H M Tᵀ + c``, one small matrix product afte
 :mod:`dsdocre.kernels` (:meth:`RankModel.pair_scores`); training against every NA pair of a
 document (``negatives_per_positive: 0``) goes through the collapsed form with gradients
 (``forward(batch, all_pairs=True)``). All are the same function.
+
+With ``relation_head`` the same pair representation also feeds 97 relation logits (NA + 96
+relations), trained by an auxiliary multi-label loss on every pair (``denoise train``,
+``training.relation_loss_weight``): more supervision from the same annotations. They are outputs
+1..97 of the same linear layer; the rank score stays output 0, one bilinear form.
 """
 
 from __future__ import annotations
@@ -19,20 +24,31 @@ from __future__ import annotations
 import torch
 
 from dsdocre.model.classifier import ModelConfig, RelationClassifier
+from dsdocre.relations import NUM_CLASSES
+
+
+class RankModelConfig(ModelConfig):
+    """The rank model's ``model:`` section: the classifier's, plus the optional relation head."""
+
+    relation_head: bool = False  # 97 relation logits beside the score, for an auxiliary loss (see module doc)
 
 
 class RankModel(RelationClassifier):
     """Scores entity pairs; saved and loaded like the classifier (``save_pretrained`` layout)."""
 
     TASK = "pair_ranking"
+    CONFIG = RankModelConfig
 
     def __init__(self, config: ModelConfig, tokenizer, encoder_dir: str | None = None, added_tokens: int = 0):
-        # One score per pair, straight after the bilinear (what makes the collapsed form exact).
-        config = config.model_copy(update={"num_classes": 1, "pair_activation": "none"})
+        # The score straight after the bilinear (what makes the collapsed form exact), as output 0.
+        config = RankModelConfig.model_validate(config.model_dump())
+        outputs = 1 + (NUM_CLASSES if config.relation_head else 0)
+        config = config.model_copy(update={"num_classes": outputs, "pair_activation": "none"})
         super().__init__(config, tokenizer, encoder_dir=encoder_dir, added_tokens=added_tokens)
 
     def forward(self, batch: dict, all_pairs: bool = False) -> torch.Tensor:
-        """Logits [B, P, 1] of the pairs ``batch["heads"], batch["tails"]``; with ``all_pairs``,
+        """Logits [B, P, 1] of the pairs ``batch["heads"], batch["tails"]`` (the score; [B, P, 98] with
+        the relation head: the score, then the relation logits); with ``all_pairs``,
         scores [B, N, N] of every ordered pair through the collapsed form (differentiable)."""
         if all_pairs:
             return self._all_pair_scores(batch)
@@ -46,6 +62,10 @@ class RankModel(RelationClassifier):
     def pair_scores(self, batch: dict) -> torch.Tensor:
         """Scores [B, P] of the pairs ``batch["heads"], batch["tails"]`` (training path)."""
         return self(batch)[..., 0]
+
+    def relation_logits(self, outputs: torch.Tensor) -> torch.Tensor:
+        """The relation head's logits [B, P, 97] out of :meth:`forward`'s pair outputs."""
+        return outputs[..., 1:]
 
     def collapsed_form(self) -> tuple[torch.Tensor, torch.Tensor]:
         """``(M [d, d], c [])`` with ``s(i, k) = h_iᵀ M t_k + c``."""
