@@ -8,7 +8,10 @@ evaluate: prints P, R, F1, Ign F1, Intra / Inter F1 exactly as DocRED's official
           them, either for a saved model run on annotated documents (``--model``) or for an
           existing submission file (``--predictions``). The gold file is scored whole, as the
           official script scores it: a duplicated label counts once (with a warning), and a
-          document that cannot be scored stops the command with an error naming it.
+          document that cannot be scored stops the command with an error naming it. With
+          ``--baseline`` (a second submission on the same gold) it also prints the F1 and Ign F1
+          gaps with a 95% interval from a paired bootstrap over the gold documents: how much the
+          choice of evaluation documents could move the gap (a training seed's share is not in it).
 """
 
 from __future__ import annotations
@@ -42,6 +45,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     else:
         parser.add_argument("--predictions", help="score this submission file instead of running a model")
         parser.add_argument("--train", help="training annotations for Ign F1 (facts seen in training are ignored)")
+        parser.add_argument("--baseline", metavar="PREDICTIONS",
+                            help="with --predictions: a baseline's submission on the same gold documents; "
+                                 "adds the F1 / Ign F1 gap to it with a 95%% paired-bootstrap interval")
         parser.add_argument("--json", dest="json_out", help="also write the metrics to this JSON file")
 
 
@@ -119,6 +125,19 @@ def write_listing(docs, predictions: list[dict], path: Path) -> None:
                         f"{doc.entity_name(p['t_idx'])} [{p['t_idx']}]   p={p.get('score', float('nan')):.3f}\n")
 
 
+def compare_submissions(predictions: list[dict], baseline: list[dict], gold: list[dict],
+                        train_facts: set | None = None, resamples: int = 10000) -> dict:
+    """``F1(predictions) - F1(baseline)`` (and Ign F1) on ``gold``, percent, with a 95% interval
+    from a paired bootstrap over the gold documents (:func:`dsdocre.evaluation.paired_bootstrap`)."""
+    from dsdocre.evaluation import document_counts, paired_bootstrap
+
+    try:
+        counts = [document_counts(p, gold, train_facts=train_facts) for p in (predictions, baseline)]
+    except ValueError as err:  # a title outside the gold, or gold titles repeated
+        raise UserError(f"cannot compare per document: {err}") from err
+    return paired_bootstrap(*counts, resamples=resamples)
+
+
 def _model_metadata(model_dir: str) -> dict:
     path = Path(model_dir) / "dsdocre_model.json"
     if not path.is_file():
@@ -164,6 +183,8 @@ def run(args: argparse.Namespace) -> int:
     # evaluate
     if args.predictions and not args.input:
         raise UserError("evaluate --predictions needs --input (the gold documents)")
+    if args.baseline and not args.predictions:
+        raise UserError("evaluate --baseline compares two submission files: give --predictions as well")
     meta = _model_metadata(args.model) if args.model else {}
     train_path = args.train
     if train_path is None and meta.get("train_file") and Path(meta["train_file"]).exists():
@@ -171,7 +192,11 @@ def run(args: argparse.Namespace) -> int:
     if args.predictions:
         predictions = _read_submission(args.predictions)
         gold = load_gold_documents(args.input, log=lambda m: print(m, file=sys.stderr))
-        metrics = score_predictions(predictions, [d.to_json() for d in gold], train_facts=training_facts(train_path))
+        gold_json, facts = [d.to_json() for d in gold], training_facts(train_path)
+        metrics = score_predictions(predictions, gold_json, train_facts=facts)
+        if args.baseline:
+            metrics["against_baseline"] = compare_submissions(predictions, _read_submission(args.baseline),
+                                                              gold_json, facts)
     elif args.model:
         args.input = args.input or meta.get("valid_file")
         if not args.input:
@@ -182,6 +207,13 @@ def run(args: argparse.Namespace) -> int:
     else:
         raise UserError("evaluate needs --model or --predictions")
     print(format_metrics(metrics))
+    if "against_baseline" in metrics:
+        gap = metrics["against_baseline"]
+        print(f"against {args.baseline} (paired bootstrap over {gap['documents']} documents, "
+              f"{gap['resamples']} resamples):\n"
+              f"  F1 {gap['f1_diff']:+.2f} [{gap['f1_ci95'][0]:+.2f}, {gap['f1_ci95'][1]:+.2f}], "
+              f"ahead in {100 * gap['f1_a_ahead']:.1f}% of resamples; "
+              f"Ign F1 {gap['ign_f1_diff']:+.2f} [{gap['ign_f1_ci95'][0]:+.2f}, {gap['ign_f1_ci95'][1]:+.2f}]")
     if train_path is None:
         print("(no training annotations given: Ign F1 equals F1; pass --train)")
     if args.json_out:

@@ -130,6 +130,28 @@ def test_evaluate_stops_on_a_gold_document_that_cannot_be_scored(tmp_path, submi
     assert "All" not in proc.stdout  # no metrics over a smaller gold set
 
 
+def test_evaluate_against_a_baseline_gives_the_gap_with_a_paired_bootstrap(tmp_path):
+    fact = {"title": "Paris doc", "h_idx": 0, "t_idx": 1, "r": "P17"}
+    gold = _write(tmp_path / "gold.json", [_doc(), _doc(title="Other doc")])
+    both = _write(tmp_path / "both.json", [fact, {**fact, "title": "Other doc"}])
+    one = _write(tmp_path / "one.json", [fact])
+    proc = _cli("evaluate", "--predictions", both, "--baseline", one, "--input", gold, "--json", tmp_path / "m.json")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    gap = json.loads((tmp_path / "m.json").read_text())["against_baseline"]
+    # F1 100 against 66.67 (P 1, R 1/2); a resample of two documents gives a gap of 0 (Paris twice,
+    # 1/4), 33.33 (one of each, 1/2) or 100 (Other twice: the baseline scores 0, 1/4)
+    assert gap["documents"] == 2 and gap["f1_diff"] == 33.33 and gap["f1_ci95"] == [0.0, 100.0]
+    assert 0.7 < gap["f1_a_ahead"] < 0.8
+    assert "F1 +33.33 [+0.00, +100.00]" in proc.stdout
+    stray = _write(tmp_path / "stray.json", [{**fact, "title": "Nowhere doc"}])
+    proc = _cli("evaluate", "--predictions", both, "--baseline", stray, "--input", gold)
+    assert proc.returncode == 2
+    _error_line(proc, "evaluate", "cannot compare per document", "Nowhere doc")
+    proc = _cli("evaluate", "--baseline", one, "--input", gold)
+    assert proc.returncode == 2
+    _error_line(proc, "evaluate", "--baseline", "--predictions")
+
+
 # ---- finetune: config mistakes ------------------------------------------------------------------
 def test_finetune_with_a_missing_config_file(tmp_path):
     proc = _cli("finetune", "--config", "missing.yaml", cwd=tmp_path)
