@@ -320,6 +320,20 @@ def paired_bootstrap(
     return out
 
 
+def compare_submissions(
+    predictions: Iterable[Mapping[str, Any]],
+    baseline: Iterable[Mapping[str, Any]],
+    gold_docs: Sequence[Mapping[str, Any]],
+    *,
+    train_facts: set[tuple[str, str, str]] | None = None,
+    resamples: int = 10000,
+) -> dict[str, Any]:
+    """``F1(predictions) - F1(baseline)`` and the Ign F1 gap on ``gold_docs`` with their 95%
+    intervals: :func:`paired_bootstrap` on both submissions' :func:`document_counts`."""
+    counts = [document_counts(p, gold_docs, train_facts=train_facts) for p in (predictions, baseline)]
+    return paired_bootstrap(*counts, resamples=resamples)
+
+
 def format_metrics(metrics: Mapping[str, Any]) -> str:
     """A small readable table of a ``score_predictions`` result, in percent."""
 

@@ -125,19 +125,6 @@ def write_listing(docs, predictions: list[dict], path: Path) -> None:
                         f"{doc.entity_name(p['t_idx'])} [{p['t_idx']}]   p={p.get('score', float('nan')):.3f}\n")
 
 
-def compare_submissions(predictions: list[dict], baseline: list[dict], gold: list[dict],
-                        train_facts: set | None = None, resamples: int = 10000) -> dict:
-    """``F1(predictions) - F1(baseline)`` (and Ign F1) on ``gold``, percent, with a 95% interval
-    from a paired bootstrap over the gold documents (:func:`dsdocre.evaluation.paired_bootstrap`)."""
-    from dsdocre.evaluation import document_counts, paired_bootstrap
-
-    try:
-        counts = [document_counts(p, gold, train_facts=train_facts) for p in (predictions, baseline)]
-    except ValueError as err:  # a title outside the gold, or gold titles repeated
-        raise UserError(f"cannot compare per document: {err}") from err
-    return paired_bootstrap(*counts, resamples=resamples)
-
-
 def _model_metadata(model_dir: str) -> dict:
     path = Path(model_dir) / "dsdocre_model.json"
     if not path.is_file():
@@ -162,7 +149,7 @@ def _read_submission(path: str) -> list[dict]:
 def run(args: argparse.Namespace) -> int:
     from dsdocre.data.documents import load_gold_documents
     from dsdocre.data.scored import read_kept_pairs
-    from dsdocre.evaluation import format_metrics, score_predictions
+    from dsdocre.evaluation import compare_submissions, format_metrics, score_predictions
     from dsdocre.inference import write_submission
 
     if args.command == "predict":
@@ -195,8 +182,11 @@ def run(args: argparse.Namespace) -> int:
         gold_json, facts = [d.to_json() for d in gold], training_facts(train_path)
         metrics = score_predictions(predictions, gold_json, train_facts=facts)
         if args.baseline:
-            metrics["against_baseline"] = compare_submissions(predictions, _read_submission(args.baseline),
-                                                              gold_json, facts)
+            try:
+                metrics["against_baseline"] = compare_submissions(predictions, _read_submission(args.baseline),
+                                                                  gold_json, train_facts=facts)
+            except ValueError as err:  # a title outside the gold, or gold titles repeated
+                raise UserError(f"cannot compare per document: {err}") from err
     elif args.model:
         args.input = args.input or meta.get("valid_file")
         if not args.input:

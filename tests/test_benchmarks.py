@@ -373,3 +373,21 @@ def test_paper_table_readme_table_puts_ours_beside_the_paper():
         "| BERT+D+P (larger corpus) | not run | not run |  | – | – |  |",
         "| BERT (few) | 40.00 | 39.00 |  | – | – |  |",  # its own baseline: no gap to BERT, trained on other data
         "| BERT+D+P (few) | 42.50 | 41.00 | +2.50 [+0.50, +4.25] vs BERT (few) | – | – |  |"]
+
+
+def test_equal_annotations_steps_run_once_and_refuse_another_commands_output(tmp_path):
+    import denoise_equal_annotations as eq
+
+    args = ["synth", "--docs", 2, "--dev-docs", 1, "--test-docs", 1, "--distant-docs", 1, "--seed", 3,
+            "--out", tmp_path / "corpus", "--no-progress"]
+    folder = eq.step(tmp_path, "corpus", args, "train_annotated.json")
+    assert len(json.loads((folder / "train_annotated.json").read_text())) == 2
+    assert json.loads((folder / eq.STAMP).read_text())["command"] == ["dsdocre", *map(str, args)]
+    (folder / "train_annotated.json").write_text("[]")  # a second call must not write it again
+    assert eq.step(tmp_path, "corpus", args, "train_annotated.json") == folder
+    assert (folder / "train_annotated.json").read_text() == "[]"
+    with pytest.raises(SystemExit, match="not by dsdocre synth --docs 5"):
+        eq.step(tmp_path, "corpus", ["synth", "--docs", 5, *args[2:]], "train_annotated.json")
+    (folder / eq.STAMP).unlink()
+    with pytest.raises(SystemExit, match="an unrecorded command"):
+        eq.step(tmp_path, "corpus", args, "train_annotated.json")
