@@ -109,7 +109,7 @@ def train_rank_model(config: DenoiseConfig) -> dict:
 
     from dsdocre.data.documents import load_gold_documents, load_valid_documents
     from dsdocre.data.encoding import load_tokenizer, resolve_encoder_dir
-    from dsdocre.data.examples import build_examples, class_prior_log_odds, collate, rank_candidates
+    from dsdocre.data.examples import build_examples, class_prior_log_odds
     from dsdocre.errors import UserError
     from dsdocre.model import RankModel
     from dsdocre.train.checkpoint import write_records
@@ -159,60 +159,13 @@ def train_rank_model(config: DenoiseConfig) -> dict:
         f"{run.steps_per_epoch} steps/epoch")
 
     # ---- the loop: softmax cross-entropy over each positive's group -----------------------------
-    epoch_now = {"epoch": 1}
+    detection = RelationDetectionLoss(examples, tokenizer.pad_id, train_cfg, model_cfg.relation_head)
 
-    def candidates_rng(i: int) -> random.Random:
-        # drawn from (seed, epoch, document): the same on any process layout
-        return random.Random(train_cfg.seed * 1_000_003 + epoch_now["epoch"] * 10_007 + i)
-
-    def sampled_groups_loss(idx: list[int]):
-        group = 1 + negatives
-        chosen = []
-        for i in idx:
-            heads, tails, groups = rank_candidates(examples[i], candidates_rng(i), train_cfg.positives_per_doc,
-                                                   negatives)
-            chosen.append((replace(examples[i], heads=heads, tails=tails, labels=np.zeros((len(heads), 1), np.float32)),
-                           groups))
-        batch = {k: v.to(device) for k, v in collate([c for c, _ in chosen], tokenizer.pad_id).items()}
-        scores = engine(batch)[..., 0].float()  # [B, P]
-        grouped = torch.cat([scores[b, :g * group].view(g, group) for b, (_, g) in enumerate(chosen)])
-        return torch.nn.functional.cross_entropy(grouped, torch.zeros(len(grouped), dtype=torch.long, device=device))
-
-    def detection_loss(idx: list[int], pair_scores_of) -> torch.Tensor:
-        # each document's sampled positives, each against every NA pair of it (softmax CE)
-        losses = []
-        for b, i in enumerate(idx):
-            ex = examples[i]
-            labelled = np.flatnonzero(ex.labels[:, 0] == 0)
-            positives = candidates_rng(i).sample(list(labelled), min(train_cfg.positives_per_doc, len(labelled)))
-            losses.append(positive_among_all_negatives(pair_scores_of(b, ex), positives,
-                                                       np.flatnonzero(ex.labels[:, 0] == 1)))
-        return torch.cat(losses).mean()
-
-    def all_negatives_loss(idx: list[int]):
-        no_pairs = np.zeros(0, np.int64)
-        chosen = [replace(examples[i], heads=no_pairs, tails=no_pairs, labels=np.zeros((0, 1), np.float32)) for i in idx]
-        batch = {k: v.to(device) for k, v in collate(chosen, tokenizer.pad_id).items()}
-        scores = engine(batch, all_pairs=True).float()  # [B, N, N]
-        return detection_loss(idx, lambda b, ex: scores[b][torch.as_tensor(ex.heads), torch.as_tensor(ex.tails)])
-
-    def with_relations_loss(idx: list[int]):
-        # one pass over every pair: output 0 ranks (as all_negatives_loss), 1..97 classify
-        batch = {k: v.to(device) for k, v in collate([examples[i] for i in idx], tokenizer.pad_id).items()}
-        outputs = engine(batch).float()  # [B, P, 98]
-        mask = batch["pair_mask"]
-        relation_loss = torch.nn.functional.binary_cross_entropy_with_logits(
-            model.relation_logits(outputs)[mask], batch["labels"][mask])
-        return (detection_loss(idx, lambda b, ex: outputs[b, : len(ex.heads), 0])
-                + train_cfg.relation_loss_weight * relation_loss)
-
-    if model_cfg.relation_head:
-        loss_of = with_relations_loss
-    else:
-        loss_of = all_negatives_loss if negatives == 0 else sampled_groups_loss
+    def loss_of(idx: list[int]):
+        return detection(engine, idx, device)
 
     def batches_with_epoch(epoch: int):
-        epoch_now["epoch"] = epoch
+        detection.epoch = epoch
         return run.batches_of(epoch)
 
     resumed = resume_point(engine, train_cfg, plan)  # None for a fresh start
@@ -247,6 +200,89 @@ def train_rank_model(config: DenoiseConfig) -> dict:
     log(f"best epoch {top['epoch']}: valid recall at {config.select_keep} "
         f"{top['valid'][f'fact_recall_at_{config.select_keep}']:.2f}; rank model saved to {out_dir / 'model'}")
     return {**top, "train_seconds_total": summary["train_seconds"], "steps_total": summary["steps"]}
+
+
+class RelationDetectionLoss:
+    """The rank model's training loss on a batch of training documents (indices into ``examples``).
+
+    Per document and epoch up to ``positives_per_doc`` labelled pairs, drawn from (seed, epoch,
+    document) so any process layout draws the same; each positive against ``negatives_per_positive``
+    sampled NA pairs (softmax cross-entropy over the group) or, with 0, against every NA pair of its
+    document (scores of all pairs at once through the collapsed form). With ``relation_head``, one
+    pass over every pair: output 0 ranks as with 0 negatives, outputs 1..97 add a multi-label BCE
+    weighted by ``relation_loss_weight``. ``forward`` is the DeepSpeed engine or the model itself.
+    """
+
+    def __init__(self, examples: list, pad_id: int, training: RankTrainingConfig, relation_head: bool = False):
+        self.examples, self.pad_id, self.training, self.relation_head = examples, pad_id, training, relation_head
+        self.epoch = 1  # set by the training loop before each epoch's batches
+
+    def __call__(self, forward, idx: list[int], device):
+        if self.relation_head:
+            return self._with_relations(forward, idx, device)
+        if self.training.negatives_per_positive == 0:
+            return self._all_negatives(forward, idx, device)
+        return self._sampled_groups(forward, idx, device)
+
+    def _rng(self, i: int) -> random.Random:
+        return random.Random(self.training.seed * 1_000_003 + self.epoch * 10_007 + i)
+
+    def _batch(self, chosen: list, device) -> dict:
+        from dsdocre.data.examples import collate
+
+        return {k: v.to(device) for k, v in collate(chosen, self.pad_id).items()}
+
+    def _sampled_groups(self, forward, idx, device):
+        import torch
+
+        from dsdocre.data.examples import rank_candidates
+
+        negatives = self.training.negatives_per_positive
+        chosen = []
+        for i in idx:
+            heads, tails, groups = rank_candidates(self.examples[i], self._rng(i), self.training.positives_per_doc,
+                                                   negatives)
+            chosen.append((replace(self.examples[i], heads=heads, tails=tails,
+                                   labels=np.zeros((len(heads), 1), np.float32)), groups))
+        scores = forward(self._batch([c for c, _ in chosen], device))[..., 0].float()  # [B, P]
+        group = 1 + negatives
+        grouped = torch.cat([scores[b, :g * group].view(g, group) for b, (_, g) in enumerate(chosen)])
+        return torch.nn.functional.cross_entropy(grouped, torch.zeros(len(grouped), dtype=torch.long, device=device))
+
+    def _detection(self, idx, pair_scores_of):
+        # each document's sampled positives, each against every NA pair of it
+        import torch
+
+        losses = []
+        for b, i in enumerate(idx):
+            ex = self.examples[i]
+            labelled = np.flatnonzero(ex.labels[:, 0] == 0)
+            positives = self._rng(i).sample(list(labelled), min(self.training.positives_per_doc, len(labelled)))
+            losses.append(positive_among_all_negatives(pair_scores_of(b, ex), positives,
+                                                       np.flatnonzero(ex.labels[:, 0] == 1)))
+        return torch.cat(losses).mean()
+
+    def _all_negatives(self, forward, idx, device):
+        import torch
+
+        no_pairs = np.zeros(0, np.int64)
+        chosen = [replace(self.examples[i], heads=no_pairs, tails=no_pairs, labels=np.zeros((0, 1), np.float32))
+                  for i in idx]
+        scores = forward(self._batch(chosen, device), all_pairs=True).float()  # [B, N, N]
+        return self._detection(idx, lambda b, ex: scores[b][torch.as_tensor(ex.heads), torch.as_tensor(ex.tails)])
+
+    def _with_relations(self, forward, idx, device):
+        import torch
+
+        from dsdocre.model.rank import RankModel
+
+        batch = self._batch([self.examples[i] for i in idx], device)
+        outputs = forward(batch).float()  # [B, P, 98]
+        mask = batch["pair_mask"]
+        relation_loss = torch.nn.functional.binary_cross_entropy_with_logits(
+            RankModel.relation_logits(outputs)[mask], batch["labels"][mask])
+        return (self._detection(idx, lambda b, ex: outputs[b, : len(ex.heads), 0])
+                + self.training.relation_loss_weight * relation_loss)
 
 
 def positive_among_all_negatives(pair_scores, positives, negatives):

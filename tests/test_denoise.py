@@ -35,12 +35,11 @@ def _cli(*args) -> subprocess.CompletedProcess:
     return proc
 
 
-# ---- the collapsed bilinear form is the training-time module ---------------------------------------
-@pytest.mark.parametrize("projection,relation_head", [(True, False), (False, False), (True, True)])
-def test_scoring_all_pairs_is_the_training_path(tmp_path, projection, relation_head):
-    """With or without the auxiliary relation head: the score is output 0 of the same linear layer."""
+def _random_rank_model_and_documents(tmp_path, projection=True, relation_head=False):
+    """A tiny rank model with non-trivial weights everywhere (eval mode) and three random documents
+    of 4, 3 and 2 entities with every ordered pair a candidate, all NA."""
     from dsdocre.data.encoding import load_tokenizer
-    from dsdocre.data.examples import PairExample, all_ordered_pairs, collate
+    from dsdocre.data.examples import PairExample, all_ordered_pairs
     from dsdocre.model import RankModel, RankModelConfig
     from dsdocre.relations import NUM_CLASSES
 
@@ -50,7 +49,7 @@ def test_scoring_all_pairs_is_the_training_path(tmp_path, projection, relation_h
     model = RankModel(RankModelConfig(dropout=0.0, max_entities=4, window_overlap=8, pair_dim=16,
                                       entity_projection=projection, relation_head=relation_head),
                       tok, encoder_dir=encoder, added_tokens=added).eval()
-    with torch.no_grad():  # non-trivial weights everywhere (a fresh classifier bias is not zero either)
+    with torch.no_grad():  # a fresh classifier bias is not zero either
         for p in model.parameters():
             if p.dim() <= 2 and not p.shape[0] == model.encoder.model.config.vocab_size:
                 p.add_(torch.randn_like(p) * 0.1)
@@ -61,7 +60,20 @@ def test_scoring_all_pairs_is_the_training_path(tmp_path, projection, relation_h
         starts = [[rng.randrange(length)] for _ in range(n_ent)]
         enc = type("E", (), {"input_ids": ids, "mention_starts": starts, "num_entities": n_ent})()
         h, t = all_ordered_pairs(n_ent)
-        examples.append(PairExample(None, enc, h, t, np.zeros((len(h), NUM_CLASSES), np.float32)))
+        labels = np.zeros((len(h), NUM_CLASSES), np.float32)
+        labels[:, 0] = 1
+        examples.append(PairExample(None, enc, h, t, labels))
+    return model, tok, examples
+
+
+# ---- the collapsed bilinear form is the training-time module ---------------------------------------
+@pytest.mark.parametrize("projection,relation_head", [(True, False), (False, False), (True, True)])
+def test_scoring_all_pairs_is_the_training_path(tmp_path, projection, relation_head):
+    """With or without the auxiliary relation head: the score is output 0 of the same linear layer."""
+    from dsdocre.data.examples import collate
+    from dsdocre.relations import NUM_CLASSES
+
+    model, tok, examples = _random_rank_model_and_documents(tmp_path, projection, relation_head)
     batch = collate(examples, tok.pad_id)
     assert model(batch).shape[-1] == (1 + NUM_CLASSES if relation_head else 1)
     with torch.no_grad():
@@ -85,6 +97,33 @@ def test_scoring_all_pairs_is_the_training_path(tmp_path, projection, relation_h
     grad_collapsed = torch.autograd.grad(differentiable[0, h, t], model.pair.weight)[0]
     grad_pair_op = torch.autograd.grad(model.pair_scores(batch)[0, 5], model.pair.weight)[0]
     assert torch.allclose(grad_collapsed, grad_pair_op, atol=1e-5) and grad_collapsed.abs().sum() > 0
+
+
+def test_the_relation_detection_losses_agree_across_training_paths(tmp_path):
+    """Against every NA pair, the collapsed form (no head) and output 0 of the pair-by-pair pass (with
+    the head) give the same loss; the head adds exactly weight x its multi-label BCE."""
+    from dsdocre.data.examples import collate
+    from dsdocre.denoise import RankTrainingConfig, RelationDetectionLoss
+
+    model, tok, examples = _random_rank_model_and_documents(tmp_path, relation_head=True)
+    for ex, labelled in zip(examples, ([0, 5, 9], [2], [0])):
+        ex.labels[labelled, 0], ex.labels[labelled, 3] = 0, 1
+    idx = [0, 1, 2]
+
+    def loss(relation_head, weight=0.0, epoch=1):
+        detection = RelationDetectionLoss(examples, tok.pad_id, RankTrainingConfig(
+            negatives_per_positive=0, positives_per_doc=2, relation_loss_weight=weight), relation_head)
+        detection.epoch = epoch
+        return detection(model, idx, "cpu")
+
+    collapsed, pair_by_pair = loss(False), loss(True)
+    assert torch.allclose(collapsed, pair_by_pair, atol=1e-5) and collapsed > 0
+    assert not torch.allclose(loss(False, epoch=2), collapsed)  # another epoch draws other positives
+    batch = collate(examples, tok.pad_id)
+    with torch.no_grad():
+        relation_logits = model(batch)[..., 1:][batch["pair_mask"]]
+    bce = torch.nn.functional.binary_cross_entropy_with_logits(relation_logits, batch["labels"][batch["pair_mask"]])
+    assert torch.allclose(loss(True, weight=2.0) - pair_by_pair, 2.0 * bce, atol=1e-5)
 
 
 def test_a_positive_among_all_negatives_is_the_grouped_cross_entropy():

@@ -63,7 +63,8 @@ class RankModel(RelationClassifier):
         """Scores [B, P] of the pairs ``batch["heads"], batch["tails"]`` (training path)."""
         return self(batch)[..., 0]
 
-    def relation_logits(self, outputs: torch.Tensor) -> torch.Tensor:
+    @staticmethod
+    def relation_logits(outputs: torch.Tensor) -> torch.Tensor:
         """The relation head's logits [B, P, 97] out of :meth:`forward`'s pair outputs."""
         return outputs[..., 1:]
 
