@@ -235,7 +235,7 @@ def pretrain(config: PretrainConfig) -> dict:
             stop, due, reason = control.decide(step, step >= total_steps or train_seconds > budget_s, applied)
             if step % train_cfg.log_every == 0 or step == total_steps:
                 # the epoch of the window's last step (after an epoch's last step the stream is already in the next)
-                record = {**window.flush(step, batch.epoch, world), "skipped_steps": control.skipped_total}
+                record = {**window.flush(step, batch.epoch), "skipped_steps": control.skipped_total}
                 if main:
                     if record["loss"] is not None:
                         bar.set_postfix(loss=f"{record['loss']:.3f}")
@@ -338,17 +338,15 @@ class _Window:
         for k, v in zip(self.times, (wait, fwd, bwd, opt, total)):
             self.times[k] += v
 
-    def flush(self, step: int, epoch: int, world: int) -> dict:
+    def flush(self, step: int, epoch: int) -> dict:
         """One metrics line (every rank calls it): losses, accuracies, tokens and pairs summed over all
         ranks; times are rank 0's."""
         import torch
-        import torch.distributed as dist
 
         # [loss sum, micro-batches, tokens, pairs] then per task [loss x n, accuracy x n, n], summed over ranks
-        sums = torch.tensor([sum(self.losses), len(self.losses), self.tokens, self.pairs]
-                            + [x for t in TASKS for x in self.tasks.get(t, [0.0, 0.0, 0.0])], dtype=torch.float64)
-        if world > 1:
-            dist.all_reduce(sums)
+        sums = torch.tensor(distributed.sum_over_ranks(
+            [sum(self.losses), len(self.losses), self.tokens, self.pairs]
+            + [x for t in TASKS for x in self.tasks.get(t, [0.0, 0.0, 0.0])]), dtype=torch.float64)
         tokens, pairs = float(sums[2]), float(sums[3])
         sums = torch.cat([sums[:2], sums[4:]])
         seconds = max(self.times["step"], 1e-9)

@@ -65,6 +65,41 @@ def tiny_roberta(tmp_path, max_positions=66):
 
 
 
+# ---- several processes under the deepspeed launcher ----------------------------------------------
+def launch_stage(stage: str, *args, procs: int = 2, port: int = 29617):
+    """``launch/deepspeed_stage.sh STAGE ARGS`` with ``procs`` processes on this machine (CPU, gloo)."""
+    import subprocess
+    import sys
+
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "DS_ACCELERATOR": "cpu", "OMP_NUM_THREADS": "1",
+           "TOKENIZERS_PARALLELISM": "false", "NUM_PROCS": str(procs), "MASTER_PORT": str(port),
+           "PYTHON": sys.executable, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+    proc = subprocess.run(["bash", "launch/deepspeed_stage.sh", stage, *map(str, args)],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return proc
+
+
+def deepspeed_config(tmp_path: Path, name: str, micro: int, accumulation: int, base: str = "finetune_zero2.json") -> Path:
+    """A copy of ``configs/deepspeed/BASE`` with another micro-batch and accumulation."""
+    import json
+
+    cfg = json.loads((ROOT / "configs/deepspeed" / base).read_text())
+    cfg.update(train_micro_batch_size_per_gpu=micro, gradient_accumulation_steps=accumulation)
+    (tmp_path / name).write_text(json.dumps(cfg))
+    return tmp_path / name
+
+
+def assert_same_saved_weights(model_a: Path, model_b: Path) -> None:
+    """Two saved models (``save_pretrained`` layout) hold the same non-empty tensors, to float tolerance."""
+    from safetensors.torch import load_file
+
+    for pattern in ("heads.safetensors", "encoder/*.safetensors"):
+        a, b = (load_file(str(next(m.glob(pattern)))) for m in (model_a, model_b))
+        assert a.keys() == b.keys() and a, pattern
+        for name in a:
+            assert torch.allclose(a[name].float(), b[name].float(), atol=2e-5, rtol=1e-4), f"{pattern}: {name}"
+
 
 # ---- the fault table (docs/reliability.md) ------------------------------------------------------
 @pytest.fixture

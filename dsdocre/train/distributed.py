@@ -83,6 +83,20 @@ def agree_flags(flags: list[int]) -> list[int]:
     return [int(x) for x in t.tolist()]
 
 
+def sum_over_ranks(values: list[float]) -> list[float]:
+    """Each value summed over all ranks, on every rank (one float64 all-reduce): for metrics that
+    every rank holds a part of, such as its micro-batches' losses."""
+    if world_size() == 1:
+        return [float(x) for x in values]
+    import torch
+    import torch.distributed as dist
+
+    device = "cuda" if dist.get_backend() == "nccl" else "cpu"
+    t = torch.tensor(values, dtype=torch.float64, device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.SUM)
+    return t.tolist()
+
+
 def init_process_group() -> None:
     """Join the process group now (DeepSpeed's own set-up, which ``deepspeed.initialize`` would
     otherwise do): for collectives that come before the engine exists, and to release DeepSpeed's

@@ -525,7 +525,9 @@ def train_epochs(engine, training: TrainingConfig, *, batches_of: Callable[[int]
             loop["train_seconds"] = seconds_before + time.perf_counter() - started
             steps = loop["steps"]
 
-            record = {"epoch": epoch, "loss": float(np.mean(losses)) if losses else None, "steps": steps,
+            # every rank's micro-batches, not rank 0's alone (a collective: every rank is here)
+            loss_sum, loss_count = distributed.sum_over_ranks([sum(losses), len(losses)])
+            record = {"epoch": epoch, "loss": loss_sum / loss_count if loss_count else None, "steps": steps,
                       "train_seconds": round(loop["train_seconds"], 1), "docs_seen": loop["docs_seen"] * world}
             model = evaluation_model()  # every rank: a collective under ZeRO-3
             if main:
