@@ -227,15 +227,10 @@ class RelationDetectionLoss:
     def _rng(self, i: int) -> random.Random:
         return random.Random(self.training.seed * 1_000_003 + self.epoch * 10_007 + i)
 
-    def _batch(self, chosen: list, device) -> dict:
-        from dsdocre.data.examples import collate
-
-        return {k: v.to(device) for k, v in collate(chosen, self.pad_id).items()}
-
     def _sampled_groups(self, forward, idx, device):
         import torch
 
-        from dsdocre.data.examples import rank_candidates
+        from dsdocre.data.examples import collate, rank_candidates
 
         negatives = self.training.negatives_per_positive
         chosen = []
@@ -244,7 +239,7 @@ class RelationDetectionLoss:
                                                    negatives)
             chosen.append((replace(self.examples[i], heads=heads, tails=tails,
                                    labels=np.zeros((len(heads), 1), np.float32)), groups))
-        scores = forward(self._batch([c for c, _ in chosen], device))[..., 0].float()  # [B, P]
+        scores = forward(collate([c for c, _ in chosen], self.pad_id, device))[..., 0].float()  # [B, P]
         group = 1 + negatives
         grouped = torch.cat([scores[b, :g * group].view(g, group) for b, (_, g) in enumerate(chosen)])
         return torch.nn.functional.cross_entropy(grouped, torch.zeros(len(grouped), dtype=torch.long, device=device))
@@ -265,18 +260,21 @@ class RelationDetectionLoss:
     def _all_negatives(self, forward, idx, device):
         import torch
 
+        from dsdocre.data.examples import collate
+
         no_pairs = np.zeros(0, np.int64)
         chosen = [replace(self.examples[i], heads=no_pairs, tails=no_pairs, labels=np.zeros((0, 1), np.float32))
                   for i in idx]
-        scores = forward(self._batch(chosen, device), all_pairs=True).float()  # [B, N, N]
+        scores = forward(collate(chosen, self.pad_id, device), all_pairs=True).float()  # [B, N, N]
         return self._detection(idx, lambda b, ex: scores[b][torch.as_tensor(ex.heads), torch.as_tensor(ex.tails)])
 
     def _with_relations(self, forward, idx, device):
         import torch
 
+        from dsdocre.data.examples import collate
         from dsdocre.model.rank import RankModel
 
-        batch = self._batch([self.examples[i] for i in idx], device)
+        batch = collate([self.examples[i] for i in idx], self.pad_id, device)
         outputs = forward(batch).float()  # [B, P, 98]
         mask = batch["pair_mask"]
         relation_loss = torch.nn.functional.binary_cross_entropy_with_logits(

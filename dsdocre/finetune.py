@@ -22,7 +22,6 @@ import json
 from pathlib import Path
 from typing import Optional, Union
 
-import numpy as np
 
 from dsdocre.config import Section, add_stage_arguments, load_stage_config
 from dsdocre.model.classifier import ModelConfig
@@ -116,7 +115,7 @@ def finetune(config: FinetuneConfig) -> dict:
 
     # ---- the loop: multi-label BCE over the candidate pairs; valid scored after each epoch ------
     def loss_of(idx: list[int]):
-        batch = {k: v.to(device) for k, v in collate([train_examples[i] for i in idx], tokenizer.pad_id).items()}
+        batch = collate([train_examples[i] for i in idx], tokenizer.pad_id, device)
         logits = engine(batch)
         mask = batch["pair_mask"].unsqueeze(-1).expand_as(logits)
         return torch.nn.functional.binary_cross_entropy_with_logits(logits[mask].float(), batch["labels"][mask])

@@ -49,7 +49,7 @@ def predict_probabilities(model, examples: list[PairExample], batch_size: int = 
     out: list[np.ndarray | None] = [None] * len(examples)
     batches = epoch_batches([len(e.encoded.input_ids) for e in examples], batch_size, 0, 0, shuffle=False)
     for idx in tqdm(batches, desc="predict", disable=not progress, leave=False):
-        batch = {k: v.to(device) for k, v in collate([examples[i] for i in idx], pad_id).items()}
+        batch = collate([examples[i] for i in idx], pad_id, device)
         probs = torch.sigmoid(model(batch)[..., 1:].float()).cpu().numpy()
         for row, i in enumerate(idx):
             out[i] = probs[row, :len(examples[i].heads)]

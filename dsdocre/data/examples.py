@@ -63,7 +63,8 @@ def build_examples(docs: list[Document], tokenizer: MarkerTokenizer,
     return examples
 
 
-def collate(examples: list[PairExample], pad_id: int) -> dict[str, torch.Tensor]:
+def collate(examples: list[PairExample], pad_id: int, device=None) -> dict[str, torch.Tensor]:
+    """The padded batch tensors of ``examples``; on ``device`` when given."""
     B = len(examples)
     T = max(len(e.encoded.input_ids) for e in examples)
     N = max(e.encoded.num_entities for e in examples)
@@ -88,8 +89,9 @@ def collate(examples: list[PairExample], pad_id: int) -> dict[str, torch.Tensor]
         pair_mask[b, :p] = True
         labels[b, :p] = torch.from_numpy(e.labels)
     lengths = torch.tensor([len(e.encoded.input_ids) for e in examples])
-    return {"tokens": tokens, "lengths": lengths, "mention_pos": mention_pos, "mention_mask": mention_mask,
-            "heads": heads, "tails": tails, "pair_mask": pair_mask, "labels": labels}
+    batch = {"tokens": tokens, "lengths": lengths, "mention_pos": mention_pos, "mention_mask": mention_mask,
+             "heads": heads, "tails": tails, "pair_mask": pair_mask, "labels": labels}
+    return batch if device is None else {k: v.to(device) for k, v in batch.items()}
 
 
 def epoch_batches(lengths: list[int], batch_size: int, seed: int, epoch: int, rank: int = 0,

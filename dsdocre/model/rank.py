@@ -145,7 +145,7 @@ def score_documents(model: RankModel, encodings: list, batch_size: int = 4, devi
     examples = [PairExample(None, enc, empty, empty, np.zeros((0, NUM_CLASSES), np.float32)) for enc in encodings]
     out: list = [None] * len(examples)
     for idx in epoch_batches([len(e.input_ids) for e in encodings], batch_size, 0, 0, shuffle=False):
-        batch = {k: v.to(device) for k, v in collate([examples[i] for i in idx], model.tokenizer.pad_id).items()}
+        batch = collate([examples[i] for i in idx], model.tokenizer.pad_id, device)
         scores = model.score_all_pairs(batch).float().cpu().numpy()
         for row, i in enumerate(idx):
             n = encodings[i].num_entities
