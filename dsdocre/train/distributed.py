@@ -4,12 +4,20 @@ Under the ``deepspeed`` launcher (or torchrun) the rank variables are set; a pla
 gets a one-member gloo world on a free local port, so ``dsdocre finetune`` works without a
 launcher. On a machine without CUDA, DeepSpeed's CPU accelerator is selected
 (``DS_ACCELERATOR=cpu``) unless the user chose one.
+
+DeepSpeed compiles its CPU ops (shared-memory all-reduce, CPU Adam) on first use with the ``ninja``
+found on PATH and caches them under ``~/.cache/torch_extensions``. The ``ninja`` installed beside
+this interpreter (a DeepSpeed dependency) is put first on PATH: a run that does not activate the
+venv would otherwise pick up a system ``ninja`` of another version, whose build log the other one
+does not accept, and every switch between the two recompiles the ops (30-60 s each).
 """
 
 from __future__ import annotations
 
 import os
 import socket
+import sys
+from pathlib import Path
 
 
 def _free_port() -> int:
@@ -18,8 +26,16 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def _prefer_own_ninja() -> None:
+    own_bin = Path(sys.executable).parent
+    path = os.environ.get("PATH", "")
+    if (own_bin / "ninja").is_file() and path.split(os.pathsep)[0] != str(own_bin):
+        os.environ["PATH"] = f"{own_bin}{os.pathsep}{path}"
+
+
 def prepare_environment() -> None:
     """Call before importing deepspeed."""
+    _prefer_own_ninja()
     if "DS_ACCELERATOR" not in os.environ:
         import torch
 
