@@ -22,7 +22,6 @@ import json
 from pathlib import Path
 from typing import Optional, Union
 
-
 from dsdocre.config import Section, add_stage_arguments, load_stage_config
 from dsdocre.model.classifier import ModelConfig
 from dsdocre.train import distributed
