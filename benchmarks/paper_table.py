@@ -14,8 +14,9 @@ Shared stages, built once under ``<output_dir>/shared`` and reused (each is skip
 verified output is there):
 
 1. each distant corpus a row needs (``corpora:``; the default is ``docred/unlabeled.json``), its
-   files labelled from a KB of ``train.json``'s facts (``dsdocre distant-label --kb-from``), under
-   ``shared/corpora/<name>``;
+   files labelled from a KB of ``train.json``'s facts (``dsdocre distant-label --kb-from``), plus
+   any synthetic distant documents it asks for (``dsdocre synth``'s ``train_distant`` set, labelled
+   by the synthetic KB they are written from), under ``shared/corpora/<name>``;
 2. shards of each distant corpus, and of train and valid (``dsdocre shard``);
 3. the rank model (``configs/denoise_redocred.yaml``, or a finished run given as ``denoise.rank_run``)
    and the kept pairs: 20 per distant document, 6·N_ent per annotated one, or a row's own
@@ -85,6 +86,14 @@ class DistantConfig(Section):
     seed: int = 0
 
 
+class CorpusConfig(Section):
+    """A distant corpus: real files labelled from a KB of ``train.json``'s facts, and synthetic
+    distant documents (``dsdocre synth``; their labels come from the synthetic KB, noise included)."""
+    files: list[str] = []  # under `data`
+    synthetic_docs: int = 0  # documents 0 .. synthetic_docs-1 of the synthetic `train_distant` set
+    synthetic_seed: int = 0  # the synthetic KB's seed
+
+
 class PaperFigure(Section):
     f1: float
     ign_f1: float
@@ -96,7 +105,8 @@ class PaperTableConfig(Section):
     finetune: str = "configs/finetune_redocred.yaml"
     denoise: TableDenoiseConfig = TableDenoiseConfig()
     distant: DistantConfig = DistantConfig()
-    corpora: dict[str, list[str]] = {"docred_unlabeled": ["docred/unlabeled.json"]}  # name -> files under data
+    # name -> files under data (a list), or a CorpusConfig for one with synthetic documents
+    corpora: dict[str, list[str] | CorpusConfig] = {"docred_unlabeled": ["docred/unlabeled.json"]}
     pretrain_set: list[str] = []
     rows: dict[str, RowConfig]
     paper: dict[str, PaperFigure] = {}  # the paper's dev F1 / Ign F1 per row, for the plot and README
@@ -104,10 +114,13 @@ class PaperTableConfig(Section):
 
 def check_rows(config: PaperTableConfig, source: str) -> None:
     """Every row a row names (``references``, ``pretrained_by``) is a row of the table, no row name
-    holds a comma (``--rows`` splits on commas), and only a pre-denoising row sets ``keep_annotated``."""
+    holds a comma (``--rows`` splits on commas), only a pre-denoising row sets ``keep_annotated``,
+    and every corpus has documents to give."""
     problems = [f"row {name!r}: its name holds a comma, which --rows cannot name" for name in config.rows if "," in name]
     problems += [f"row {name!r} sets keep_annotated: {row.keep_annotated} but does not pre-denoise (denoise: false)"
                  for name, row in config.rows.items() if row.keep_annotated and not row.denoise]
+    problems += [f"corpus {name!r} has neither files nor synthetic_docs" for name in config.corpora
+                 if not corpus_spec(config, name).files and not corpus_spec(config, name).synthetic_docs]
     for name, row in config.rows.items():
         named = [*(row.references or []), *([row.pretrained_by] if row.pretrained_by else [])]
         problems += [f"row {name!r} names {other!r}, which is not a row of the table" for other in named
@@ -129,6 +142,12 @@ def row_corpus(config: PaperTableConfig, row: RowConfig) -> str | None:
     if name not in config.corpora:
         raise SystemExit(f"paper_table: no corpus {name!r}; corpora: {', '.join(config.corpora)}")
     return name
+
+
+def corpus_spec(config: PaperTableConfig, name: str) -> CorpusConfig:
+    """Corpus ``name`` of ``config``, a bare list of files read as ``CorpusConfig(files=...)``."""
+    spec = config.corpora[name]
+    return spec if isinstance(spec, CorpusConfig) else CorpusConfig(files=spec)
 
 
 def slug(name: str) -> str:
@@ -179,7 +198,7 @@ def prepare(config: PaperTableConfig, data: Path, shared: Path, corpora: list[st
     from sharding.shard import shard_corpus
 
     train, valid = data / "redocred/train.json", data / "redocred/valid.json"
-    for path in (train, valid, *(data / source for name in corpora for source in config.corpora[name])):
+    for path in (train, valid, *(data / source for name in corpora for source in corpus_spec(config, name).files)):
         if not path.exists():
             raise SystemExit(f"paper_table: {path} is missing (see ../shared/data/README.md)")
     if not denoise and not corpora:
@@ -197,32 +216,68 @@ def prepare(config: PaperTableConfig, data: Path, shared: Path, corpora: list[st
 
 
 def prepare_corpus(config: PaperTableConfig, data: Path, name: str, folder: Path, rank_model: Path, log) -> dict:
-    """One distant corpus: its sources labelled from a KB of ``train.json``'s facts, sharded, the
-    rank model's top pairs kept, documents paired through kept labels of a shared fact."""
+    """One distant corpus: its files labelled from a KB of ``train.json``'s facts and its synthetic
+    documents written, sharded together, the rank model's top pairs kept, documents paired through
+    kept labels of a shared fact."""
     from sharding.denoise_score import score_shards
     from sharding.distant_label import KnowledgeBase, distant_label
     from sharding.fact_join import fact_join
     from sharding.shard import shard_corpus
 
-    sources = [data / source for source in config.corpora[name]]
+    spec = corpus_spec(config, name)
+    sources = [data / source for source in spec.files]
     folder.mkdir(parents=True, exist_ok=True)
     distant, stats_path = folder / "distant.json", folder / "distant.stats.json"
-    if not stats_path.exists():  # written last: its presence means distant.json is complete
-        kb = KnowledgeBase.from_annotated([data / "redocred/train.json"], log=log)
-        stats_path.write_text(json.dumps(distant_label(kb, sources, distant, log=log), indent=2))
-    stats = json.loads(stats_path.read_text())
-    shard_corpus([distant], folder / "shards", docs_per_shard=100, workers=0, progress=False, log=None)
+    stats = {"documents": 0, "labelled_documents": 0, "labels": 0}
+    if sources:
+        if not stats_path.exists():  # written last: its presence means distant.json is complete
+            kb = KnowledgeBase.from_annotated([data / "redocred/train.json"], log=log)
+            stats_path.write_text(json.dumps(distant_label(kb, sources, distant, log=log), indent=2))
+        stats = json.loads(stats_path.read_text())
+    synthetic = {}
+    if spec.synthetic_docs:
+        synthetic_path = folder / f"synthetic-{spec.synthetic_docs}-seed{spec.synthetic_seed}.json"
+        synthetic = write_synthetic_distant(synthetic_path, spec.synthetic_docs, spec.synthetic_seed)
+    shard_corpus([*([distant] if sources else []), *([synthetic_path] if synthetic else [])], folder / "shards",
+                 docs_per_shard=100, workers=0, progress=False, log=None)
     kept = folder / f"scored-{config.denoise.keep_distant}"
     score_shards(rank_model, folder / "shards", kept, keep=config.denoise.keep_distant, workers=0, progress=False,
                  log=log)
     manifest = fact_join(folder / "shards", folder / "pairs", max_pairs_per_fact=config.distant.max_pairs_per_fact,
                          seed=config.distant.seed, workers=0, kept_dir=kept, log=log)
-    return {"pairs": folder / "pairs", "shards": folder / "shards", "kept": kept,
-            "record": {"name": name, "sources": [str(source) for source in sources], "ds_docs": stats["documents"],
-                       "ds_labelled_docs": stats["labelled_documents"], "ds_labels": stats["labels"],
-                       "ds_pairs": manifest["counts"]["pairs"], "max_pairs_per_fact": config.distant.max_pairs_per_fact,
-                       "kept_per_distant_doc": config.denoise.keep_distant,
-                       "kept_per_annotated_doc": config.denoise.keep_annotated}}
+    record = {"name": name, "sources": [str(source) for source in sources],
+              "ds_docs": stats["documents"] + synthetic.get("documents", 0),
+              "ds_labelled_docs": stats["labelled_documents"] + synthetic.get("labelled_documents", 0),
+              "ds_labels": stats["labels"] + synthetic.get("labels", 0),
+              "ds_pairs": manifest["counts"]["pairs"], "max_pairs_per_fact": config.distant.max_pairs_per_fact,
+              "kept_per_distant_doc": config.denoise.keep_distant,
+              "kept_per_annotated_doc": config.denoise.keep_annotated}
+    if synthetic:
+        record["synthetic"] = {"docs": synthetic["documents"], "labels": synthetic["labels"],
+                               "seed": spec.synthetic_seed, "generator": "dsdocre synth (train_distant)"}
+    return {"pairs": folder / "pairs", "shards": folder / "shards", "kept": kept, "record": record}
+
+
+def write_synthetic_distant(path: Path, count: int, seed: int) -> dict:
+    """Synthetic distant documents ``0 .. count-1`` (seed ``seed``) to ``path`` with their DS labels,
+    once: the counts file beside it is written last, so its presence means ``path`` is complete."""
+    from dsdocre.data.documents import write_documents
+    from dsdocre.synth.builder import iter_documents
+
+    stats_path = path.with_suffix(".stats.json")
+    if not stats_path.exists():
+        stats = {"documents": 0, "labelled_documents": 0, "labels": 0}
+
+        def counted():
+            for doc in iter_documents("train_distant", seed, count):
+                stats["documents"] += 1
+                stats["labelled_documents"] += bool(doc["labels"])
+                stats["labels"] += len(doc["labels"])
+                yield doc
+
+        write_documents(counted(), path)
+        stats_path.write_text(json.dumps(stats, indent=2))
+    return json.loads(stats_path.read_text())
 
 
 def rank_model_dir(config: PaperTableConfig, data: Path, shared: Path, log) -> Path:

@@ -124,13 +124,18 @@ def test_paper_table_config_names_runnable_configs():
                                                           "bert_d_at_2n_100_training_docs",
                                                           "bert_d_p_at_2n_100_training_docs",
                                                           "bert_d_at_2n_100_training_docs_seed_43",
-                                                          "bert_d_p_at_2n_100_training_docs_seed_43"]
+                                                          "bert_d_p_at_2n_100_training_docs_seed_43",
+                                                          "bert_d_p_at_2n_with_synthetic_documents_100_training_docs",
+                                                          "bert_d_p_at_2n_with_synthetic_documents_100_training_docs_seed_43",
+                                                          "bert_d_p_at_2n_on_synthetic_documents_only_100_training_docs"]
     paper_table.check_rows(config, "configs/paper_table.yaml")
     broken = config.model_copy(update={"rows": {**config.rows, "A, B": config.rows["BERT"],
                                                 "C": config.rows["BERT"].model_copy(update={"references": ["BERT (seed 45)"]}),
-                                                "D": config.rows["BERT"].model_copy(update={"keep_annotated": "2n"})}})
+                                                "D": config.rows["BERT"].model_copy(update={"keep_annotated": "2n"})},
+                                      "corpora": {**config.corpora, "empty": paper_table.CorpusConfig()}})
     with pytest.raises(SystemExit, match=r"(?s)'A, B': its name holds a comma.*'D' sets keep_annotated: 2n but does "
-                                         r"not pre-denoise.*'C' names 'BERT \(seed 45\)'"):
+                                         r"not pre-denoise.*corpus 'empty' has neither files nor synthetic_docs"
+                                         r".*'C' names 'BERT \(seed 45\)'"):
         paper_table.check_rows(broken, "x.yaml")
     for name, row in config.rows.items():  # a row's own references are rows of the table, listed before it
         assert all(list(config.rows).index(ref) < list(config.rows).index(name) for ref in row.references or [])
@@ -146,6 +151,30 @@ def test_paper_table_config_names_runnable_configs():
             for name in ("BERT", "BERT+D", "BERT+D at 2n (100 training docs)")}
     assert kept == {"BERT": None, "BERT+D": ["train-6n", "valid-6n"],  # the table's cut, or the row's own
                     "BERT+D at 2n (100 training docs)": ["train-2n", "valid-2n"]}
+
+
+def test_paper_table_corpus_with_synthetic_documents(tmp_path):
+    """A corpus given as a list is files only; one with ``synthetic_docs`` gets that many synthetic
+    distant documents, written once with the synthetic KB's labels, the counts beside them."""
+    import paper_table
+
+    from dsdocre.config import load_config
+    from dsdocre.synth.builder import iter_documents
+
+    config = load_config(paper_table.PaperTableConfig, ROOT / "configs/paper_table.yaml", [])
+    assert paper_table.corpus_spec(config, "docred_unlabeled") == paper_table.CorpusConfig(
+        files=["docred/unlabeled.json"])
+    mixed = paper_table.corpus_spec(config, "unlabeled_and_synthetic")
+    assert (mixed.files, mixed.synthetic_docs) == (["docred/unlabeled.json"], 1000)
+    path = tmp_path / "synthetic.json"
+    stats = paper_table.write_synthetic_distant(path, 30, seed=3)
+    docs = json.loads(path.read_text())
+    assert docs == list(iter_documents("train_distant", 3, 30))
+    assert stats == {"documents": 30, "labelled_documents": sum(bool(d["labels"]) for d in docs),
+                     "labels": sum(len(d["labels"]) for d in docs)}
+    assert stats["labels"] > 30
+    path.write_text("[]")  # complete once its counts are there: not written again
+    assert paper_table.write_synthetic_distant(path, 30, seed=3) == stats and path.read_text() == "[]"
 
 
 def test_paper_table_skips_finished_rows_and_redoes_named_ones(tmp_path):
