@@ -228,18 +228,17 @@ def prepare_corpus(config: PaperTableConfig, data: Path, name: str, folder: Path
     sources = [data / source for source in spec.files]
     folder.mkdir(parents=True, exist_ok=True)
     distant, stats_path = folder / "distant.json", folder / "distant.stats.json"
-    stats = {"documents": 0, "labelled_documents": 0, "labels": 0}
+    stats, synthetic, to_shard = {"documents": 0, "labelled_documents": 0, "labels": 0}, {}, []
     if sources:
         if not stats_path.exists():  # written last: its presence means distant.json is complete
             kb = KnowledgeBase.from_annotated([data / "redocred/train.json"], log=log)
             stats_path.write_text(json.dumps(distant_label(kb, sources, distant, log=log), indent=2))
         stats = json.loads(stats_path.read_text())
-    synthetic = {}
+        to_shard.append(distant)
     if spec.synthetic_docs:
-        synthetic_path = folder / f"synthetic-{spec.synthetic_docs}-seed{spec.synthetic_seed}.json"
-        synthetic = write_synthetic_distant(synthetic_path, spec.synthetic_docs, spec.synthetic_seed)
-    shard_corpus([*([distant] if sources else []), *([synthetic_path] if synthetic else [])], folder / "shards",
-                 docs_per_shard=100, workers=0, progress=False, log=None)
+        to_shard.append(folder / f"synthetic-{spec.synthetic_docs}-seed{spec.synthetic_seed}.json")
+        synthetic = write_synthetic_distant(to_shard[-1], spec.synthetic_docs, spec.synthetic_seed)
+    shard_corpus(to_shard, folder / "shards", docs_per_shard=100, workers=0, progress=False, log=None)
     kept = folder / f"scored-{config.denoise.keep_distant}"
     score_shards(rank_model, folder / "shards", kept, keep=config.denoise.keep_distant, workers=0, progress=False,
                  log=log)
