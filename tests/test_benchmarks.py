@@ -126,8 +126,7 @@ def test_paper_table_config_names_runnable_configs():
                                                           "bert_d_at_2n_100_training_docs_seed_43",
                                                           "bert_d_p_at_2n_100_training_docs_seed_43",
                                                           "bert_d_p_at_2n_with_synthetic_documents_100_training_docs",
-                                                          "bert_d_p_at_2n_with_synthetic_documents_100_training_docs_seed_43",
-                                                          "bert_d_p_at_2n_on_synthetic_documents_only_100_training_docs"]
+                                                          "bert_d_p_at_2n_with_synthetic_documents_100_training_docs_seed_43"]
     paper_table.check_rows(config, "configs/paper_table.yaml")
     broken = config.model_copy(update={"rows": {**config.rows, "A, B": config.rows["BERT"],
                                                 "C": config.rows["BERT"].model_copy(update={"references": ["BERT (seed 45)"]}),
