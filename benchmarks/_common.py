@@ -152,3 +152,44 @@ def synthetic_pairs(root, docs: int, seed: int = 0, docs_per_shard: int = 100) -
     shard_corpus([root / "corpus" / "train_distant.json"], root / "shards", docs_per_shard=docs_per_shard,
                  workers=0, progress=False, log=None)
     return fact_join(root / "shards", root / "pairs", workers=0, log=None)["counts"]["pairs"]
+
+
+STEP_STAMP = "dsdocre_step.json"
+
+
+def dsdocre_step(work, name: str, args: list, output: str):
+    """Runs ``dsdocre ARGS`` writing ``work/name`` unless it is there, written by the same command.
+
+    The command is recorded in ``work/name/dsdocre_step.json`` once it has finished, so a stopped
+    benchmark continues where it was; an output written by another command stops the run rather
+    than be reused."""
+    import json
+    import subprocess
+    from pathlib import Path
+
+    folder = Path(work) / name
+    command = ["dsdocre", *map(str, args)]
+    stamp = folder / STEP_STAMP
+    if (folder / output).exists():
+        recorded = json.loads(stamp.read_text())["command"] if stamp.exists() else None
+        if recorded != command:
+            raise SystemExit(f"{folder}: written by {recorded or 'an unrecorded command'}, not by "
+                             f"{shlex.join(command)}; move it away or pass another --work")
+        print(f"[{name}] done earlier: {shlex.join(command)}", flush=True)
+        return folder
+    print(f"[{name}] {shlex.join(command)}", flush=True)
+    subprocess.run([sys.executable, "-m", "dsdocre.cli", *command[1:]], check=True,
+                   env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    stamp.write_text(json.dumps({"command": command}, indent=2) + "\n")
+    return folder
+
+
+def recall_per_epoch(run) -> list[dict]:
+    """Each evaluated epoch's valid recall at 2 and 3 N_ent from a ``dsdocre denoise train`` run's
+    metrics.jsonl: is it still rising?"""
+    import json
+    from pathlib import Path
+
+    records = [json.loads(x) for x in (Path(run) / "metrics.jsonl").read_text().splitlines()]
+    return [{"epoch": r["epoch"], "2n": r["valid"]["fact_recall_at_2n"], "3n": r["valid"]["fact_recall_at_3n"]}
+            for r in records]

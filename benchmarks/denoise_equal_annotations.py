@@ -26,38 +26,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import shlex
-import subprocess
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import machine_info, pin_threads, real_data_dir  # noqa: E402
+from _common import STEP_STAMP, machine_info, pin_threads, real_data_dir  # noqa: E402
+from _common import dsdocre_step as step  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
-STAMP = "dsdocre_step.json"
-
-
-def step(work: Path, name: str, args: list[str], output: str) -> Path:
-    """Runs ``dsdocre ARGS`` writing ``work/name`` unless it is there, written by the same command."""
-    folder = work / name
-    command = ["dsdocre", *map(str, args)]
-    stamp = folder / STAMP
-    if (folder / output).exists():
-        recorded = json.loads(stamp.read_text())["command"] if stamp.exists() else None
-        if recorded != command:
-            raise SystemExit(f"{folder}: written by {recorded or 'an unrecorded command'}, not by "
-                             f"{shlex.join(command)}; move it away or pass another --work")
-        print(f"[{name}] done earlier: {shlex.join(command)}", flush=True)
-        return folder
-    print(f"[{name}] {shlex.join(command)}", flush=True)
-    subprocess.run([sys.executable, "-m", "dsdocre.cli", *command[1:]], check=True,
-                   env={**os.environ, "HF_HUB_OFFLINE": "1"})
-    stamp.write_text(json.dumps({"command": command}, indent=2) + "\n")
-    return folder
-
-
 def row(run: Path, gold: list, facts: set) -> tuple[dict, list]:
     """A fine-tuning run's valid metrics (percent) from its chosen epoch's predictions."""
     from dsdocre.evaluation import score_predictions
@@ -120,7 +96,7 @@ def main() -> int:
         "training_docs": args.docs, "keep": args.keep, "rank_set": args.rank_set,
         "rank_model": {"path": str(rank / "model"), "epoch": rank_meta.get("epoch"), "valid": rank_meta.get("valid")},
         "valid_gold_facts_inside_cut": round(100 * sum((h, t) in pairs[title] for title, h, t in inside) / len(inside), 2),
-        "commands": {p.parent.name: json.loads(p.read_text())["command"] for p in sorted(work.glob(f"*/{STAMP}"))},
+        "commands": {p.parent.name: json.loads(p.read_text())["command"] for p in sorted(work.glob(f"*/{STEP_STAMP}"))},
         "threads": threads, "machine": machine, "command": machine["command"], "date": machine["date"],
         "note": "epoch and threshold of each row chosen on valid (optimistic, both the same way); the interval is "
                 "over the valid documents, a training seed's share is not in it",

@@ -30,7 +30,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import machine_info, pin_threads, real_data_dir  # noqa: E402
+from _common import machine_info, pin_threads, real_data_dir, recall_per_epoch  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 KEYS = ("precision", "recall", "f1", "ign_f1", "intra_f1", "inter_f1")
@@ -108,13 +108,6 @@ def finished_rank_run(run: Path, data: Path) -> dict:
     records = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
     [record] = [r for r in records if r["epoch"] == meta["epoch"]][-1:]
     return {**record, "train_seconds_total": records[-1]["train_seconds"]}
-
-
-def recall_per_epoch(run: Path) -> list[dict]:
-    """Each evaluated epoch's valid recall at 2 and 3 N_ent (the run's metrics.jsonl): is it still rising?"""
-    records = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
-    return [{"epoch": r["epoch"], "2n": r["valid"]["fact_recall_at_2n"], "3n": r["valid"]["fact_recall_at_3n"]}
-            for r in records]
 
 
 def main() -> int:

@@ -403,19 +403,60 @@ def test_paper_table_readme_table_puts_ours_beside_the_paper():
         "| BERT+D+P (few) | 42.50 | 41.00 | +2.50 [+0.50, +4.25] vs BERT (few) | – | – |  |"]
 
 
-def test_equal_annotations_steps_run_once_and_refuse_another_commands_output(tmp_path):
-    import denoise_equal_annotations as eq
+def test_benchmark_steps_run_once_and_refuse_another_commands_output(tmp_path):
+    from _common import STEP_STAMP, dsdocre_step
 
     args = ["synth", "--docs", 2, "--dev-docs", 1, "--test-docs", 1, "--distant-docs", 1, "--seed", 3,
             "--out", tmp_path / "corpus", "--no-progress"]
-    folder = eq.step(tmp_path, "corpus", args, "train_annotated.json")
+    folder = dsdocre_step(tmp_path, "corpus", args, "train_annotated.json")
     assert len(json.loads((folder / "train_annotated.json").read_text())) == 2
-    assert json.loads((folder / eq.STAMP).read_text())["command"] == ["dsdocre", *map(str, args)]
+    assert json.loads((folder / STEP_STAMP).read_text())["command"] == ["dsdocre", *map(str, args)]
     (folder / "train_annotated.json").write_text("[]")  # a second call must not write it again
-    assert eq.step(tmp_path, "corpus", args, "train_annotated.json") == folder
+    assert dsdocre_step(tmp_path, "corpus", args, "train_annotated.json") == folder
     assert (folder / "train_annotated.json").read_text() == "[]"
     with pytest.raises(SystemExit, match="not by dsdocre synth --docs 5"):
-        eq.step(tmp_path, "corpus", ["synth", "--docs", 5, *args[2:]], "train_annotated.json")
-    (folder / eq.STAMP).unlink()
+        dsdocre_step(tmp_path, "corpus", ["synth", "--docs", 5, *args[2:]], "train_annotated.json")
+    (folder / STEP_STAMP).unlink()
     with pytest.raises(SystemExit, match="an unrecorded command"):
-        eq.step(tmp_path, "corpus", args, "train_annotated.json")
+        dsdocre_step(tmp_path, "corpus", args, "train_annotated.json")
+
+
+def test_learning_curve_oracle_keeps_the_pairs_with_most_facts():
+    import denoise_learning_curve as curve
+
+    entities = [{"name": "x"}] * 2  # 2 entities: 2·N_ent = 4 pairs kept, 1·N_ent = 2
+    labels = [{"h": 0, "t": 1, "r": f"P{i}"} for i in range(3)] + [{"h": 1, "t": 0, "r": "P9"}]
+    doc = {"vertexSet": entities, "labels": labels}
+    assert curve.oracle_recall([doc], 2) == 100.0
+    assert curve.oracle_recall([doc], 0.5) == 75.0  # one pair: the one holding 3 of the 4 facts
+    three = {"vertexSet": [{"name": "y"}] * 3,
+             "labels": [{"h": h, "t": t, "r": "P1"} for h in range(3) for t in range(3) if h != t]}
+    assert curve.oracle_recall([doc, three], 1) == 70.0  # both pairs (4 facts) + 3 of 6 pairs (3 facts), of 10
+
+
+def test_learning_curve_fit_is_log_linear_in_the_documents():
+    import denoise_learning_curve as curve
+
+    points = [{"docs": d, "r": 50 + 5 * k} for k, d in enumerate((100, 200, 400))]
+    a, b = curve.fit_log2(points, "r")
+    assert b == pytest.approx(5.0)
+    assert a + b * curve.math.log2(3200) == pytest.approx(75.0)  # 5 more doublings of 100
+
+
+def test_learning_curve_refuses_a_recorded_point_of_another_config(tmp_path):
+    import denoise_learning_curve as curve
+
+    result = {"valid_recall_at_2n": 60.0, "valid_recall_at_3n": 70.0, "date": "d", "command": "c",
+              "rank_model": {"best_epoch": 3, "recall_per_epoch": [], "train_seconds": 1.0,
+                             "config": {"output_dir": "runs/x", "data": {"max_train_docs": 0},
+                                        "model": {"pair_dim": 256}, "training": {"epochs": 25}}}}
+    path = tmp_path / "recorded.json"
+    path.write_text(json.dumps(result))
+    point = curve.recorded_point(path, 400, 25)
+    assert (point["docs"], point["recall_at_2n"], point["best_epoch"]) == (400, 60.0, 3)
+    with pytest.raises(SystemExit, match=r"training differs .* epochs \(25 vs 10\)"):
+        curve.recorded_point(path, 400, 10)
+    result["rank_model"]["config"]["model"]["pair_dim"] = 128
+    path.write_text(json.dumps(result))
+    with pytest.raises(SystemExit, match=r"model differs .* pair_dim \(128 vs 256\)"):
+        curve.recorded_point(path, 400, 25)
