@@ -12,10 +12,13 @@ Usage (before the heavy imports, so OpenMP/MKL read the environment)::
 from __future__ import annotations
 
 import datetime as _dt
+import json
 import os
 import platform
 import shlex
+import subprocess
 import sys
+from pathlib import Path
 
 THREAD_ENV_VARS = (
     "OMP_NUM_THREADS",
@@ -128,8 +131,6 @@ def machine_info(command: str | None = None, packages: tuple[str, ...] = ("trito
 def real_data_dir():
     """``../shared/data/redocred`` beside the checkout, or None (with a line saying why) when absent:
     a fresh clone has no real data, and the real-data benchmarks then skip."""
-    from pathlib import Path
-
     data = Path(__file__).resolve().parents[2] / "shared" / "data" / "redocred"
     if not (data / "train.json").exists():
         print(f"skipped: {data} is absent (the real data lives beside the checkout, see ../shared/data/README.md)")
@@ -141,8 +142,6 @@ def synthetic_pairs(root, docs: int, seed: int = 0, docs_per_shard: int = 100) -
     """Pre-training input under ``root``: ``docs`` synthetic distant documents (``corpus/``), their
     shards (``shards/``, packaged encoder) and fact-join pairs over every label (``pairs/``).
     Returns the number of document pairs."""
-    from pathlib import Path
-
     from dsdocre.synth import generate_corpus
     from sharding.fact_join import fact_join
     from sharding.shard import shard_corpus
@@ -163,10 +162,6 @@ def dsdocre_step(work, name: str, args: list, output: str):
     The command is recorded in ``work/name/dsdocre_step.json`` once it has finished, so a stopped
     benchmark continues where it was; an output written by another command stops the run rather
     than be reused."""
-    import json
-    import subprocess
-    from pathlib import Path
-
     folder = Path(work) / name
     command = ["dsdocre", *map(str, args)]
     stamp = folder / STEP_STAMP
@@ -184,12 +179,13 @@ def dsdocre_step(work, name: str, args: list, output: str):
     return folder
 
 
-def recall_per_epoch(run) -> list[dict]:
-    """Each evaluated epoch's valid recall at 2 and 3 N_ent from a ``dsdocre denoise train`` run's
-    metrics.jsonl: is it still rising?"""
-    import json
-    from pathlib import Path
+def read_metrics(run) -> list[dict]:
+    """The records of a training run's ``metrics.jsonl``, one per line."""
+    return [json.loads(x) for x in (Path(run) / "metrics.jsonl").read_text().splitlines()]
 
-    records = [json.loads(x) for x in (Path(run) / "metrics.jsonl").read_text().splitlines()]
+
+def recall_per_epoch(records: list[dict]) -> list[dict]:
+    """Each evaluated epoch's valid recall at 2 and 3 N_ent from a ``dsdocre denoise train`` run's
+    metrics records (``read_metrics``): is it still rising?"""
     return [{"epoch": r["epoch"], "2n": r["valid"]["fact_recall_at_2n"], "3n": r["valid"]["fact_recall_at_3n"]}
             for r in records]

@@ -33,7 +33,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import dsdocre_step, machine_info, pin_threads, real_data_dir, recall_per_epoch  # noqa: E402
+from _common import dsdocre_step, machine_info, pin_threads, read_metrics, real_data_dir, recall_per_epoch  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = "configs/denoise_redocred.yaml"
@@ -62,11 +62,11 @@ def shown(path) -> str:
 def trained_point(run: Path, docs: int, command: list[str]) -> dict:
     """A finished run's point: the chosen epoch's recall (dsdocre_model.json) and its curve by epoch."""
     meta = json.loads((run / "model" / "dsdocre_model.json").read_text())
-    records = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    records = read_metrics(run)
     [chosen] = [r for r in records if r["epoch"] == meta["epoch"]][-1:]
     return {"docs": docs, "recall_at_2n": chosen["valid"]["fact_recall_at_2n"],
             "recall_at_3n": chosen["valid"]["fact_recall_at_3n"], "best_epoch": meta["epoch"],
-            "recall_per_epoch": recall_per_epoch(run), "train_seconds": records[-1]["train_seconds"],
+            "recall_per_epoch": recall_per_epoch(records), "train_seconds": records[-1]["train_seconds"],
             "model": shown(run / "model"), "source": "measured by this script", "command": command}
 
 

@@ -30,7 +30,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import machine_info, pin_threads, real_data_dir, recall_per_epoch  # noqa: E402
+from _common import machine_info, pin_threads, read_metrics, real_data_dir, recall_per_epoch  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 KEYS = ("precision", "recall", "f1", "ign_f1", "intra_f1", "inter_f1")
@@ -105,7 +105,7 @@ def finished_rank_run(run: Path, data: Path) -> dict:
     for key, name in (("train_file", "train.json"), ("valid_file", "valid.json")):
         if Path(meta[key]).resolve() != (data / name).resolve():
             raise SystemExit(f"--rank-run {run}: its model was trained with {key} {meta[key]}, not {data / name}")
-    records = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    records = read_metrics(run)
     [record] = [r for r in records if r["epoch"] == meta["epoch"]][-1:]
     return {**record, "train_seconds_total": records[-1]["train_seconds"]}
 
@@ -176,7 +176,7 @@ def main() -> int:
               "valid_recall_at_3n": rank["valid"]["fact_recall_at_3n"], "rank_model": {
                   "best_epoch": rank["epoch"], "valid": rank["valid"], "train_seconds": rank["train_seconds_total"],
                   "wall_seconds": round(rank_seconds, 1), "config": to_plain(rank_cfg),
-                  "recall_per_epoch": recall_per_epoch(Path(rank_cfg.output_dir))},
+                  "recall_per_epoch": recall_per_epoch(read_metrics(rank_cfg.output_dir))},
               "release_recipe": earlier_baselines(Path(args.out)) if release is None else {
                   "valid_recall_at_2n": release["valid"]["fact_recall_at_2n"],
                   "valid_recall_at_3n": release["valid"]["fact_recall_at_3n"], "best_epoch": release["epoch"],
