@@ -40,14 +40,17 @@ CONFIG = "configs/denoise_redocred.yaml"
 
 
 def oracle_recall(documents: list[dict], per_entity: float) -> float:
-    """Percent of gold facts inside the best ``per_entity``·N_ent ordered pairs of each document."""
+    """Percent of gold facts inside the best ``per_entity``·N_ent ordered pairs of each document
+    (as many pairs as ``dsdocre denoise score --keep {per_entity}n`` keeps)."""
+    from dsdocre.model.rank import keep_count
+
     inside = total = 0
     for doc in documents:
         facts_per_pair: dict[tuple[int, int], int] = {}
         for label in doc.get("labels", []):
             pair = (label["h"], label["t"])
             facts_per_pair[pair] = facts_per_pair.get(pair, 0) + 1
-        keep = int(round(per_entity * len(doc["vertexSet"])))
+        keep = keep_count(f"{per_entity}n", len(doc["vertexSet"]))
         inside += sum(sorted(facts_per_pair.values(), reverse=True)[:keep])
         total += sum(facts_per_pair.values())
     return round(100 * inside / total, 2)
