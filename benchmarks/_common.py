@@ -153,6 +153,15 @@ def synthetic_pairs(root, docs: int, seed: int = 0, docs_per_shard: int = 100) -
     return fact_join(root / "shards", root / "pairs", workers=0, log=None)["counts"]["pairs"]
 
 
+CHECKOUT = Path(__file__).resolve().parents[1]
+
+
+def shown(path) -> str:
+    """A path as a result file records it: relative to the checkout when inside it."""
+    path = Path(path).resolve()
+    return str(path.relative_to(CHECKOUT)) if path.is_relative_to(CHECKOUT) else str(path)
+
+
 STEP_STAMP = "dsdocre_step.json"
 
 

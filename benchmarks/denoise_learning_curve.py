@@ -33,7 +33,8 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import dsdocre_step, machine_info, pin_threads, read_metrics, real_data_dir, recall_per_epoch  # noqa: E402
+from _common import (dsdocre_step, machine_info, pin_threads, read_metrics, real_data_dir,  # noqa: E402
+                     recall_per_epoch, shown)
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = "configs/denoise_redocred.yaml"
@@ -54,12 +55,6 @@ def oracle_recall(documents: list[dict], per_entity: float) -> float:
         inside += sum(sorted(facts_per_pair.values(), reverse=True)[:keep])
         total += sum(facts_per_pair.values())
     return round(100 * inside / total, 2)
-
-
-def shown(path) -> str:
-    """A path as the result file records it: relative to the checkout when inside it."""
-    path = Path(path)
-    return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
 
 
 def trained_point(run: Path, docs: int, command: list[str]) -> dict:

@@ -460,3 +460,35 @@ def test_learning_curve_refuses_a_recorded_point_of_another_config(tmp_path):
     path.write_text(json.dumps(result))
     with pytest.raises(SystemExit, match=r"model differs .* pair_dim \(128 vs 256\)"):
         curve.recorded_point(path, 400, 25)
+
+
+def _priors_doc(mentions, labels):
+    """A DocRED-format document: ``mentions`` is, per entity, a list of (sent_id, type)."""
+    return {"vertexSet": [[{"name": f"e{e}", "sent_id": s, "type": ty, "pos": [0, 1]} for s, ty in ms]
+                          for e, ms in enumerate(mentions)],
+            "labels": [{"h": h, "t": t, "r": "P17"} for h, t in labels]}
+
+
+def test_priors_pair_features_read_distance_shared_sentences_and_types():
+    import denoise_priors as priors
+
+    doc = _priors_doc([[(0, "PER"), (3, "PER"), (3, "ORG")], [(3, "LOC")], [(9, "TIME")]], [])
+    features = priors.pair_features(doc, 0, 1)
+    assert "types=PER-LOC" in features  # the most frequent mention type of each entity
+    assert "distance=0" in features and "shared_sentences=1" in features
+    # values are bucket indices: 3 mentions fall in (2, 3], bucket 2; first sentence 3 in (1, 3], bucket 2
+    assert "head_mentions=2" in features and "head_first=0" in features and "tail_first=2" in features
+    far = priors.pair_features(doc, 1, 2)
+    assert "distance=4" in far and "shared_sentences=0" in far  # 6 sentences apart: the (4, 8] bucket
+
+
+def test_priors_rank_what_train_json_labels_above_what_it_never_does():
+    import denoise_priors as priors
+
+    # in "train", PER -> LOC pairs in one sentence are gold; everything else is not
+    train = [_priors_doc([[(0, "PER")], [(0, "LOC")], [(5, "TIME")]], [(0, 1)]) for _ in range(20)]
+    test = _priors_doc([[(2, "PER")], [(2, "LOC")], [(8, "TIME")]], [])
+    for prior in (priors.type_pair_prior(train), priors.structure_prior(train)):
+        scores = prior(test)
+        others = [scores[h, t] for h, t in priors.ordered_pairs(test) if (h, t) != (0, 1)]
+        assert scores.shape == (3, 3) and scores[0, 1] > max(others)
