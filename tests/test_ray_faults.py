@@ -124,8 +124,18 @@ def rank_model(shard_ref, tmp_path_factory) -> Path:
 def denoise_ref(rank_model, shard_ref, tmp_path_factory) -> Path:
     from sharding.denoise_score import score_shards
 
+    import torch
+
     out = tmp_path_factory.mktemp("ref") / "scored"
-    score_shards(rank_model, shard_ref, out, keep=KEEP, workers=0, progress=False, log=None)
+    # One BLAS thread, as every scoring actor runs (ray_setup.WORKER_ENV): a score's last rounded
+    # digit can depend on the thread count (the order of a matmul's sums), and the faulted runs
+    # below must match this reference byte for byte.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        score_shards(rank_model, shard_ref, out, keep=KEEP, workers=0, progress=False, log=None)
+    finally:
+        torch.set_num_threads(threads)
     return out
 
 
