@@ -1,6 +1,7 @@
 """Do cheap document-structure priors add anything to the rank model's ranking of valid's pairs?
 
     python benchmarks/denoise_priors.py [--rank DIR] [--work runs/denoise_priors] [--weights 0.25 0.5 1 2]
+        [--ensemble DIR ...]
 
 The rank model (``--rank``: a ``dsdocre denoise train`` model folder; without it the default
 ``configs/denoise_redocred.yaml`` model is trained under ``--work``, about 30 min on 2 cores) scores
@@ -17,6 +18,9 @@ from ``train.json`` only:
   not see); its ranking alone is reported too;
 - ``inverse``: the score of the reversed pair (half of Re-DocRED's gold pairs have their reverse
   gold as well).
+
+With ``--ensemble``, other rank models (another seed, say) score the same pairs, and the mean of
+all the models' scores is ranked too: is the single model's variance what holds recall back?
 
 The weight λ is chosen on valid, so a gain is optimistic; a prior that gains little even so has
 nothing for the rank model to learn. Writes ``benchmarks/results/denoise_priors.json`` (percent).
@@ -160,6 +164,8 @@ def main() -> int:
     parser.add_argument("--rank", type=Path, help="a trained rank model folder (default: train one under --work)")
     parser.add_argument("--weights", type=float, nargs="+", default=[0.25, 0.5, 1.0, 2.0],
                         help="the weights λ of score + λ·prior to try (default: %(default)s)")
+    parser.add_argument("--ensemble", type=Path, nargs="*", default=[], metavar="DIR",
+                        help="other rank model folders whose scores are averaged with --rank's")
     parser.add_argument("--work", type=Path, default=ROOT / "runs" / "denoise_priors")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks/results/denoise_priors.json")
     args = parser.parse_args()
@@ -196,11 +202,18 @@ def main() -> int:
                       "gain_at_3n": round(by_weight[best]["3n"] - baseline["3n"], 2)}
     rows["structure"]["alone"] = recall(priors["structure"])
     rows["type_pair"]["alone"] = recall(priors["type_pair"])
+    ensemble = None
+    if args.ensemble:
+        others = [valid_scores(path, data / "valid.json")[1] for path in args.ensemble]
+        mean = recall([sum(group) / len(group) for group in zip(scores, *others)])
+        ensemble = {"models": [shown(rank)] + [shown(p) for p in args.ensemble],
+                    "alone": [baseline] + [recall(s) for s in others], "mean": mean,
+                    "gain_at_2n": round(mean["2n"] - baseline["2n"], 2)}
 
     machine = machine_info()
     result = {"rank_model": {"path": shown(rank), "train_file": meta.get("train_file"), "model": meta.get("model"),
                              "epoch": meta.get("epoch"), "valid": meta.get("valid")},
-              "baseline_recall": baseline, "priors": rows, "weights": args.weights, "threads": threads,
+              "baseline_recall": baseline, "priors": rows, "ensemble": ensemble, "weights": args.weights, "threads": threads,
               "machine": machine, "command": machine["command"], "date": machine["date"],
               "note": "the weight is chosen on valid by recall at 2n (optimistic); priors learnt from train.json"}
     args.out.write_text(json.dumps(result, indent=2) + "\n")
@@ -213,6 +226,11 @@ def main() -> int:
         print(f"{label:<34}{best['2n']:>10.2f}{best['3n']:>10.2f}{row['gain_at_2n']:>+9.2f}")
         if "alone" in row:
             print(f"{'  ' + name + ' alone':<34}{row['alone']['2n']:>10.2f}{row['alone']['3n']:>10.2f}")
+    if ensemble:
+        for path, alone in zip(ensemble["models"][1:], ensemble["alone"][1:]):
+            print(f"{'  ' + Path(path).parent.name + ' alone':<34}{alone['2n']:>10.2f}{alone['3n']:>10.2f}")
+        label = f"mean of {len(ensemble['models'])} rank models"
+        print(f"{label:<34}{ensemble['mean']['2n']:>10.2f}{ensemble['mean']['3n']:>10.2f}{ensemble['gain_at_2n']:>+9.2f}")
     print(f"-> {args.out}")
     return 0
 
