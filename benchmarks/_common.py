@@ -93,9 +93,26 @@ def _loadavg() -> list[float] | None:
         return None
 
 
-def machine_info(command: str | None = None, packages: tuple[str, ...] = ("triton", "numpy")) -> dict:
-    """Machine, CPU, Python/torch (and CUDA, GPU) versions, the versions of ``packages``, UTC date and
-    the command line."""
+# Recorded in every result: the CPU and these versions decide the last bits of a float result, and
+# so where training goes (the same commit gave another pipeline F1 on another CPU, README).
+RECORDED_PACKAGES = ("numpy", "triton", "transformers", "tokenizers", "deepspeed", "ray", "webdataset",
+                     "safetensors")
+
+
+def installed_version(name: str) -> str | None:
+    """The installed distribution's version, read from its metadata (importing ray or deepspeed
+    costs seconds and logs), or None when it is not installed."""
+    from importlib import metadata
+
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def machine_info(command: str | None = None, packages: tuple[str, ...] = ()) -> dict:
+    """Machine, CPU, Python/torch (and CUDA, GPU) versions, the versions of ``RECORDED_PACKAGES`` and
+    of ``packages``, UTC date and the command line."""
     info = {
         "machine": platform.node(),
         "platform": platform.platform(),
@@ -120,11 +137,8 @@ def machine_info(command: str | None = None, packages: tuple[str, ...] = ("trito
             info["gpu_count"] = torch.cuda.device_count()
     except ImportError:  # pragma: no cover
         info["torch"] = None
-    for name in packages:
-        try:
-            info[name] = __import__(name).__version__
-        except Exception:
-            info[name] = None
+    for name in dict.fromkeys(RECORDED_PACKAGES + tuple(packages)):
+        info[name] = installed_version(name)
     return info
 
 

@@ -492,3 +492,16 @@ def test_priors_rank_what_train_json_labels_above_what_it_never_does():
         scores = prior(test)
         others = [scores[h, t] for h, t in priors.ordered_pairs(test) if (h, t) != (0, 1)]
         assert scores.shape == (3, 3) and scores[0, 1] > max(others)
+
+
+def test_machine_info_records_the_versions_that_decide_float_results():
+    import transformers
+    from _common import machine_info
+
+    info = machine_info(command="x", packages=("pyyaml",))
+    assert info["transformers"] == transformers.__version__
+    assert {"deepspeed", "ray", "webdataset", "tokenizers", "numpy"} <= {k for k, v in info.items() if v}
+    assert info["pyyaml"] is not None and info["command"] == "x"
+    from _common import installed_version
+
+    assert installed_version("no-such-distribution-here") is None
