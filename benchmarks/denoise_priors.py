@@ -66,9 +66,12 @@ def pair_features(doc: dict, h: int, t: int) -> list[str]:
             f"tail_first={bucket(min(tail_sents), FIRST_SENTENCE_EDGES)}"]
 
 
-def ordered_pairs(doc: dict):
-    n = len(doc["vertexSet"])
-    return [(h, t) for h in range(n) for t in range(n) if h != t]
+def ordered_pairs(doc: dict) -> list[tuple[int, int]]:
+    """Every ordered pair (h != t), in the order fine-tuning and scoring enumerate them."""
+    from dsdocre.data.examples import all_ordered_pairs
+
+    heads, tails = all_ordered_pairs(len(doc["vertexSet"]))
+    return list(zip(heads.tolist(), tails.tolist()))
 
 
 def gold_pairs(doc: dict) -> set:
@@ -103,25 +106,25 @@ def structure_prior(train: list[dict]):
     import numpy as np
     import torch
 
-    names = sorted({f for doc in train for h, t in ordered_pairs(doc) for f in pair_features(doc, h, t)})
+    def features(doc: dict) -> tuple[list, list]:
+        pairs = ordered_pairs(doc)
+        return pairs, [pair_features(doc, h, t) for h, t in pairs]
+
+    train_features = [features(doc) for doc in train]
+    names = sorted({f for _, per_pair in train_features for fs in per_pair for f in fs})
     index = {name: i for i, name in enumerate(names)}
 
-    def design(doc: dict):
-        pairs = ordered_pairs(doc)
-        x = torch.zeros(len(pairs), len(names))
-        for row, (h, t) in enumerate(pairs):
-            for f in pair_features(doc, h, t):
+    def design(per_pair: list) -> "torch.Tensor":
+        x = torch.zeros(len(per_pair), len(names))
+        for row, fs in enumerate(per_pair):
+            for f in fs:
                 if f in index:  # a feature value train.json never shows adds nothing
                     x[row, index[f]] = 1.0
-        return pairs, x
+        return x
 
-    xs, ys = [], []
-    for doc in train:
-        pairs, x = design(doc)
-        labelled = gold_pairs(doc)
-        xs.append(x)
-        ys.append(torch.tensor([float(p in labelled) for p in pairs]))
-    x, y = torch.cat(xs), torch.cat(ys)
+    x = torch.cat([design(per_pair) for _, per_pair in train_features])
+    y = torch.cat([torch.tensor([float(p in labelled) for p in pairs])
+                   for labelled, (pairs, _) in zip(map(gold_pairs, train), train_features)])
     weight = torch.zeros(len(names), requires_grad=True)
     bias = torch.zeros(1, requires_grad=True)
     optimizer = torch.optim.LBFGS([weight, bias], max_iter=200)
@@ -136,11 +139,11 @@ def structure_prior(train: list[dict]):
     optimizer.step(closure)
 
     def prior(doc: dict):
-        pairs, x = design(doc)
+        pairs, per_pair = features(doc)
         n = len(doc["vertexSet"])
         out = np.zeros((n, n))
         with torch.no_grad():
-            logits = (x @ weight + bias).numpy()
+            logits = (design(per_pair) @ weight + bias).numpy()
         for (h, t), value in zip(pairs, logits):
             out[h, t] = value
         return out
@@ -148,15 +151,13 @@ def structure_prior(train: list[dict]):
     return prior
 
 
-def valid_scores(rank_dir: Path, valid_path: Path) -> tuple[list, list]:
-    """(documents, the rank model's [N, N] scores of each) for the gold documents of ``valid_path``."""
-    from dsdocre.data.documents import load_gold_documents
+def rank_scores(rank_dir: Path, docs: list) -> list:
+    """The rank model's [N, N] scores of every ordered pair of each document, with its own tokenizer."""
     from dsdocre.model import RankModel
     from dsdocre.model.rank import score_documents
 
     model, _ = RankModel.from_pretrained(rank_dir)
-    docs = load_gold_documents(valid_path)
-    return docs, score_documents(model, [model.tokenizer.encode(d) for d in docs])
+    return score_documents(model, [model.tokenizer.encode(d) for d in docs])
 
 
 def main() -> int:
@@ -180,8 +181,11 @@ def main() -> int:
         run = dsdocre_step(args.work, "rank", ["denoise", "train", "--config", CONFIG, "--output-dir",
                                                args.work / "rank"], "model")
         rank = run / "model"
+    from dsdocre.data.documents import load_gold_documents
+
     train = json.loads((data / "train.json").read_text())
-    docs, scores = valid_scores(rank, data / "valid.json")
+    docs = load_gold_documents(data / "valid.json")
+    scores = rank_scores(rank, docs)
     raw_valid = [d.to_json() for d in docs]
     meta = json.loads((rank / "dsdocre_model.json").read_text())
 
@@ -204,7 +208,7 @@ def main() -> int:
     rows["type_pair"]["alone"] = recall(priors["type_pair"])
     ensemble = None
     if args.ensemble:
-        others = [valid_scores(path, data / "valid.json")[1] for path in args.ensemble]
+        others = [rank_scores(path, docs) for path in args.ensemble]
         mean = recall([sum(group) / len(group) for group in zip(scores, *others)])
         ensemble = {"models": [shown(rank)] + [shown(p) for p in args.ensemble],
                     "alone": [baseline] + [recall(s) for s in others], "mean": mean,

@@ -61,7 +61,7 @@ def main() -> int:
              for t in valid["after"]}
     for row in tasks.values():
         row["trained_over_chance"] = round(row["trained"] / row["chance"], 2)
-    result = {"machine": machine_info(packages=("deepspeed", "transformers")), "threads": threads,
+    result = {"machine": machine_info(), "threads": threads,
               "setup": {"train_documents": args.docs, "train_pairs": pairs, "heldout_documents": args.heldout_docs,
                         "heldout_pairs": heldout_pairs, "epochs": args.epochs, "steps": steps,
                         "config": "configs/pretrain.yaml", "wall_seconds": round(seconds, 1)},

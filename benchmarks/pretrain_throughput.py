@@ -106,7 +106,7 @@ def main() -> int:
     parser.add_argument("--docs", type=int, default=400)
     parser.add_argument("--out", default=str(ROOT / "benchmarks/results/pretrain_throughput.json"))
     args = parser.parse_args()
-    result = {"machine": machine_info(packages=("deepspeed", "transformers")),
+    result = {"machine": machine_info(),
               "setup": {"model": "packaged all-MiniLM-L6-v2 + MM/RD/RA heads, fp32", "global_batch_pairs": 4,
                         "steps": args.steps, "skipped_steps": args.skip, "threads_per_process": 1,
                         "peak_rss_mb": "rank 0's peak resident memory (each process holds about as much)"},
