@@ -68,7 +68,7 @@ def test_default_dev_test_sizes(tmp_path):
 
 
 def test_deterministic_for_a_seed(corpus, tmp_path):
-    synth._KB_CACHE.clear()  # rebuild the KB too
+    synth.clear_kb_cache()  # rebuild the KB too
     small_corpus(tmp_path / "again")
     for name in FILES:
         assert (corpus / name).read_bytes() == (tmp_path / "again" / name).read_bytes(), name
@@ -109,7 +109,7 @@ def test_package_layout():
     from dsdocre.synth import builder, corpus, kb, splits
 
     assert SPLITS is splits.SPLITS == ("train_annotated", "dev", "test", "train_distant")
-    assert KnowledgeBase is kb.KnowledgeBase and get_kb is kb.get_kb and synth._KB_CACHE is kb._KB_CACHE
+    assert KnowledgeBase is kb.KnowledgeBase and get_kb is kb.get_kb and synth.clear_kb_cache is kb.clear_kb_cache
     assert generate_corpus is corpus.generate_corpus and iter_documents is builder.iter_documents
     parser = argparse.ArgumentParser(prog="dsdocre synth")
     command.add_arguments(parser)
@@ -119,6 +119,19 @@ def test_package_layout():
             "or m == 'dsdocre.synth.command']; print(bad); sys.exit(bool(bad))")
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert res.returncode == 0, res.stdout + res.stderr
+
+
+def test_no_synth_module_imports_another_modules_private_name():
+    """A name one module of the package takes from another is public: a leading underscore means
+    "this module's own", and a reader renaming it must not break a sibling."""
+    import ast
+
+    private = []
+    for path in Path(synth.__file__).parent.glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("dsdocre"):
+                private += [f"{path.name}: {node.module}.{a.name}" for a in node.names if a.name.startswith("_")]
+    assert not private
 
 
 def test_documents_are_independent_of_their_range():
@@ -168,11 +181,11 @@ def test_mentions_do_not_overlap(corpus):
 
 
 def test_documents_module_validator_accepts_them(corpus):
-    from dsdocre.data import documents
+    from dsdocre.data import validation
 
     for name in DOC_FILES:
         for i, doc in enumerate(load(corpus / name)):
-            assert documents.validate_document(doc, i, name) == []
+            assert validation.validate_document(doc, i, name) == []
 
 
 def test_titles_unique_across_files(corpus):

@@ -89,8 +89,8 @@ from __future__ import annotations
 
 from dsdocre.synth.builder import iter_documents
 from dsdocre.synth.corpus import generate_corpus
-from dsdocre.synth.kb import _KB_CACHE, LINK_FACTS, KnowledgeBase, get_kb  # noqa: F401 (_KB_CACHE: tests clear it)
+from dsdocre.synth.kb import LINK_FACTS, KnowledgeBase, clear_kb_cache, get_kb
 from dsdocre.synth.splits import SPLITS
 
 __all__ = ["KnowledgeBase", "generate_corpus", "iter_documents", "add_arguments", "run", "SPLITS", "get_kb",
-           "LINK_FACTS"]
+           "clear_kb_cache", "LINK_FACTS"]

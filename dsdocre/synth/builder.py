@@ -9,8 +9,9 @@ import random
 from typing import Iterator
 
 from dsdocre.synth.kb import KnowledgeBase, get_kb
-from dsdocre.synth.splits import _SPLIT_TAG, _canonical_split
-from dsdocre.synth.templates import _C, _DISTRACT_T, _INTRO_T, _LINK_T, _NOMINAL, _W, _Template
+from dsdocre.synth.splits import SPLIT_TAG, canonical_split
+from dsdocre.synth.templates import (CHOICE, DISTRACTOR_TEMPLATES, INTRO_TEMPLATES, LINK_TEMPLATES, NOMINAL_ANAPHORS,
+                                     WORD, Template)
 
 # --------------------------------------------------------------------------------------------
 # Document generation
@@ -61,12 +62,12 @@ class _DocBuilder:
         elif poss:
             words = ["its"]
         else:
-            words = list(_NOMINAL.get(kb.kind[e], ("it",)))
+            words = list(NOMINAL_ANAPHORS.get(kb.kind[e], ("it",)))
         if first:
             words[0] = words[0].capitalize()
         return words
 
-    def render(self, tpl: _Template, bind: dict, anaphor: str | None = None, position: int | None = None,
+    def render(self, tpl: Template, bind: dict, anaphor: str | None = None, position: int | None = None,
                needs_prev: bool = False) -> int:
         """Write one sentence; returns its internal id."""
         kb, rng = self.kb, self.rng
@@ -82,9 +83,9 @@ class _DocBuilder:
 
         for op in tpl.ops:
             code = op[0]
-            if code == _W:
+            if code == WORD:
                 toks.append(op[1])
-            elif code == _C:
+            elif code == CHOICE:
                 toks.extend(rng.choice(op[1]))
             else:
                 slot, form = op[1], op[2]
@@ -144,7 +145,7 @@ class _DocBuilder:
         return sid
 
     # -- stating links ------------------------------------------------------------------------
-    def _bind(self, tpl: _Template, fixed: dict) -> tuple[dict, list[int]] | None:
+    def _bind(self, tpl: Template, fixed: dict) -> tuple[dict, list[int]] | None:
         kb, rng = self.kb, self.rng
         bind = dict(fixed)
         lids: list[int] = []
@@ -192,7 +193,7 @@ class _DocBuilder:
         kb, rng = self.kb, self.rng
         kind, a, b = kb.links[lid]
         slot = "a" if focus == a else "b" if focus == b else None
-        usable = [t for t in _LINK_T[kind] if t.list_slot is None or (allow_list and t.list_slot != slot)]
+        usable = [t for t in LINK_TEMPLATES[kind] if t.list_slot is None or (allow_list and t.list_slot != slot)]
         want = slot is not None and rng.random() < p_anaphor and self._can_refer(focus, hop)
         if want:
             ana = [t for t in usable if slot in t.anaphor_slots]
@@ -222,7 +223,7 @@ class _DocBuilder:
         if not hop:
             return True
         # nominal anaphor: the entity is in the previous sentence, alone of its kind there
-        if not self.seq or self.last_explicit[e] != self.seq[-1] or self.kb.kind[e] not in _NOMINAL:
+        if not self.seq or self.last_explicit[e] != self.seq[-1] or self.kb.kind[e] not in NOMINAL_ANAPHORS:
             return False
         kinds = [self.kb.kind[x] for x in self.sent_entities[self.seq[-1]]]
         return kinds.count(self.kb.kind[e]) == 1
@@ -246,12 +247,12 @@ class _DocBuilder:
                    avoid_related: bool = True) -> bool:
         """A sentence mentioning ``x`` (and maybe new, unrelated entities) that states nothing."""
         kb, rng = self.kb, self.rng
-        key = kb.kind[x] if kb.kind[x] in _DISTRACT_T else kb.etype[x]
+        key = kb.kind[x] if kb.kind[x] in DISTRACTOR_TEMPLATES else kb.etype[x]
         if key == "TIME" and " " in kb.names[x]:
             key = "date"
-        if key not in _DISTRACT_T:
+        if key not in DISTRACTOR_TEMPLATES:
             return False
-        cands = [t for t in _DISTRACT_T[key] if not (alone and t.extra)]
+        cands = [t for t in DISTRACTOR_TEMPLATES[key] if not (alone and t.extra)]
         if not cands:
             return False
         tpl = rng.choice(cands)
@@ -291,7 +292,7 @@ class _DocBuilder:
         kb, rng = self.kb, self.rng
         self.topic = topic
         # opening sentence
-        intros = _INTRO_T.get(kb.kind[topic], [])
+        intros = INTRO_TEMPLATES.get(kb.kind[topic], [])
         done = False
         for i in rng.sample(range(len(intros)), len(intros)):
             got = self._bind(intros[i], {"a": topic})
@@ -302,7 +303,7 @@ class _DocBuilder:
                 done = True
                 break
         if not done:
-            self.render(_Template("{a} is a {a:noun} ."), {"a": topic})
+            self.render(Template("{a} is a {a:noun} ."), {"a": topic})
         # facts about the topic, with second hops
         n_topic = rng.randint(2, 5)
         n_dis = rng.randint(1, 2)
@@ -509,7 +510,7 @@ def _make_document(kb: KnowledgeBase, split: str, seed: int, index: int, noise_r
     distant = split == "train_distant"
     if distant:
         b.control_noise(noise_rate)
-    title = f"{kb.names[topic]} ({' '.join(kb.noun[topic])}) [{_SPLIT_TAG[split]}-{index}]"
+    title = f"{kb.names[topic]} ({' '.join(kb.noun[topic])}) [{SPLIT_TAG[split]}-{index}]"
     return b.finish(title, distant)
 
 def iter_documents(kind: str, seed: int, count: int, *, start: int = 0, noise_rate: float = 0.6,
@@ -522,7 +523,7 @@ def iter_documents(kind: str, seed: int, count: int, *, start: int = 0, noise_ra
     set, whose labels carry none) and ``meta["sent_sets"][i]`` is the set of sentences mentioning
     entity ``i``.
     Document ``i`` depends only on ``(seed, kind, i)``: any range can be generated independently."""
-    split = _canonical_split(kind)
+    split = canonical_split(kind)
     kb = kb if kb is not None else get_kb(seed)
     for i in range(start, start + count):
         doc, meta = _make_document(kb, split, seed, i, noise_rate)

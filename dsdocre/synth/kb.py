@@ -492,3 +492,9 @@ def get_kb(seed: int, scale: float = 1.0) -> KnowledgeBase:
             _KB_CACHE.clear()
         kb = _KB_CACHE[key] = KnowledgeBase(seed, scale)
     return kb
+
+
+def clear_kb_cache() -> None:
+    """Forget the cached KBs: the next :func:`get_kb` builds its KB again (a test of determinism
+    wants the KB rebuilt, not reused)."""
+    _KB_CACHE.clear()

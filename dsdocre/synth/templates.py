@@ -1,5 +1,5 @@
 """Sentence patterns of the synthetic corpus (per link kind, opening sentences per topic kind,
-distractors, nominal anaphors) and their compilation into :class:`_Template` op lists."""
+distractors, nominal anaphors) and their compilation into :class:`Template` op lists."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from dsdocre.synth.kb import LINK_FACTS
 # {a's} / {a!'s} possessive; {b:adj} the demonym; {a:noun} a descriptor ("actor", "drama film");
 # {a:is} is/was, {a:has} has/had, {a:he}, {a:his} pronouns, {b:child} son/daughter,
 # {b:spouse} husband/wife; {b*} a list of entities ("X , Y and Z"). [x|y z|] picks one option.
-_LINK_TEMPLATES: dict[str, list[str]] = {
+_LINK_TEXTS: dict[str, list[str]] = {
     "capital_country": [
         "{a!} is the capital [and largest city|] of {b} .",
         "{b!'s} capital [city|] is {a} .",
@@ -197,10 +197,10 @@ _LINK_TEMPLATES: dict[str, list[str]] = {
         "{b!} issued {a} .",
     ],
 }
-_LINK_TEMPLATES["mother"] = _LINK_TEMPLATES["father"]
+_LINK_TEXTS["mother"] = _LINK_TEXTS["father"]
 
 # Opening sentences per topic kind: (pattern, [(link kind, head slot, tail slot), ...]).
-_INTRO_TEMPLATES: dict[str, list[tuple[str, list[tuple[str, str, str]]]]] = {
+_INTRO_TEXTS: dict[str, list[tuple[str, list[tuple[str, str, str]]]]] = {
     "person": [
         ("{a} ( born {b} in {c} ) {a:is} a {d:adj} {a:noun} .",
          [("birth_date", "a", "b"), ("birth_place", "a", "c"), ("citizenship", "a", "d")]),
@@ -268,11 +268,11 @@ _INTRO_TEMPLATES: dict[str, list[tuple[str, list[tuple[str, str, str]]]]] = {
     ],
 }
 for _k in ("publisher", "label"):
-    _INTRO_TEMPLATES[_k] = _INTRO_TEMPLATES["company"]
+    _INTRO_TEXTS[_k] = _INTRO_TEXTS["company"]
 
 # Distractor sentences: no relation stated. Extra slots name the kind of entity they need
 # ("city", "TIME:year", "NUM", "person", "country", "work"); slot x holds the given entity.
-_DISTRACTORS: dict[str, list[str]] = {
+_DISTRACTOR_TEXTS: dict[str, list[str]] = {
     "PER": [
         "{x} later [commented on|spoke about] the [decision|project|controversy] .",
         "{x} attended a [ceremony|conference|reception] in {y:city} .",
@@ -315,7 +315,7 @@ _DISTRACTORS: dict[str, list[str]] = {
 }
 
 # Nominal anaphors (not mentions) that refer back to an entity of a kind.
-_NOMINAL = {
+NOMINAL_ANAPHORS = {
     "city": ("the", "city"), "region": ("the", "province"), "country": ("the", "country"),
     "company": ("the", "company"), "publisher": ("the", "publisher"), "label": ("the", "label"),
     "university": ("the", "university"), "party": ("the", "party"), "team": ("the", "club"),
@@ -325,12 +325,12 @@ _NOMINAL = {
 # --------------------------------------------------------------------------------------------
 # Template compilation
 # --------------------------------------------------------------------------------------------
-_W, _C, _S = 0, 1, 2  # op codes: word, choice, slot
+WORD, CHOICE, SLOT = 0, 1, 2  # op codes: word, choice, slot
 _TOKEN_RE = re.compile(r"\[[^\]]*\]|\{[^}]*\}|\S+")
 _FORM_RE = re.compile(r"^([a-z])(!?)('s|\*|:[a-z]+)?$")
 
 
-class _Template:
+class Template:
     __slots__ = ("ops", "links", "anaphor_slots", "list_slot", "extra")
 
     def __init__(self, text: str, links=(), extra=None):
@@ -339,12 +339,12 @@ class _Template:
         self.list_slot: str | None = None
         for tok in _TOKEN_RE.findall(text):
             if tok[0] == "[":
-                self.ops.append((_C, tuple(tuple(alt.split()) for alt in tok[1:-1].split("|"))))
+                self.ops.append((CHOICE, tuple(tuple(alt.split()) for alt in tok[1:-1].split("|"))))
             elif tok[0] == "{":
                 body = tok[1:-1]
                 if ":" in body and body.split(":")[1] in ("city", "person", "country", "year", "num", "work"):
                     slot, need = body.split(":")  # distractor slot with a kind requirement
-                    self.ops.append((_S, slot, "m"))
+                    self.ops.append((SLOT, slot, "m"))
                     continue
                 mt = _FORM_RE.match(body)
                 if not mt:
@@ -362,22 +362,22 @@ class _Template:
                 if bang:
                     self.anaphor_slots.add(slot)
                     form += "!"
-                self.ops.append((_S, slot, form))
+                self.ops.append((SLOT, slot, form))
             else:
-                self.ops.append((_W, tok))
+                self.ops.append((WORD, tok))
         self.links = list(links)
         self.extra = extra  # distractors: slot -> required kind
 
 
 def _compile_all():
-    link_t = {kind: [_Template(t, [(kind, "a", "b")]) for t in texts] for kind, texts in _LINK_TEMPLATES.items()}
-    intro_t = {kind: [_Template(t, links) for t, links in items] for kind, items in _INTRO_TEMPLATES.items()}
+    link_t = {kind: [Template(t, [(kind, "a", "b")]) for t in texts] for kind, texts in _LINK_TEXTS.items()}
+    intro_t = {kind: [Template(t, links) for t, links in items] for kind, items in _INTRO_TEXTS.items()}
     distract = {}
-    for kind, texts in _DISTRACTORS.items():
+    for kind, texts in _DISTRACTOR_TEXTS.items():
         out = []
         for t in texts:
             extra = dict(re.findall(r"\{([a-z]):([a-z]+)\}", t))
-            out.append(_Template(t, (), extra))
+            out.append(Template(t, (), extra))
         distract[kind] = out
     missing = set(LINK_FACTS) - set(link_t)
     if missing:
@@ -385,4 +385,4 @@ def _compile_all():
     return link_t, intro_t, distract
 
 
-_LINK_T, _INTRO_T, _DISTRACT_T = _compile_all()
+LINK_TEMPLATES, INTRO_TEMPLATES, DISTRACTOR_TEMPLATES = _compile_all()
