@@ -99,9 +99,9 @@ SUBMISSION_KEYS = ("title", "h_idx", "t_idx", "r")
 def write_submission(predictions: list[dict], path: str | Path) -> Path:
     """Write predictions in DocRED's official submission format (atomically: a crash never leaves
     a truncated file under the final name)."""
+    from dsdocre.fsio import write_text_atomic
+
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps([{k: p[k] for k in SUBMISSION_KEYS} for p in predictions]))
-    tmp.replace(path)
-    return path
+    return write_text_atomic(path, json.dumps([{k: p[k] for k in SUBMISSION_KEYS} for p in predictions]),
+                             what_stands="the submission file there before, if any, stands")

@@ -28,16 +28,17 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
-import uuid
 from pathlib import Path
 
+from dsdocre import fsio
 from dsdocre.data import manifest as mf
 from dsdocre.data.scored import FORMAT, FORMAT_VERSION
 from dsdocre.errors import UserError
 from sharding.shard import fault_point
 
 PROGRESS_DIR = ".progress"
+# Said when the disk fills while a scored shard, a progress record or the manifest is written.
+_SCORED_STAND = "the shards scored so far stand (a re-run keeps them and scores the rest)"
 
 
 def model_id(model_dir: str | Path) -> str:
@@ -99,9 +100,9 @@ class ShardScorer:
         scores = score_documents(self.model, [e for _, _, e in samples], self.batch_size, self.device)
 
         out_name = scored_name(name)
-        tmp = self.out / f"{out_name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         pairs_scored = pairs_kept = 0
-        try:
+        # Under a temporary name unique to this attempt, fsync'ed, renamed: complete, or not there at all.
+        with fsio.atomic_path(self.out / out_name, what_stands=_SCORED_STAND) as tmp:
             with open(tmp, "wb") as f, wds.TarWriter(f, encoder=False, mtime=0, user="dsdocre", group="dsdocre") as sink:
                 for (key, doc, encoded), s in zip(samples, scores):
                     kept = top_pairs(s, self.keep)
@@ -115,14 +116,11 @@ class ShardScorer:
                     sink.write({"__key__": key, "kept.json": json.dumps(record, separators=(",", ":")).encode()})
                 f.flush()
                 fault_point(Path(out_name).stem)  # tests only: hold here, half-written, when asked to
-            os.replace(tmp, self.out / out_name)  # complete, or not there at all
-        finally:
-            if tmp.exists():
-                tmp.unlink()
         result = {"name": out_name, "source": name, "source_sha256": source_sha256, "docs": len(samples),
                   "bytes": (self.out / out_name).stat().st_size, "sha256": mf.sha256_file(self.out / out_name),
                   "pairs_scored": pairs_scored, "pairs_kept": pairs_kept, "rejected": rejected, **self.job}
-        mf.write_json_atomic(self.out / PROGRESS_DIR / f"{Path(out_name).stem}.json", result, indent=None)
+        fsio.write_json_atomic(self.out / PROGRESS_DIR / f"{Path(out_name).stem}.json", result, indent=None,
+                               what_stands=_SCORED_STAND)
         return result
 
 
@@ -222,10 +220,9 @@ def _finish(out: Path, shard_dir: Path, source: dict, done: dict, job: dict, mod
         shards.append({k: record[k] for k in ("name", "source", "docs", "bytes", "sha256", "pairs_scored",
                                              "pairs_kept")})
         rejected.extend(record["rejected"])
-    with open(mf.tmp_path(out / mf.REJECTED), "w") as f:
+    with fsio.atomic_open(out / mf.REJECTED, "w", what_stands=_SCORED_STAND) as f:
         for r in rejected:
             f.write(json.dumps(r) + "\n")
-    os.replace(mf.tmp_path(out / mf.REJECTED), out / mf.REJECTED)
     counts = {"input": source["counts"]["sharded"], "scored": sum(s["docs"] for s in shards), "rejected": len(rejected)}
     if counts["input"] != counts["scored"] + counts["rejected"]:
         raise RuntimeError(f"accounting error: input {counts['input']} != scored {counts['scored']} + "
@@ -236,5 +233,5 @@ def _finish(out: Path, shard_dir: Path, source: dict, done: dict, job: dict, mod
                 "pairs_scored": sum(s["pairs_scored"] for s in shards),
                 "pairs_kept": sum(s["pairs_kept"] for s in shards),
                 "rejected_file": mf.REJECTED, "shards": shards}
-    mf.write_json_atomic(out / mf.MANIFEST, manifest)
+    fsio.write_json_atomic(out / mf.MANIFEST, manifest, indent=1, what_stands=_SCORED_STAND)
     return manifest

@@ -32,6 +32,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Iterable, Iterator
 
+from dsdocre import fsio
 from dsdocre.errors import UserError
 from sharding.entities import entity_kb_id, entity_names, normalize_name
 
@@ -235,7 +236,7 @@ def run(args: argparse.Namespace) -> int:
         else:
             kb = KnowledgeBase.from_annotated(args.kb_from)
             if args.save_kb:
-                Path(args.save_kb).write_text(json.dumps(kb.to_json()))
+                fsio.write_text_atomic(args.save_kb, json.dumps(kb.to_json()))
         print(f"KB: {kb.num_entities} entities, {len(kb.by_alias)} aliases, {kb.num_triples} triples",
               file=sys.stderr)
         stats = distant_label(kb, args.input, args.out)
@@ -243,5 +244,5 @@ def run(args: argparse.Namespace) -> int:
         print(f"dsdocre distant-label: {err}", file=sys.stderr)
         return 1
     if args.stats:
-        Path(args.stats).write_text(json.dumps(stats, indent=1) + "\n")
+        fsio.write_json_atomic(args.stats, stats, indent=1)
     return 0

@@ -33,18 +33,18 @@ and runs only the rest: the pair shards that are missing, the reducers they need
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import json
-import os
 import random
 import shutil
 import sys
 import time
-import uuid
 import zlib
 from collections import defaultdict
 from pathlib import Path
 
+from dsdocre import fsio
 from dsdocre.errors import UserError
 from dsdocre.data import manifest as mf
 from sharding.entities import entity_key
@@ -55,6 +55,8 @@ FACTS_PATTERN = "facts-{:05d}.jsonl"
 PAIRS_PATTERN = "pairs-{:06d}.tar"
 WORK_DIR = ".work"  # the partitioned outputs of the map and fact-reduce tasks (deleted at the end)
 PROGRESS_DIR = ".progress"  # one record per finished task: what a re-run may keep
+# Said when the disk fills while an output, a work file, a progress record or the manifest is written.
+_JOIN_STANDS = "the outputs finished so far stand (a re-run keeps them and writes the rest)"
 REDUCE_PATTERN = "reduce-{:05d}.jsonl"
 
 
@@ -86,17 +88,19 @@ def document_facts(doc: dict) -> dict[tuple[str, str], tuple[int, int, list[str]
 # --------------------------------------------------------------------------------------------
 # Files: written under a unique temporary name and renamed; partitioned work files
 # --------------------------------------------------------------------------------------------
-def _tmp(path: Path) -> Path:
-    """Unique per attempt: a retried task (or one still running on a node taken for dead) never
-    writes into another attempt's file."""
-    return path.with_name(f"{path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
-
-
-def _finish_file(tmp: Path, path: Path, point: str) -> dict:
-    """Rename the complete ``tmp`` into place; its manifest entry {bytes, sha256}."""
-    fault_point(point)  # tests only: hold the task here, before its output is in place, when asked to
-    os.replace(tmp, path)  # complete, or not there at all
+def _entry(path: Path) -> dict:
+    """The manifest entry {bytes, sha256} of a file put in place by :func:`_atomic`."""
     return {"bytes": path.stat().st_size, "sha256": mf.sha256_file(path)}
+
+
+@contextlib.contextmanager
+def _atomic(path: Path, point: str):
+    """A temporary path unique to this attempt (a retried task, or one still running on a node
+    taken for dead, never writes into another attempt's file), fsync'ed and renamed into place
+    when the block ends: complete, or not there at all."""
+    with fsio.atomic_path(path, what_stands=_JOIN_STANDS) as tmp:
+        yield tmp
+        fault_point(point)  # tests only: hold the task here, before its output is in place, when asked to
 
 
 def _write_partitions(out: Path, name: str, parts: list[list], point: str) -> dict:
@@ -104,18 +108,14 @@ def _write_partitions(out: Path, name: str, parts: list[list], point: str) -> di
     [offsets[p], offsets[p+1]); its entry {name, bytes, sha256, offsets}."""
     path = out / WORK_DIR / name
     path.parent.mkdir(exist_ok=True)
-    tmp = _tmp(path)
     offsets = [0]
-    try:
+    with _atomic(path, point) as tmp:
         with open(tmp, "wb") as f:
             for items in parts:
                 for item in items:
                     f.write(json.dumps(item, ensure_ascii=False, separators=(",", ":")).encode() + b"\n")
                 offsets.append(f.tell())
-        written = _finish_file(tmp, path, point)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return {"name": f"{WORK_DIR}/{name}", **written, "offsets": offsets}
+    return {"name": f"{WORK_DIR}/{name}", **_entry(path), "offsets": offsets}
 
 
 def _read_partition(out: Path, entry: dict, part: int) -> list:
@@ -132,7 +132,7 @@ def _progress_path(out: Path, stem: str) -> Path:
 def _save_record(out: Path, stem: str, record: dict) -> dict:
     path = _progress_path(out, stem)
     path.parent.mkdir(exist_ok=True)
-    mf.write_json_atomic(path, record, indent=None)
+    fsio.write_json_atomic(path, record, indent=None, what_stands=_JOIN_STANDS)
     return record
 
 
@@ -197,8 +197,7 @@ def reduce_facts(part: int, out_dir: str, max_pairs_per_fact: int, seed: int, pa
     pair_parts: list[list] = [[] for _ in range(partitions)]
     stats = {"facts": len(groups), "shared_facts": 0, "capped_facts": 0, "fact_pairs": 0}
     path = out / FACTS_PATTERN.format(part)
-    tmp = _tmp(path)
-    try:
+    with _atomic(path, path.stem) as tmp:
         with open(tmp, "w") as f:
             for fact in sorted(groups):
                 docs = sorted(groups[fact])
@@ -219,9 +218,7 @@ def reduce_facts(part: int, out_dir: str, max_pairs_per_fact: int, seed: int, pa
                         [a[0], b[0], a[1], b[1], a[2], b[2],
                          {"head": fact[0], "tail": fact[1], "a": [a[3], a[4]], "b": [b[3], b[4]],
                           "relations_a": a[5], "relations_b": b[5]}])
-        facts_file = {"name": path.name, "facts": len(groups), **_finish_file(tmp, path, path.stem)}
-    finally:
-        tmp.unlink(missing_ok=True)
+    facts_file = {"name": path.name, "facts": len(groups), **_entry(path)}
     pairs_file = _write_partitions(out, REDUCE_PATTERN.format(part), pair_parts, f"reduce-{part:05d}")
     return _save_record(out, path.stem, {**key, "facts_file": facts_file, "pairs_file": pairs_file, "stats": stats})
 
@@ -239,8 +236,7 @@ def write_pairs(part: int, out_dir: str, key: dict, *reduce_records: dict) -> di
                                               "b": {"key": kb, "shard": sb, "title": tb}, "shared_facts": []})
             rec["shared_facts"].append(fact)
     path = out / PAIRS_PATTERN.format(part)
-    tmp = _tmp(path)
-    try:
+    with _atomic(path, path.stem) as tmp:
         with open(tmp, "wb") as f, wds.TarWriter(f, encoder=False, mtime=0, user="dsdocre", group="dsdocre") as sink:
             for ka, kb in sorted(pairs):
                 rec = pairs[(ka, kb)]
@@ -249,9 +245,7 @@ def write_pairs(part: int, out_dir: str, key: dict, *reduce_records: dict) -> di
                 shared |= {(x["tail"], x["a"][1], x["b"][1]) for x in rec["shared_facts"]}
                 rec["shared_entities"] = [list(s) for s in sorted(shared)]
                 sink.write({"__key__": f"{ka}_{kb}", "pair.json": json.dumps(rec, ensure_ascii=False).encode()})
-        entry = _finish_file(tmp, path, path.stem)
-    finally:
-        tmp.unlink(missing_ok=True)
+    entry = _entry(path)
     return _save_record(out, path.stem, {**key, "name": path.name, "pairs": len(pairs), **entry})
 
 
@@ -400,7 +394,7 @@ def fact_join(shard_dir: str | Path, out_dir: str | Path, *, max_pairs_per_fact:
     for folder in (out, out / PROGRESS_DIR):  # what workers that died mid-write left (their task was re-run)
         for stale in folder.glob("*.tmp-*"):
             stale.unlink()
-    mf.write_json_atomic(out / mf.MANIFEST, manifest)
+    fsio.write_json_atomic(out / mf.MANIFEST, manifest, indent=1, what_stands=_JOIN_STANDS)
     if log is not None:
         kept = len(maps_kept) + len(reduces_kept) + len(pairs_kept)
         log(f"{counts['documents']} documents, {counts['facts']} distinct facts, {counts['shared_facts']} shared "

@@ -29,17 +29,19 @@ import os
 import resource
 import sys
 import time
-import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Iterator
 
+from dsdocre import fsio
 from dsdocre.errors import UserError
 from dsdocre.data import manifest as mf
 from sharding.corpus import iter_document_bytes
 
 SHARD_PATTERN = "shard-{:06d}.tar"
 PROGRESS_DIR = ".progress"
+# Said when the disk fills while a shard, a progress record or the manifest is written.
+_SHARDS_STAND = "the shards finished so far stand (a re-run keeps them and writes the rest)"
 DEFAULT_DOCS_PER_SHARD = 1000
 
 
@@ -160,10 +162,10 @@ def write_shard(out_dir: str, shard_index: int, chunk: list[tuple[int, int, byte
     fingerprint = tokenizer.fingerprint()
     out = Path(out_dir)
     name = SHARD_PATTERN.format(shard_index)
-    tmp = out / f"{name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     rejected: list[dict] = []
     docs = 0
-    try:
+    # Under a temporary name unique to this attempt, fsync'ed, renamed: complete, or not there at all.
+    with fsio.atomic_path(out / name, what_stands=_SHARDS_STAND) as tmp:
         with open(tmp, "wb") as f, wds.TarWriter(f, encoder=False, mtime=0, user="dsdocre",
                                                  group="dsdocre") as sink:
             for file_index, position, raw in chunk:
@@ -179,17 +181,13 @@ def write_shard(out_dir: str, shard_index: int, chunk: list[tuple[int, int, byte
                 docs += 1
             f.flush()
             fault_point(Path(name).stem)  # tests only: hold here, half-written, when asked to
-        os.replace(tmp, out / name)  # complete, or not there at all
-    finally:
-        if tmp.exists():
-            tmp.unlink()
     record = {"name": name, "docs": docs, "bytes": (out / name).stat().st_size,
               "sha256": mf.sha256_file(out / name), "input_documents": len(chunk),
               "input_sha256": input_sha256, "tokenizer_fingerprint": fingerprint,
               "format_version": mf.FORMAT_VERSION, "rejected": rejected}
     progress = _progress_path(out, name)
     progress.parent.mkdir(exist_ok=True)
-    mf.write_json_atomic(progress, record, indent=None)
+    fsio.write_json_atomic(progress, record, indent=None, what_stands=_SHARDS_STAND)
     # Peak memory of this worker process so far (KiB on Linux): the benchmark reports it.
     record["stats"] = {"pid": os.getpid(), "max_rss_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}
     return record
@@ -415,9 +413,8 @@ def _finish(out: Path, paths, sizes, counts, records: dict[int, dict], fingerpri
     for stale in [*out.glob("*.tmp-*"), *(out / PROGRESS_DIR).glob("*.tmp-*")]:  # a dead worker's (its task was re-run)
         stale.unlink()
 
-    tmp = mf.tmp_path(out / mf.REJECTED)
     n_rejected = 0
-    with open(tmp, "w") as f:
+    with fsio.atomic_open(out / mf.REJECTED, "w", what_stands=_SHARDS_STAND) as f:
         for rec in ordered:
             if not rec["rejected"]:
                 continue
@@ -425,7 +422,6 @@ def _finish(out: Path, paths, sizes, counts, records: dict[int, dict], fingerpri
             for rej in progress["rejected"]:
                 f.write(json.dumps(rej) + "\n")
                 n_rejected += 1
-    os.replace(tmp, out / mf.REJECTED)
 
     n_input = sum(counts)
     n_sharded = sum(r["docs"] for r in ordered)
@@ -442,7 +438,7 @@ def _finish(out: Path, paths, sizes, counts, records: dict[int, dict], fingerpri
         "rejected_file": mf.REJECTED,
         "shards": [{k: r[k] for k in ("name", "docs", "bytes", "sha256")} for r in ordered],
     }
-    mf.write_json_atomic(out / mf.MANIFEST, manifest)
+    fsio.write_json_atomic(out / mf.MANIFEST, manifest, indent=1, what_stands=_SHARDS_STAND)
     return manifest
 
 

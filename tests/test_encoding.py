@@ -131,7 +131,7 @@ def test_save_and_load_pretrained(tmp_path, tokenizer, encoder_dir):
     plain_weights = plain.state_dict()
     for name, weight in model.encoder.model.state_dict().items():
         assert torch.equal(plain_weights[name], weight), name
-    assert not (tmp_path / "m.tmp").exists()
+    assert not list(tmp_path.glob("m.tmp*"))
 
 
 # ---- markers nest whatever the entity indices ----------------------------------------------------

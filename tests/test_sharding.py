@@ -200,6 +200,38 @@ def test_rerun_skips_verified_shards_and_redoes_the_rest(corpus, local_run, tmp_
     assert (redo.written, redo.skipped) == (1, n - 1)
 
 
+def test_a_full_disk_stops_sharding_with_one_line_and_keeps_the_finished_shards(corpus, local_run, tmp_path,
+                                                                              monkeypatch):
+    """The disk fills while shard 3 is written (at its fsync, as NFS reports it): one line naming
+    the shard and the space, no temporary file left, the finished shards kept by the re-run."""
+    import errno
+
+    from dsdocre import fsio
+    from dsdocre.errors import UserError
+
+    out = tmp_path / "shards"
+    real_fsync_file = fsio.fsync_file
+
+    def fsync_file(path):
+        if Path(path).name.startswith("shard-000003.tar"):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        real_fsync_file(path)
+
+    monkeypatch.setattr(fsio, "fsync_file", fsync_file)
+    with pytest.raises(UserError) as caught:
+        shard_corpus(corpus["inputs"], out, docs_per_shard=4, workers=0, progress=False, log=None)
+    message = str(caught.value)
+    assert "\n" not in message
+    assert re.match(rf"{re.escape(str(out / 'shard-000003.tar'))}: no space left on the device; it ran out after "
+                    r"writing [\d,]+ bytes .*, [\d,]+ bytes( \([\d.]+ \w+\))? free; the shards finished so far "
+                    r"stand \(a re-run keeps them", message), message
+    assert not list(out.rglob("*.tmp-*")) and not (out / "shard-000003.tar").exists()
+    assert not (out / mf.MANIFEST).exists()
+    monkeypatch.undo()
+    again = shard_corpus(corpus["inputs"], out, docs_per_shard=4, workers=0, progress=False, log=None)
+    assert again.skipped == 3 and json.loads((out / mf.MANIFEST).read_text()) == local_run["manifest"]
+
+
 def test_corrupted_shard_is_detected_with_a_clear_error(local_run, tmp_path):
     import shutil
 

@@ -1,22 +1,23 @@
 """The shard manifest: what a shard folder holds, and the check that it is intact.
 
-``manifest.json`` is written last (atomically), so a folder with a manifest is a finished job.
-Later stages call :func:`verify` (or :func:`shard_paths`) before reading: a shard that is
-missing, truncated or altered raises :class:`ShardVerificationError` naming the shard; a manifest
-that is damaged itself (not JSON, a field missing or of the wrong type, counts that do not add
-up) raises it naming the manifest and the field.
+``manifest.json`` is written last (atomically, :func:`dsdocre.fsio.write_json_atomic`), so a
+folder with a manifest is a finished job. Later stages call :func:`verify` (or
+:func:`shard_paths`) before reading: a shard that is missing, truncated or altered raises
+:class:`ShardVerificationError` naming the shard; a manifest that is damaged itself (not JSON, a
+field missing or of the wrong type, counts that do not add up) raises it naming the manifest and
+the field.
 The formats are described in ``docs/shards.md``; the same manifest layout serves the document
 shards, the fact-join output and the denoiser's scored shards.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
 from pathlib import Path
 
+from dsdocre import fsio
 from dsdocre.errors import UserError
+from dsdocre.fsio import sha256_file  # noqa: F401 - part of this module's interface (mf.sha256_file)
 
 FORMAT = "dsdocre-shards"
 FORMAT_VERSION = 2  # 2: enc.json holds mention end positions (blanking without re-tokenizing)
@@ -41,30 +42,16 @@ _COUNTS = {
 }
 
 
-def sha256_file(path: str | Path, block: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(block):
-            h.update(chunk)
-    return h.hexdigest()
-
-
+# Compatibility names for callers not yet moved to dsdocre.fsio (dsdocre/train/checkpoint.py):
+# remove them when no module imports them from here.
 def tmp_path(path: str | Path) -> Path:
-    """Where a file is written before it is renamed into place (per process: never shared)."""
-    path = Path(path)
-    return path.with_name(f"{path.name}.tmp-{os.getpid()}")
+    """Deprecated: :func:`dsdocre.fsio.temp_path` (or better, :func:`dsdocre.fsio.atomic_path`)."""
+    return fsio.temp_path(path)
 
 
 def write_json_atomic(path: str | Path, obj, indent: int | None = 1) -> None:
-    """Write to a temporary name, then rename: readers see the old file or the new one, never half."""
-    path = Path(path)
-    tmp = tmp_path(path)
-    with open(tmp, "w") as f:
-        json.dump(obj, f, indent=indent)
-        f.write("\n")
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    """Deprecated: :func:`dsdocre.fsio.write_json_atomic` (the same bytes)."""
+    fsio.write_json_atomic(path, obj, indent=indent)
 
 
 def load(directory: str | Path, expected_format: str = FORMAT, expected_version: int = FORMAT_VERSION) -> dict:
