@@ -10,7 +10,8 @@ import argparse
 import json
 import sys
 
-from dsdocre.data.documents import duplicate_title_problem, iter_raw_documents, validate_document
+from dsdocre.data.reader import iter_raw_documents
+from dsdocre.data.validation import duplicate_title_problem, validate_document
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

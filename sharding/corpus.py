@@ -2,7 +2,7 @@
 
 The sharding driver only has to cut the input into documents; parsing, validation and
 tokenization happen in the Ray workers. So the driver does not build Python objects with
-:func:`dsdocre.data.documents.iter_raw_documents` (ijson, ~60 us/document) and re-serialize them: it
+:func:`dsdocre.data.reader.iter_raw_documents` (ijson, ~60 us/document) and re-serialize them: it
 finds each array element's exact byte span with the C JSON scanner (``raw_decode``, ~20 us per
 document), which is what lets two workers scale on two cores, and keeps every document byte for
 byte as it was in the input (the shards store those bytes).
@@ -18,7 +18,7 @@ import re
 from pathlib import Path
 from typing import Iterator
 
-from dsdocre.data.documents import _UTF8_HINT, _check_encoding
+from dsdocre.data.reader import UTF8_HINT, check_encoding
 from dsdocre.errors import UserError
 
 BLOCK_CHARS = 4 << 20  # characters decoded per read: the reader's memory bound (plus one document)
@@ -54,7 +54,7 @@ def iter_document_bytes(path: str | Path, block_chars: int = BLOCK_CHARS) -> Ite
 def _iter_array(path: Path, block_chars: int) -> Iterator[bytes]:
     with open(path, "rb") as f:
         head = f.read(4096)
-        _check_encoding(path, head)  # UTF-16/32 (a byte-order mark, or NUL bytes): refused clearly
+        check_encoding(path, head)  # UTF-16/32 (a byte-order mark, or NUL bytes): refused clearly
         bom = len(codecs.BOM_UTF8) if head.startswith(codecs.BOM_UTF8) else 0  # a UTF-8 BOM is fine
         f.seek(bom)
         scan = _Scanner(f, block_chars, start=bom)
@@ -105,7 +105,7 @@ class _Scanner:
             self.buf += self.utf8.decode(raw, final=self.eof)
         except UnicodeDecodeError as err:  # Latin-1, CP1252, bytes that are not text: name the file
             at = self.fed - pending + err.start
-            raise UserError(f"{self.f.name}: not UTF-8 text ({err.reason} at byte {at}); {_UTF8_HINT}") from None
+            raise UserError(f"{self.f.name}: not UTF-8 text ({err.reason} at byte {at}); {UTF8_HINT}") from None
         self.fed += len(raw)
         return True
 

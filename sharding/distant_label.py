@@ -109,7 +109,8 @@ class KnowledgeBase:
     @classmethod
     def from_annotated(cls, paths: Iterable[str | Path], log=print) -> "KnowledgeBase":
         """Every labelled fact of annotated documents as a triple (see the module docstring)."""
-        from dsdocre.data.documents import iter_raw_documents, validate_document
+        from dsdocre.data.reader import iter_raw_documents
+        from dsdocre.data.validation import validate_document
 
         kb = cls()
         for path in paths:
@@ -168,7 +169,9 @@ def distant_label(kb: KnowledgeBase, inputs: Iterable[str | Path], out: str | Pa
     Invalid documents are not written: they go to ``<out>.rejected.jsonl`` with the reason.
     Existing labels of the inputs are replaced. Returns the counts.
     """
-    from dsdocre.data.documents import Rejection, iter_raw_documents, validate_document, write_documents, write_rejections
+    from dsdocre.data.documents import write_documents
+    from dsdocre.data.reader import Rejection, iter_raw_documents, write_rejections
+    from dsdocre.data.validation import validate_document
     from dsdocre.relations import relation_names
 
     known = set(relation_names())

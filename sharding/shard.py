@@ -117,7 +117,9 @@ def chunk_digest(chunk: list[tuple[int, int, bytes]]) -> str:
 
 def _parse_and_check(raw: bytes, position: int, source: str, tokenizer):
     """(document dict, encoding dict, None) or (None, None, Rejection)."""
-    from dsdocre.data.documents import Document, Problem, Rejection, validate_document
+    from dsdocre.data.documents import Document
+    from dsdocre.data.reader import Rejection
+    from dsdocre.data.validation import Problem, validate_document
 
     def reject(problems):
         return None, None, Rejection.of(problems)

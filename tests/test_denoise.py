@@ -210,7 +210,7 @@ def test_rank_model_training_records_valid_recall(denoise_run):
 def test_rank_model_with_the_relation_head_trains_saves_and_scores(denoise_run, tmp_path):
     """model.relation_head adds 97 relation logits (auxiliary loss); the saved model says so, loads
     back as a rank model, and scores with output 0 alone. Sampled negatives are refused with it."""
-    from dsdocre.data.documents import load_gold_documents
+    from dsdocre.data.reader import load_gold_documents
     from dsdocre.model import RankModel
     from dsdocre.model.rank import score_documents
 

@@ -9,8 +9,9 @@ import sys
 
 import pytest
 
-from dsdocre.data.documents import (Document, iter_raw_documents, load_valid_documents, validate_document,
-                               write_documents)
+from dsdocre.data.documents import Document, write_documents
+from dsdocre.data.reader import iter_raw_documents, load_valid_documents
+from dsdocre.data.validation import validate_document
 
 
 def make_doc(title: str = "Doc") -> dict:

@@ -487,7 +487,7 @@ def _titled(title, labels):
 
 
 def test_gold_file_with_duplicated_label_is_read_whole_and_matches_official(tmp_path):
-    from dsdocre.data.documents import load_gold_documents
+    from dsdocre.data.reader import load_gold_documents
 
     r0, r1, r2, r3, r4 = _real_rels()
     gold = [
@@ -529,7 +529,7 @@ def test_gold_file_with_duplicated_label_is_read_whole_and_matches_official(tmp_
 
 
 def test_gold_file_with_out_of_range_entity_names_the_document(tmp_path):
-    from dsdocre.data.documents import load_gold_documents
+    from dsdocre.data.reader import load_gold_documents
     from dsdocre.errors import UserError
 
     r0, r1, *_ = _real_rels()
@@ -548,7 +548,7 @@ def test_gold_file_with_out_of_range_entity_names_the_document(tmp_path):
 
 
 def test_gold_file_of_only_the_duplicated_label_document_counts_officially(tmp_path):
-    from dsdocre.data.documents import load_gold_documents
+    from dsdocre.data.reader import load_gold_documents
 
     r0, r1, *_ = _real_rels()
     labels = [lab(0, 1, r0), lab(0, 2, r1), lab(0, 1, r0, [2]), lab(0, 1, r0)]

@@ -29,8 +29,9 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from dsdocre.data import manifest as mf  # noqa: E402
-from dsdocre.data.documents import (Document, Rejection, iter_raw_documents, load_valid_documents,  # noqa: E402
-                                    validate_document)
+from dsdocre.data.documents import Document  # noqa: E402
+from dsdocre.data.reader import Rejection, iter_raw_documents, load_valid_documents  # noqa: E402
+from dsdocre.data.validation import validate_document  # noqa: E402
 from dsdocre.errors import UserError  # noqa: E402
 from dsdocre.relations import relation_names  # noqa: E402
 
@@ -458,18 +459,18 @@ def test_arbitrary_json_in_a_document_never_crashes_the_validator(fault_record, 
 def read_all(path, block: int | None = None) -> tuple[list, BaseException | None]:
     """Every document the streaming reader yields, and the error that stopped it (or None);
     ``block``: the reader's read size (small ones cut documents and characters between reads)."""
-    from dsdocre.data import documents
+    from dsdocre.data import reader
 
     out: list = []
-    default = documents._BLOCK_BYTES
-    documents._BLOCK_BYTES = block or default
+    default = reader._BLOCK_BYTES
+    reader._BLOCK_BYTES = block or default
     try:
         for doc in iter_raw_documents(path):
             out.append(doc)
     except Exception as err:  # noqa: BLE001 - judged by the caller
         return out, err
     finally:
-        documents._BLOCK_BYTES = default
+        reader._BLOCK_BYTES = default
     return out, None
 
 

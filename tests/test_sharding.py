@@ -19,7 +19,8 @@ for _var in ("OMP_NUM_THREADS", "RAYON_NUM_THREADS"):
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from dsdocre.data.documents import Document, iter_raw_documents  # noqa: E402
+from dsdocre.data.documents import Document  # noqa: E402
+from dsdocre.data.reader import iter_raw_documents  # noqa: E402
 from dsdocre.data import manifest as mf  # noqa: E402
 from sharding.corpus import iter_document_bytes  # noqa: E402
 from sharding.shard import iter_samples, sample_key, shard_corpus  # noqa: E402
@@ -117,7 +118,7 @@ def test_documents_with_only_warnings_are_sharded_as_the_loader_keeps_them(tmp_p
     """A duplicated label is a warning (counted once, as DocRED's scorer does): the document is
     sharded, as load_valid_documents keeps it. A document with an error as well is rejected with
     every reason, the warning included, exactly as the loader rejects it."""
-    from dsdocre.data.documents import load_valid_documents
+    from dsdocre.data.reader import load_valid_documents
 
     docs = good_docs(3)
     for doc in docs[1:]:
