@@ -1,8 +1,10 @@
 """Shared helpers for the benchmark scripts: thread pinning and a machine/run description.
 
-Usage (before the heavy imports, so OpenMP/MKL read the environment)::
+Benchmarks run as modules from the checkout (``python -m benchmarks.bilinear``,
+``python -m benchmarks.studies.paper_table``). Usage (before the heavy imports, so OpenMP/MKL read
+the environment)::
 
-    from _common import pin_threads, machine_info
+    from benchmarks._common import pin_threads, machine_info
     threads = pin_threads()          # all the cores this process may run on
     import torch
     ...
@@ -110,9 +112,17 @@ def installed_version(name: str) -> str | None:
         return None
 
 
+def command_line() -> str:
+    """How this process was started, as a result file records it: ``python -m benchmarks.NAME ARGS``
+    for a module run with ``-m`` (the way every benchmark runs), else ``python SCRIPT ARGS``."""
+    spec = getattr(sys.modules.get("__main__"), "__spec__", None)
+    start = ["-m", spec.name] if spec is not None and spec.name else sys.argv[:1]
+    return " ".join(shlex.quote(a) for a in ["python", *start, *sys.argv[1:]])
+
+
 def machine_info(command: str | None = None, packages: tuple[str, ...] = ()) -> dict:
     """Machine, CPU, Python/torch (and CUDA, GPU) versions, the versions of ``RECORDED_PACKAGES`` and
-    of ``packages``, UTC date and the command line."""
+    of ``packages``, UTC date and the command line (default: :func:`command_line`)."""
     info = {
         "machine": platform.node(),
         "platform": platform.platform(),
@@ -123,8 +133,7 @@ def machine_info(command: str | None = None, packages: tuple[str, ...] = ()) -> 
         "load_average_1_5_15": _loadavg(),  # other work on the machine skews absolute times
         "python": platform.python_version(),
         "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "command": command if command is not None else " ".join(
-            shlex.quote(a) for a in [os.path.basename(sys.executable)] + sys.argv),
+        "command": command if command is not None else command_line(),
     }
     try:
         import torch
@@ -168,6 +177,7 @@ def synthetic_pairs(root, docs: int, seed: int = 0, docs_per_shard: int = 100) -
 
 
 CHECKOUT = Path(__file__).resolve().parents[1]
+ROOT = CHECKOUT  # the checkout's root, for the scripts under benchmarks/ and benchmarks/studies/
 
 
 def shown(path) -> str:

@@ -26,8 +26,8 @@ d=768, o=256), which is the same tensor for every implementation; so it cannot e
 activations, tensors saved for backward, workspace, the output (ZeRO's "residual states", as
 opposed to the model states W and its gradient).
 
-    python benchmarks/bilinear.py                 # full grid, CPU (+ GPU when present)
-    python benchmarks/bilinear.py --quick         # tiny smoke run (seconds), not the result file
+    python -m benchmarks.bilinear                 # full grid, CPU (+ GPU when present)
+    python -m benchmarks.bilinear --quick         # tiny smoke run (seconds), not the result file
 """
 
 from __future__ import annotations
@@ -40,10 +40,7 @@ import statistics
 import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from _common import machine_info, pin_threads  # noqa: E402
+from benchmarks._common import machine_info, pin_threads
 
 MEMORY_METHOD_CPU = (
     "torch.profiler(profile_memory=True): every CPU allocator allocation/free in the measured region, "
@@ -379,9 +376,11 @@ def main(argv=None):
         raise SystemExit("--device cuda but CUDA is not available")
     want_cpu = args.device in ("cpu", "all", "auto")
 
+    machine = machine_info()
     result = {
         "benchmark": "pair bilinear scoring: dsdocre.kernels.pair_bilinear vs gathered nn.Bilinear",
-        "machine": machine_info(),
+        "machine": machine,
+        "command": machine["command"],
         "threads": threads,
         "config": dict(vars(args)),
         "memory_method": {"cpu": MEMORY_METHOD_CPU, "gpu": MEMORY_METHOD_GPU},

@@ -1,7 +1,7 @@
 """Entity pairs scored per second by the pre-denoiser: the collapsed bilinear form against the paper
 release's way, the scoring step alone and end to end, and the Ray Data pass with 1 and 2 actors.
 
-    python benchmarks/denoise_throughput.py [--docs N] [--ray-docs N]
+    python -m benchmarks.denoise_throughput [--docs N] [--ray-docs N]
 
 * Documents: ``../shared/data/redocred/valid.json`` (DocRED's entity-count distribution; the
   synthetic corpus when the real data is absent), every ordered pair (i != k) of each.
@@ -30,8 +30,7 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import machine_info, pin_threads  # noqa: E402
+from benchmarks._common import machine_info, pin_threads
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -58,7 +57,7 @@ def main() -> int:
     threads = pin_threads(1)
     import torch
 
-    from dsdocre.data.documents import load_valid_documents
+    from dsdocre.data.reader import load_valid_documents
     from dsdocre.data.encoding import default_encoder_dir, load_tokenizer
     from dsdocre.data.examples import PairExample, all_ordered_pairs, collate
     from dsdocre.model import ModelConfig, RankModel

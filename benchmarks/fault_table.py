@@ -1,7 +1,7 @@
 """The table of faults tried, for docs/reliability.md: generated, never written by hand.
 
-    python benchmarks/fault_table.py               # run the fault tests, then write the table
-    python benchmarks/fault_table.py --from-log F  # reuse a record file of an earlier test run
+    python -m benchmarks.fault_table               # run the fault tests, then write the table
+    python -m benchmarks.fault_table --from-log F  # reuse a record file of an earlier test run
 
 1. Runs the tests that try faults (``tests/test_faults.py``, ``tests/test_ray_faults.py``,
    ``tests/test_fuzz.py``) with ``DSDOCRE_FAULT_LOG`` set: each test, once its assertions pass,
@@ -24,7 +24,8 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from benchmarks._common import ROOT, machine_info
+
 TESTS = ["tests/test_faults.py", "tests/test_ray_faults.py", "tests/test_fuzz.py"]
 # The issue's list first, in its order; anything else recorded after it.
 ORDER = ["SIGKILL during a step", "SIGKILL during a checkpoint write", "SIGTERM (preemption)", "lost Ray worker",
@@ -93,11 +94,9 @@ def main() -> None:
     records = [json.loads(x) for x in log.read_text().splitlines()] if log.is_file() else []
     records += stress_rows()
     rows, markdown = table(records)
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    from _common import machine_info
-
+    machine = machine_info()
     result = {"faults": rows, "tests_exit_code": code, "wall_seconds": round(time.time() - started, 1),
-              "machine": machine_info(), "command": "python benchmarks/fault_table.py " + " ".join(sys.argv[1:]),
+              "machine": machine, "command": machine["command"],
               "date": time.strftime("%Y-%m-%d")}
     (ROOT / "benchmarks" / "results" / "fault_table.json").write_text(json.dumps(result, indent=2) + "\n")
     doc = ROOT / "docs" / "reliability.md"

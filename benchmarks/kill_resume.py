@@ -3,9 +3,9 @@ killed with SIGKILL at random moments, again and again, then run to its end; the
 compared with an undisturbed run's, bit for bit, and the sample log says whether any document pair
 was seen twice or never in an epoch.
 
-    python benchmarks/kill_resume.py [--kills 20] [--seed 0] [--epochs 4]
+    python -m benchmarks.kill_resume [--kills 20] [--seed 0] [--epochs 4]
 
-* The run: ``dsdocre pretrain`` on a tiny random BERT (the tests' ``tiny_bert``: what is tested is
+* The run: ``dsdocre pretrain`` on a tiny random BERT (``dsdocre.testing.tiny_bert``: what is tested is
   DeepSpeed's checkpoint and the loop's state, not the encoder) over the synthetic corpus's 15
   fact-joined document pairs, global batch 2 (8 steps an epoch), ``--epochs`` epochs, a checkpoint
   every ``--checkpoint-every`` steps, every rank logging the pair keys of each step it trains.
@@ -46,10 +46,8 @@ GLOBAL_BATCH = 2
 # ---- the workspace: a tiny BERT, its shards and pairs ------------------------------------------
 def build_workspace(root: Path) -> Path:
     """Distant synthetic documents sharded for the tests' tiny random BERT and fact-joined."""
-    sys.path.insert(0, str(ROOT / "tests"))
-    from conftest import tiny_bert
-
     from dsdocre.synth import generate_corpus
+    from dsdocre.testing import tiny_bert
     from sharding.fact_join import fact_join
     from sharding.shard import shard_corpus
 
@@ -243,8 +241,7 @@ def main() -> None:
     parser.add_argument("--workdir", default="/tmp/dsdocre_kill_resume")
     args = parser.parse_args()
 
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    from _common import machine_info
+    from benchmarks._common import machine_info
 
     import shutil
 
@@ -255,6 +252,7 @@ def main() -> None:
         shutil.rmtree(work / name, ignore_errors=True)
         (work / name).mkdir(parents=True)
     started = time.time()
+    machine = machine_info()
     print(f"undisturbed reference: 2 processes, ZeRO-2, {args.epochs} epochs")
     reference_args = settings(root, ds_json, work / "reference" / "run", f"training.epochs={args.epochs}",
                               f"training.checkpoint_every={args.checkpoint_every}", "training.keep_checkpoints=1")
@@ -281,8 +279,8 @@ def main() -> None:
         "kills_inside_checkpoint_writes": sum("checkpoint write" in r["how"] for r in records),
         "records": records,
         "wall_seconds": round(time.time() - started, 1),
-        "machine": machine_info(),
-        "command": "python benchmarks/kill_resume.py " + " ".join(sys.argv[1:]),
+        "machine": machine,
+        "command": machine["command"],
         "date": time.strftime("%Y-%m-%d"),
     }
     print(f"\n| kills | inside a checkpoint write | identical weights | samples repeated | samples missed |\n"

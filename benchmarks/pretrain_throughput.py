@@ -1,6 +1,6 @@
 """Pre-training throughput on CPU: ZeRO stage 1, 2 and 3, with 1 and 2 processes, same global batch.
 
-    python benchmarks/pretrain_throughput.py [--steps 12] [--skip 2] [--docs 400]
+    python -m benchmarks.pretrain_throughput [--steps 12] [--skip 2] [--docs 400]
 
 * Data: the synthetic distant corpus (``--docs`` documents), sharded and fact-joined with the
   packaged encoder's tokenizer (139 document pairs for 400 documents); no pre-denoising (the
@@ -38,8 +38,7 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import machine_info, synthetic_pairs  # noqa: E402
+from benchmarks._common import machine_info, synthetic_pairs
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -106,7 +105,8 @@ def main() -> int:
     parser.add_argument("--docs", type=int, default=400)
     parser.add_argument("--out", default=str(ROOT / "benchmarks/results/pretrain_throughput.json"))
     args = parser.parse_args()
-    result = {"machine": machine_info(),
+    machine = machine_info()
+    result = {"machine": machine, "command": machine["command"],
               "setup": {"model": "packaged all-MiniLM-L6-v2 + MM/RD/RA heads, fp32", "global_batch_pairs": 4,
                         "steps": args.steps, "skipped_steps": args.skip, "threads_per_process": 1,
                         "peak_rss_mb": "rank 0's peak resident memory (each process holds about as much)"},

@@ -1,6 +1,6 @@
 """Sharding throughput: a plain single-process loop vs Ray with 1 and 2 workers; peak memory.
 
-    python benchmarks/shard_throughput.py [--docs 100000] [--large-gb 1.0]
+    python -m benchmarks.shard_throughput [--docs 100000] [--large-gb 1.0]
                                           [--out benchmarks/results/shard_throughput.json]
 
 1. Writes a synthetic corpus (``dsdocre.synth``, DS documents) of ``--docs`` documents as ONE JSON
@@ -37,12 +37,8 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "benchmarks"))
-
-from _common import machine_info  # noqa: E402
-
-from sharding.ray_setup import WORKER_ENV  # noqa: E402
+from benchmarks._common import ROOT, machine_info
+from sharding.ray_setup import WORKER_ENV
 
 # The same one-thread-per-worker environment the shard workers get; applied to this process and
 # its measurement children too, so the single-process baseline is one core as well.
@@ -193,7 +189,7 @@ def _measure(input_path: str, out_dir: str, workers: int, docs_per_shard: int) -
 def run_child(input_path: Path, out_dir: Path, workers: int, docs_per_shard: int, log) -> dict:
     shutil.rmtree(out_dir, ignore_errors=True)
     env = dict(os.environ)  # main() has applied PINNED to it
-    cmd = [sys.executable, __file__, "--_child", str(input_path), str(out_dir), str(workers), str(docs_per_shard)]
+    cmd = [sys.executable, "-m", "benchmarks.shard_throughput", "--_child", str(input_path), str(out_dir), str(workers), str(docs_per_shard)]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=ROOT)
     if proc.returncode != 0:
         raise RuntimeError(f"measurement failed ({workers} workers):\n{proc.stderr[-3000:]}")
@@ -232,8 +228,7 @@ def main() -> int:
 
     work = Path(args.workdir or tempfile.mkdtemp(prefix="dsdocre-shard-bench-"))
     work.mkdir(parents=True, exist_ok=True)
-    machine = machine_info(command="python benchmarks/shard_throughput.py " + " ".join(sys.argv[1:]),
-                           packages=("ray", "transformers", "webdataset", "numpy"))
+    machine = machine_info(packages=("ray", "transformers", "webdataset", "numpy"))
     result: dict = {"benchmark": "shard_throughput", "command": machine["command"], "date": machine["date"],
                     "machine": machine, "docs_per_shard": args.docs_per_shard}
     try:

@@ -11,6 +11,10 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 import pytest
 import torch
 
+# Tiny random encoders (no download), built by the package's helpers for tests and benchmarks;
+# tests import them from here.
+from dsdocre.testing import tiny_bert, tiny_roberta  # noqa: F401
+
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = ROOT.parent / "shared" / "data"
 
@@ -27,42 +31,6 @@ def shared_data() -> Path:
     if not (SHARED_DATA / "redocred" / "train.json").exists():
         pytest.skip(f"real data not present at {SHARED_DATA} (only CI and developers have ../shared)")
     return SHARED_DATA
-
-
-# ---- small randomly initialised encoders built here (no download) ---------------------------------
-def tiny_bert(tmp_path, max_positions=64):
-    from transformers import BertConfig, BertModel, BertTokenizerFast
-
-    words = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + [f"[unused{i}]" for i in range(20)] + \
-        [w for w in "the a of in city river was born lives near word".split()]
-    (tmp_path / "vocab.txt").write_text("\n".join(words) + "\n")
-    BertTokenizerFast(str(tmp_path / "vocab.txt"), model_max_length=48).save_pretrained(tmp_path)
-    config = BertConfig(vocab_size=len(words), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                        intermediate_size=64, max_position_embeddings=max_positions)
-    torch.manual_seed(0)
-    BertModel(config).save_pretrained(tmp_path)
-    return str(tmp_path)
-
-
-def tiny_roberta(tmp_path, max_positions=66):
-    """A RoBERTa with a byte-level BPE trained here: no [unusedK] tokens, positions offset by padding."""
-    from tokenizers import ByteLevelBPETokenizer
-    from transformers import RobertaConfig, RobertaModel, RobertaTokenizerFast
-
-    bpe = ByteLevelBPETokenizer()
-    bpe.train_from_iterator(["the city of river was born lives near a word"] * 20, vocab_size=300,
-                            special_tokens=["<s>", "<pad>", "</s>", "<unk>", "<mask>"])
-    bpe.save_model(str(tmp_path))
-    tok = RobertaTokenizerFast(vocab_file=str(tmp_path / "vocab.json"), merges_file=str(tmp_path / "merges.txt"),
-                               model_max_length=max_positions - 2)
-    tok.save_pretrained(tmp_path)
-    config = RobertaConfig(vocab_size=len(tok), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                           intermediate_size=64, max_position_embeddings=max_positions, pad_token_id=1,
-                           bos_token_id=0, eos_token_id=2)
-    torch.manual_seed(0)
-    RobertaModel(config).save_pretrained(tmp_path)
-    return str(tmp_path)
-
 
 
 # ---- several processes under the deepspeed launcher ----------------------------------------------
@@ -106,7 +74,7 @@ def assert_same_saved_weights(model_a: Path, model_b: Path) -> None:
 def fault_record(request):
     """``fault_record(fault=..., how=..., times=N, outcome=..., lost=0)``: a fault this test tried
     and what happened, appended to the JSON-lines file named by ``DSDOCRE_FAULT_LOG`` (set by
-    ``benchmarks/fault_table.py``, which builds docs/reliability.md from it). Call it after the
+    ``python -m benchmarks.fault_table``, which builds docs/reliability.md from it). Call it after the
     test's assertions: a failing test records nothing. Without the variable it does nothing."""
     import json
 

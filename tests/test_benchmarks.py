@@ -2,7 +2,9 @@
 
 The numbers benchmarks produce are not asserted here (timing belongs in ``benchmarks/``); what is
 checked is that a run writes the result keys the issues name and that the summary arithmetic means
-what the result file says it means.
+what the result file says it means. The scripts are modules of the ``benchmarks`` package
+(``benchmarks/`` for speed, scale and reliability, ``benchmarks/studies/`` for the quality studies),
+imported from the checkout (``python -m pytest`` puts it on the path).
 """
 
 import json
@@ -13,10 +15,9 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "benchmarks"))
+from benchmarks import bilinear as bench
 
-import bilinear as bench  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def _phase(seconds, peak, work):
@@ -83,7 +84,7 @@ def test_gpu_peak_lookup(name, key):
 def test_bilinear_quick_run_writes_the_result_keys(tmp_path):
     out = tmp_path / "bilinear.json"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "bilinear.py"), "--quick", "--device", "cpu",
+    proc = subprocess.run([sys.executable, "-m", "benchmarks.bilinear", "--quick", "--device", "cpu",
                            "--threads", "1", "--out", str(out)], capture_output=True, text=True, env=env,
                           cwd=ROOT, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
@@ -91,18 +92,19 @@ def test_bilinear_quick_run_writes_the_result_keys(tmp_path):
     assert result["gpu"] is None
     for key in ("speedup_fwd_bwd", "memory_ratio", "working_memory_ratio"):
         assert result["cpu"][key] > 0
-    assert result["machine"]["command"].startswith("python")
+    assert result["command"] == result["machine"]["command"]  # the module form, as it was run
+    assert result["command"].startswith("python -m benchmarks.bilinear --quick --device cpu --threads 1 --out ")
     assert result["machine"]["date"]
     assert {(r["d"], r["o"], r["N"]) for r in result["grid"]["cpu"]} == {(48, o, n) for o in (16, 7) for n in (5, 12)}
     for row in result["grid"]["cpu"]:
         assert set(row["impls"]) == {"factored", "einsum", "gathered"}
 
 
-# ---- benchmarks/paper_table.py: which rows a run does, and how their records are kept ---------------
+# ---- benchmarks/studies/paper_table.py: which rows a run does, and how their records are kept ---------------
 def test_paper_table_config_names_runnable_configs():
     """Every row of configs/paper_table.yaml names a pre-training config that validates, and the
     table holds the paper's eight rows."""
-    import paper_table
+    from benchmarks.studies import paper_table
 
     from dsdocre.config import load_config
     from dsdocre.pretrain import PretrainConfig
@@ -155,7 +157,7 @@ def test_paper_table_config_names_runnable_configs():
 def test_paper_table_corpus_with_synthetic_documents(tmp_path):
     """A corpus given as a list is files only; one with ``synthetic_docs`` gets that many synthetic
     distant documents, written once with the synthetic KB's labels, the counts beside them."""
-    import paper_table
+    from benchmarks.studies import paper_table
 
     from dsdocre.config import load_config
     from dsdocre.synth.builder import iter_documents
@@ -177,7 +179,7 @@ def test_paper_table_corpus_with_synthetic_documents(tmp_path):
 
 
 def test_paper_table_skips_finished_rows_and_redoes_named_ones(tmp_path):
-    import paper_table
+    from benchmarks.studies import paper_table
 
     from dsdocre.config import load_config
 
@@ -198,7 +200,7 @@ def test_paper_table_skips_finished_rows_and_redoes_named_ones(tmp_path):
 
 def test_paper_table_row_is_added_to_the_file_as_it_is_on_disk(tmp_path):
     """Two runs filling different rows of one file: the second to finish keeps the first's row."""
-    import paper_table
+    from benchmarks.studies import paper_table
 
     path = tmp_path / "paper_table.json"
     paper_table.save_results(path, {"rows": {}, "ds_docs": 1000})
@@ -217,7 +219,7 @@ def _scored_folder(folder: Path, checksums):
 @pytest.fixture
 def adoptable(tmp_path):
     """A finished BERT+D fine-tuning run as another benchmark records it, with this table's recipe."""
-    import paper_table
+    from benchmarks.studies import paper_table
 
     from dsdocre.config import load_config, to_plain
 
@@ -279,7 +281,7 @@ def test_paper_table_refuses_to_adopt_a_run_that_is_not_the_row(adoptable):
 def test_paper_table_records_its_shared_stages_and_refuses_others(tmp_path):
     """The sha256 of the rank model's weights, the kept pairs and the document pairs go into the
     result file; stages rebuilt differently stop the run instead of joining the recorded rows."""
-    import paper_table
+    from benchmarks.studies import paper_table
 
     model = tmp_path / "rank/model"
     model.mkdir(parents=True)
@@ -308,7 +310,7 @@ def test_paper_table_records_its_shared_stages_and_refuses_others(tmp_path):
 def test_paper_table_row_shares_only_the_same_pretraining(tmp_path):
     """A row that names ``pretrained_by`` fine-tunes from that row's encoder only when its own
     pre-training config is the same (output folder and crash settings aside) and the encoder is there."""
-    import paper_table
+    from benchmarks.studies import paper_table
 
     config = {"output_dir": str(tmp_path / "a" / "pretrain"), "data": {"pairs": "p", "shards": "s"},
               "tasks": {"mm_intra": True, "ra": True}, "training": {"max_steps": 304, "seed": 42, "checkpoints": True}}
@@ -335,7 +337,7 @@ def test_paper_table_row_shares_only_the_same_pretraining(tmp_path):
 def test_paper_table_compares_rows_on_their_recorded_predictions(tmp_path):
     """Each gap once (a row against the reference rows before it), from the predictions beside each
     row's model; predictions that do not score the recorded F1 are refused."""
-    import paper_table
+    from benchmarks.studies import paper_table
 
     def doc(title):
         return {"title": title, "sents": [["x", "y"]], "labels": [{"h": 0, "t": 1, "r": "P1"}, {"h": 1, "t": 0, "r": "P2"}],
@@ -382,7 +384,7 @@ def test_paper_table_compares_rows_on_their_recorded_predictions(tmp_path):
 
 
 def test_paper_table_readme_table_puts_ours_beside_the_paper():
-    import plot_paper_table
+    from benchmarks.studies import plot_paper_table
 
     results = {"config": {"rows": {"BERT": {}, "BERT+D": {}, "w/o MM": {}, "BERT+D+P (larger corpus)": {},
                                    "BERT (few)": {"references": []}, "BERT+D+P (few)": {"references": ["BERT (few)"]}},
@@ -404,7 +406,7 @@ def test_paper_table_readme_table_puts_ours_beside_the_paper():
 
 
 def test_benchmark_steps_run_once_and_refuse_another_commands_output(tmp_path):
-    from _common import STEP_STAMP, dsdocre_step
+    from benchmarks._common import STEP_STAMP, dsdocre_step
 
     args = ["synth", "--docs", 2, "--dev-docs", 1, "--test-docs", 1, "--distant-docs", 1, "--seed", 3,
             "--out", tmp_path / "corpus", "--no-progress"]
@@ -422,7 +424,7 @@ def test_benchmark_steps_run_once_and_refuse_another_commands_output(tmp_path):
 
 
 def test_learning_curve_oracle_keeps_the_pairs_with_most_facts():
-    import denoise_learning_curve as curve
+    from benchmarks.studies import denoise_learning_curve as curve
 
     entities = [{"name": "x"}] * 2  # 2 entities: 2·N_ent = 4 pairs kept, 1·N_ent = 2
     labels = [{"h": 0, "t": 1, "r": f"P{i}"} for i in range(3)] + [{"h": 1, "t": 0, "r": "P9"}]
@@ -435,7 +437,7 @@ def test_learning_curve_oracle_keeps_the_pairs_with_most_facts():
 
 
 def test_learning_curve_fit_is_log_linear_in_the_documents():
-    import denoise_learning_curve as curve
+    from benchmarks.studies import denoise_learning_curve as curve
 
     points = [{"docs": d, "r": 50 + 5 * k} for k, d in enumerate((100, 200, 400))]
     a, b = curve.fit_log2(points, "r")
@@ -444,7 +446,7 @@ def test_learning_curve_fit_is_log_linear_in_the_documents():
 
 
 def test_learning_curve_refuses_a_recorded_point_of_another_config(tmp_path):
-    import denoise_learning_curve as curve
+    from benchmarks.studies import denoise_learning_curve as curve
 
     result = {"valid_recall_at_2n": 60.0, "valid_recall_at_3n": 70.0, "date": "d", "command": "c",
               "rank_model": {"best_epoch": 3, "recall_per_epoch": [], "train_seconds": 1.0,
@@ -470,7 +472,7 @@ def _priors_doc(mentions, labels):
 
 
 def test_priors_pair_features_read_distance_shared_sentences_and_types():
-    import denoise_priors as priors
+    from benchmarks.studies import denoise_priors as priors
 
     doc = _priors_doc([[(0, "PER"), (3, "PER"), (3, "ORG")], [(3, "LOC")], [(9, "TIME")]], [])
     features = priors.pair_features(doc, 0, 1)
@@ -483,7 +485,7 @@ def test_priors_pair_features_read_distance_shared_sentences_and_types():
 
 
 def test_priors_rank_what_train_json_labels_above_what_it_never_does():
-    import denoise_priors as priors
+    from benchmarks.studies import denoise_priors as priors
 
     # in "train", PER -> LOC pairs in one sentence are gold; everything else is not
     train = [_priors_doc([[(0, "PER")], [(0, "LOC")], [(5, "TIME")]], [(0, 1)]) for _ in range(20)]
@@ -496,12 +498,12 @@ def test_priors_rank_what_train_json_labels_above_what_it_never_does():
 
 def test_machine_info_records_the_versions_that_decide_float_results():
     import transformers
-    from _common import machine_info
+    from benchmarks._common import machine_info
 
     info = machine_info(command="x", packages=("pyyaml",))
     assert info["transformers"] == transformers.__version__
     assert {"deepspeed", "ray", "webdataset", "tokenizers", "numpy"} <= {k for k, v in info.items() if v}
     assert info["pyyaml"] is not None and info["command"] == "x"
-    from _common import installed_version
+    from benchmarks._common import installed_version
 
     assert installed_version("no-such-distribution-here") is None

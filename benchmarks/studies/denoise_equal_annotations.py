@@ -1,7 +1,7 @@
 """BERT against BERT+D with equal annotations: the rank model and the classifier both learn from the
 same first N training documents of Re-DocRED, so the cut brings no annotation the classifier lacks.
 
-    python benchmarks/denoise_equal_annotations.py [--docs 100] [--keep 3n]
+    python -m benchmarks.studies.denoise_equal_annotations [--docs 100] [--keep 3n]
         [--rank-set training.epochs=25 --rank-set model.relation_head=true] [--work runs/equal_annotations]
 
 Steps, each a ``dsdocre`` command (printed before it runs), each skipped when its output and the
@@ -26,14 +26,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import STEP_STAMP, machine_info, pin_threads, real_data_dir  # noqa: E402
-from _common import dsdocre_step as step  # noqa: E402
+from benchmarks._common import STEP_STAMP, machine_info, pin_threads, real_data_dir
+from benchmarks._common import dsdocre_step as step
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 def row(run: Path, gold: list, facts: set) -> tuple[dict, list]:
     """A fine-tuning run's valid metrics (percent) from its chosen epoch's predictions."""
     from dsdocre.evaluation import score_predictions

@@ -1,7 +1,7 @@
 """How well pre-denoising works: recall of gold facts in the kept pairs, noise separation on the
 synthetic corpus, and fine-tuning with and without it ("BERT" vs "BERT+D").
 
-    python benchmarks/denoise_quality.py [--skip-finetune] [--keep 6n] [--rank-run DIR]
+    python -m benchmarks.studies.denoise_quality [--skip-finetune] [--keep 6n] [--rank-run DIR]
 
 1. The rank model (configs/denoise_redocred.yaml) is trained on ``../shared/data/redocred/train.json``
    and the epoch chosen on ``valid.json``; the recall of valid's gold facts inside the kept 2·N_ent
@@ -13,7 +13,7 @@ synthetic corpus, and fine-tuning with and without it ("BERT" vs "BERT+D").
    every distant label (stated in the text, or noise). Reported: of the labels on dropped pairs,
    the share that is noise (noise_precision); of all noise labels, the share dropped (noise_recall);
    of the stated labels, the share kept.
-3. "BERT+D": the fine-tuning recipe of ``benchmarks/finetune_realdata.py`` (configs/finetune_redocred.yaml,
+3. "BERT+D": the fine-tuning recipe of ``benchmarks/studies/finetune_realdata.py`` (configs/finetune_redocred.yaml,
    same encoder, epochs and time budget) on the kept pairs of train and valid; a gold fact whose pair
    was dropped counts as missed. "BERT" is ``benchmarks/results/finetune_realdata.json`` (run it
    first, on the same machine). Epoch and threshold are chosen on valid, so both are optimistic.
@@ -29,10 +29,9 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import machine_info, pin_threads, read_metrics, real_data_dir, recall_per_epoch  # noqa: E402
+from benchmarks._common import machine_info, pin_threads, read_metrics, real_data_dir, recall_per_epoch
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 KEYS = ("precision", "recall", "f1", "ign_f1", "intra_f1", "inter_f1")
 
 
@@ -114,7 +113,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--keep", default="6n",
                         help="pairs kept per annotated document for BERT+D (default: %(default)s, the stage's "
-                        "default, chosen by benchmarks/denoise_cut.py)")
+                        "default, chosen by benchmarks/studies/denoise_cut.py)")
     parser.add_argument("--rank-run", metavar="DIR",
                         help="a finished `dsdocre denoise train` output folder on train.json/valid.json: use its "
                         "model instead of training one (with the same --rank-set values, which are recorded)")
@@ -127,7 +126,7 @@ def main() -> int:
     parser.add_argument("--skip-release-recipe", action="store_true",
                         help="do not train the baseline rank model with the paper release's sampling")
     parser.add_argument("--bert", default=str(ROOT / "benchmarks/results/finetune_realdata.json"),
-                        help="the BERT row's result file (benchmarks/finetune_realdata.py)")
+                        help="the BERT row's result file (benchmarks/studies/finetune_realdata.py)")
     parser.add_argument("--synthetic-docs", type=int, default=400, help="synthetic annotated (and distant) documents")
     parser.add_argument("--rank-set", action="append", default=[], metavar="KEY=VALUE",
                         help="override a rank model config value (both rank models)")

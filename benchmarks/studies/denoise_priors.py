@@ -1,6 +1,6 @@
 """Do cheap document-structure priors add anything to the rank model's ranking of valid's pairs?
 
-    python benchmarks/denoise_priors.py [--rank DIR] [--work runs/denoise_priors] [--weights 0.25 0.5 1 2]
+    python -m benchmarks.studies.denoise_priors [--rank DIR] [--work runs/denoise_priors] [--weights 0.25 0.5 1 2]
         [--ensemble DIR ...]
 
 The rank model (``--rank``: a ``dsdocre denoise train`` model folder; without it the default
@@ -30,14 +30,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from collections import Counter
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import dsdocre_step, machine_info, pin_threads, real_data_dir, shown  # noqa: E402
+from benchmarks._common import dsdocre_step, machine_info, pin_threads, real_data_dir, shown
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 CONFIG = "configs/denoise_redocred.yaml"
 DISTANCE_EDGES = (0, 1, 2, 4, 8)  # sentence-distance buckets: <=0, <=1, <=2, <=4, <=8, more
 COUNT_EDGES = (1, 2, 3, 5)  # mention-count buckets
@@ -181,7 +179,7 @@ def main() -> int:
         run = dsdocre_step(args.work, "rank", ["denoise", "train", "--config", CONFIG, "--output-dir",
                                                args.work / "rank"], "model")
         rank = run / "model"
-    from dsdocre.data.documents import load_gold_documents
+    from dsdocre.data.reader import load_gold_documents
 
     train = json.loads((data / "train.json").read_text())
     docs = load_gold_documents(data / "valid.json")

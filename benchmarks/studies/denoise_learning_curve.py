@@ -1,14 +1,14 @@
 """How the rank model's recall grows with its annotated documents, and how many it would need for
 a given recall at 2·N_ent.
 
-    python benchmarks/denoise_learning_curve.py [--docs 100 200] [--epochs 25]
+    python -m benchmarks.studies.denoise_learning_curve [--docs 100 200] [--epochs 25]
         [--recorded benchmarks/results/denoise_quality_rank_25_epochs.json] [--bar 85] [--target-docs 3053]
 
 For each ``--docs N`` the rank model (``configs/denoise_redocred.yaml``) is trained on the first N
 documents of Re-DocRED ``train.json`` for ``--epochs`` epochs, each run a ``dsdocre denoise train``
 step under ``--work`` that is skipped when its output and the command that wrote it are already
 there (a stopped run continues). ``--recorded FILE`` adds a point measured earlier by
-``benchmarks/denoise_quality.py --rank-run`` (its result file holds the run's config and recall per
+``benchmarks/studies/denoise_quality.py --rank-run`` (its result file holds the run's config and recall per
 epoch); it is refused unless it was trained with the same config apart from the document count.
 
 Each point is the recall of valid's gold facts inside the rank model's top 2·N_ent (and 3·N_ent)
@@ -29,14 +29,12 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import (dsdocre_step, machine_info, pin_threads, read_metrics, real_data_dir,  # noqa: E402
-                     recall_per_epoch, shown)
+from benchmarks._common import (dsdocre_step, machine_info, pin_threads, read_metrics, real_data_dir,
+                               recall_per_epoch, shown)
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 CONFIG = "configs/denoise_redocred.yaml"
 
 

@@ -1,6 +1,6 @@
 """Fine-tune on real Re-DocRED and record validation quality, speed and memory.
 
-    python benchmarks/finetune_realdata.py [--config configs/finetune_redocred.yaml] [--set KEY=VALUE ...]
+    python -m benchmarks.studies.finetune_realdata [--config configs/finetune_redocred.yaml] [--set KEY=VALUE ...]
 
 Trains the paper's "BERT" row (no pre-denoising, no pre-training) with the packaged MiniLM encoder
 on ``../shared/data/redocred/train.json`` (400 documents), selects the epoch and the threshold
@@ -18,10 +18,9 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import machine_info, pin_threads, real_data_dir  # noqa: E402
+from benchmarks._common import machine_info, pin_threads, real_data_dir
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def main() -> int:

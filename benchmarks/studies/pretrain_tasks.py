@@ -1,6 +1,6 @@
 """Does each pre-training task learn? Held-out per-task accuracy before and after a short run.
 
-    python benchmarks/pretrain_tasks.py [--docs 800] [--heldout-docs 400] [--epochs 1]
+    python -m benchmarks.studies.pretrain_tasks [--docs 800] [--heldout-docs 400] [--epochs 1]
 
 * Training pairs: ``--docs`` synthetic distant documents (seed 0), sharded and fact-joined over every
   distant label (no pre-denoising: this measures the tasks, not the denoiser).
@@ -25,10 +25,9 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import machine_info, pin_threads, synthetic_pairs  # noqa: E402
+from benchmarks._common import machine_info, pin_threads, synthetic_pairs
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def main() -> int:
@@ -61,7 +60,8 @@ def main() -> int:
              for t in valid["after"]}
     for row in tasks.values():
         row["trained_over_chance"] = round(row["trained"] / row["chance"], 2)
-    result = {"machine": machine_info(), "threads": threads,
+    machine = machine_info()
+    result = {"machine": machine, "command": machine["command"], "threads": threads,
               "setup": {"train_documents": args.docs, "train_pairs": pairs, "heldout_documents": args.heldout_docs,
                         "heldout_pairs": heldout_pairs, "epochs": args.epochs, "steps": steps,
                         "config": "configs/pretrain.yaml", "wall_seconds": round(seconds, 1)},

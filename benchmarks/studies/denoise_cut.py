@@ -2,14 +2,14 @@
 pairs of each document, for k from N_ent to all pairs: the recall lost at the cut against the
 precision gained, and the k that gives the best F1.
 
-    python benchmarks/denoise_cut.py [--bert runs/finetune_redocred/model] [--rank runs/denoise_quality/rank/model]
+    python -m benchmarks.studies.denoise_cut [--bert runs/finetune_redocred/model] [--rank runs/denoise_quality/rank/model]
 
-* Predictions: the "BERT" row's model (``benchmarks/finetune_realdata.py`` writes it and its valid
+* Predictions: the "BERT" row's model (``benchmarks/studies/finetune_realdata.py`` writes it and its valid
   predictions, at its threshold chosen on valid, to ``runs/finetune_redocred/``); nothing is
   retrained. The cut is applied at inference only, at that same threshold, so this measures what the
   cut itself does to a fixed classifier (a classifier fine-tuned on the kept pairs, the "BERT+D" row
   of ``denoise_quality.py``, could also move its threshold).
-* Rank scores: the rank model of ``benchmarks/denoise_quality.py`` (``runs/denoise_quality/rank/model``)
+* Rank scores: the rank model of ``benchmarks/studies/denoise_quality.py`` (``runs/denoise_quality/rank/model``)
   scores every ordered entity pair of each valid document (one encoder pass each).
 * For each k: official P / R / F1 / Ign F1 (``dsdocre.evaluation``), and the share of valid's gold
   facts whose pair is inside the cut (the ceiling on recall).
@@ -29,12 +29,11 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import machine_info, pin_threads, real_data_dir  # noqa: E402
+from benchmarks._common import machine_info, pin_threads, real_data_dir
 
-from dsdocre.model.rank import top_pairs  # noqa: E402
+from dsdocre.model.rank import top_pairs
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 CUTS = ("1n", "1.5n", "2n", "3n", "4n", "6n", "all")
 
 
@@ -77,7 +76,7 @@ def main() -> int:
     if data is None:
         return 0
     threads = pin_threads()
-    from dsdocre.data.documents import load_valid_documents
+    from dsdocre.data.reader import load_valid_documents
     from dsdocre.evaluation import GoldIndex, score_predictions, train_fact_set
     from dsdocre.model import RankModel
     from dsdocre.model.rank import score_documents

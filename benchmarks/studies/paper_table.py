@@ -1,6 +1,6 @@
 """The paper's Table 1 and Table 2 on real data, row by row, resumable.
 
-    python benchmarks/paper_table.py [--config configs/paper_table.yaml] [--rows "BERT+D+P,w/o MM"]
+    python -m benchmarks.studies.paper_table [--config configs/paper_table.yaml] [--rows "BERT+D+P,w/o MM"]
                                      [--redo NAME] [--adopt ROW=FILE[:KEY]] [--prepare-only] [--compare]
 
 Rows (``configs/paper_table.yaml``): BERT (every pair a candidate, the packaged encoder), BERT+D
@@ -49,12 +49,11 @@ import time
 from pathlib import Path
 from typing import Optional
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import machine_info, pin_threads  # noqa: E402
+from benchmarks._common import machine_info, pin_threads
 
-from dsdocre.config import Section  # noqa: E402
+from dsdocre.config import Section
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 KEYS = ("precision", "recall", "f1", "ign_f1", "intra_f1", "inter_f1")
 
 
