@@ -19,7 +19,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "denoise": ("dsdocre.denoise", "pre-denoising: train the rank model, score and keep the top entity pairs"),
     "pretrain": ("dsdocre.pretrain", "pre-train the encoder on the three denoising tasks (DeepSpeed ZeRO)"),
     "finetune": ("dsdocre.finetune", "fine-tune the relation classifier (DeepSpeed engine)"),
-    "evaluate": ("dsdocre.predict", "score a checkpoint or a submission file: P/R/F1/Ign F1/Intra/Inter"),
+    "evaluate": ("dsdocre.evaluate", "score a checkpoint or a submission file: P/R/F1/Ign F1/Intra/Inter"),
     "predict": ("dsdocre.predict", "write the official submission file and a readable listing"),
     "pipeline": ("dsdocre.pipeline", "run the main job end to end on the embedded synthetic corpus"),
     "shard": ("sharding.shard", "shard DocRED-format JSON into verified WebDataset tar files on Ray"),
@@ -58,7 +58,6 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     from dsdocre.errors import Interrupted, UserError
 
-    # A module that serves two commands (evaluate/predict) reads ``args.command``.
     try:
         return int(importlib.import_module(COMMANDS[args.command][0]).run(args) or 0)
     except UserError as err:  # a user's mistake: one line, no traceback (those are for bugs)

@@ -157,7 +157,7 @@ def run(args: argparse.Namespace) -> int:
     # 7. evaluate on the held-out test set (a gold fact whose pair was not kept counts as missed)
     from dsdocre.evaluation import format_metrics
     from dsdocre.inference import write_submission
-    from dsdocre.predict import score_model
+    from dsdocre.evaluate import score_model
 
     print("== evaluate on the test set", flush=True)
     test_out = out / "test"

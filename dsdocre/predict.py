@@ -1,23 +1,15 @@
-"""``dsdocre predict`` and ``dsdocre evaluate``.
+"""``dsdocre predict``: a saved model + documents -> ``result.json`` (DocRED's official submission
+format, ``[{"title", "h_idx", "t_idx", "r"}]``) and ``result.txt``, a readable listing with entity
+and relation names; documents that fail validation are listed, with every reason, in
+``result.rejected.jsonl``.
 
-predict:  a saved model + documents -> ``result.json`` (DocRED's official submission format,
-          ``[{"title", "h_idx", "t_idx", "r"}]``) and ``result.txt``, a readable listing with
-          entity and relation names; documents that fail validation are listed, with every
-          reason, in ``result.rejected.jsonl``.
-evaluate: prints P, R, F1, Ign F1, Intra / Inter F1 exactly as DocRED's official scorer computes
-          them, either for a saved model run on annotated documents (``--model``) or for an
-          existing submission file (``--predictions``). The gold file is scored whole, as the
-          official script scores it: a duplicated label counts once (with a warning), and a
-          document that cannot be scored stops the command with an error naming it. With
-          ``--baseline`` (a second submission on the same gold) it also prints the F1 and Ign F1
-          gaps with a 95% interval from a paired bootstrap over the gold documents: how much the
-          choice of evaluation documents could move the gap (a training seed's share is not in it).
+The command is :mod:`dsdocre.api` (``load_model(...).predict(...)``) with files around it; scoring
+a model or a submission is ``dsdocre evaluate`` (:mod:`dsdocre.evaluate`).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -25,11 +17,8 @@ from dsdocre.errors import UserError
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    command = parser.prog.split()[-1]
     parser.add_argument("--model", help="a model directory written by `dsdocre finetune` (its model/ folder)")
-    parser.add_argument("--input", required=command == "predict",
-                        help="documents to run on (DocRED JSON; annotated for evaluate)" if command == "predict"
-                        else "annotated documents to score against (default: the model run's valid file)")
+    parser.add_argument("--input", required=True, help="documents to run on (DocRED JSON or JSON Lines)")
     parser.add_argument("--threshold", type=float, help="decision threshold (default: the one chosen on valid)")
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--device", default="auto",
@@ -37,175 +26,47 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "(default: %(default)s)")
     parser.add_argument("--kept-pairs", nargs="+", metavar="DIR",
                         help="pre-denoising on: only the pairs the rank model kept are candidates; folders written "
-                             "by `dsdocre denoise score` (or JSON title -> [[h, t], ...]); a gold fact whose pair "
-                             "was dropped counts as missed")
-    if command == "predict":
-        parser.add_argument("--out", default="result.json",
-                            help="submission file to write; a readable listing goes beside it as .txt (default: %(default)s)")
-    else:
-        parser.add_argument("--predictions", help="score this submission file instead of running a model")
-        parser.add_argument("--train", help="training annotations for Ign F1 (facts seen in training are ignored)")
-        parser.add_argument("--baseline", metavar="PREDICTIONS",
-                            help="with --predictions: a baseline's submission on the same gold documents; "
-                                 "adds the F1 / Ign F1 gap to it with a 95%% paired-bootstrap interval")
-        parser.add_argument("--json", dest="json_out", help="also write the metrics to this JSON file")
+                             "by `dsdocre denoise score` (or JSON title -> [[h, t], ...])")
+    parser.add_argument("--out", default="result.json",
+                        help="submission file to write; a readable listing goes beside it as .txt (default: %(default)s)")
 
 
-def run_model(model_dir: str, input_path: str, threshold: float | None = None, batch_size: int = 4,
-              gold: bool = False, kept_pairs: dict | None = None, rejected_path: str | Path | None = None,
-              device: str | None = "auto"):
-    """(documents, predictions, threshold) for a saved model on a DocRED file.
-
-    ``gold=True`` (scoring): every document is read, none left out (see ``load_gold_documents``).
-    Otherwise invalid documents are reported and appended to ``rejected_path`` (JSON Lines).
-    """
-    from dsdocre.data.documents import load_gold_documents, load_valid_documents
-    from dsdocre.data.examples import build_examples
-    from dsdocre.inference import decode, predict_probabilities, resolve_device
-    from dsdocre.model import RelationClassifier
-
-    device = resolve_device(device)
-    model, meta = RelationClassifier.from_pretrained(model_dir)
-    model.to(device)
-    stderr = lambda m: print(m, file=sys.stderr)  # noqa: E731
-    if gold:
-        docs = load_gold_documents(input_path, log=stderr)
-    else:
-        docs, rejected = load_valid_documents(input_path, rejected_path=rejected_path, log=stderr)
-        if rejected:
-            print(f"{len(rejected)} documents rejected and left out: first reason: {rejected[0].problems[0]}"
-                  + (f" (all reasons in {rejected_path})" if rejected_path else ""), file=sys.stderr)
-    examples = build_examples(docs, model.tokenizer, kept_pairs)
-    threshold = meta.get("threshold", 0.5) if threshold is None else threshold
-    probs = predict_probabilities(model, examples, batch_size, model.tokenizer.pad_id, device=device)
-    return docs, decode(examples, probs, threshold), threshold
-
-
-def training_facts(path: str | Path | None):
-    """The Ign rule's training facts from the training annotations at ``path`` (None: no Ign).
-    Training documents that fail validation contribute no facts; their number is reported."""
-    from dsdocre.data.documents import load_valid_documents
-    from dsdocre.evaluation import train_fact_set
-
-    if path is None:
-        return None
-    docs, rejected = load_valid_documents(path, require_labels=True, log=None)
-    if rejected:
-        print(f"{path}: {len(rejected)} training documents fail validation and add no facts to the Ign rule; "
-              f"first: {rejected[0].problems[0]}", file=sys.stderr)
-    return train_fact_set(d.to_json() for d in docs)
-
-
-def score_model(model_dir: str, input_path: str, train_path: str | Path | None = None,
-                threshold: float | None = None, batch_size: int = 4, kept_pairs: dict | None = None,
-                device: str | None = "auto"):
-    """Run a saved model on annotated documents and score it with the official rules against the
-    same documents, all of them; returns (metrics, predictions, threshold)."""
-    from dsdocre.evaluation import score_predictions
-
-    docs, predictions, threshold = run_model(model_dir, input_path, threshold, batch_size, gold=True,
-                                             kept_pairs=kept_pairs, device=device)
-    metrics = score_predictions(predictions, [d.to_json() for d in docs], train_facts=training_facts(train_path))
-    return metrics, predictions, threshold
-
-
-def write_listing(docs, predictions: list[dict], path: Path) -> None:
-    from dsdocre.relations import relation_names
-
-    names = relation_names()
-    by_title: dict[str, list[dict]] = {}
-    for p in predictions:
-        by_title.setdefault(p["title"], []).append(p)
+def write_listing(predictions, path: Path) -> None:
+    """``dsdocre.api.Predictions`` as text: per document its facts, most probable first."""
+    by_title: dict[str, list] = {}
+    for fact in predictions.facts:
+        by_title.setdefault(fact.title, []).append(fact)
     with open(path, "w") as f:
-        for doc in docs:
+        for doc in predictions.documents:
             facts = by_title.get(doc.title, [])
             f.write(f"# {doc.title} ({len(facts)} facts)\n")
-            for p in sorted(facts, key=lambda p: -p.get("score", 0)):
-                f.write(f"  {doc.entity_name(p['h_idx'])} [{p['h_idx']}]  --{names[p['r']]} ({p['r']})-->  "
-                        f"{doc.entity_name(p['t_idx'])} [{p['t_idx']}]   p={p.get('score', float('nan')):.3f}\n")
-
-
-def _model_metadata(model_dir: str) -> dict:
-    path = Path(model_dir) / "dsdocre_model.json"
-    if not path.is_file():
-        raise UserError(f"{model_dir} is not a dsdocre model directory (no dsdocre_model.json); "
-                        "pass the model/ folder that `dsdocre finetune` wrote")
-    return json.loads(path.read_text())
-
-
-def _read_submission(path: str) -> list[dict]:
-    try:
-        predictions = json.loads(Path(path).read_text())
-    except FileNotFoundError:
-        raise UserError(f"{path}: no such file") from None
-    except json.JSONDecodeError as err:
-        raise UserError(f"{path}: not valid JSON: {err}") from None
-    keys = {"title", "h_idx", "t_idx", "r"}
-    if not isinstance(predictions, list) or not all(isinstance(p, dict) and keys <= p.keys() for p in predictions):
-        raise UserError(f"{path}: not a submission file (a JSON array of {{title, h_idx, t_idx, r}} objects)")
-    return predictions
+            for x in sorted(facts, key=lambda x: -x.score):
+                f.write(f"  {x.head_name} [{x.head}]  --{x.relation_name} ({x.relation})-->  "
+                        f"{x.tail_name} [{x.tail}]   p={x.score:.3f}\n")
 
 
 def run(args: argparse.Namespace) -> int:
-    from dsdocre.data.documents import load_gold_documents
-    from dsdocre.data.scored import read_kept_pairs
-    from dsdocre.evaluation import compare_submissions, format_metrics, score_predictions
+    from dsdocre.api import load_model
+    from dsdocre.data.reader import write_rejections
     from dsdocre.inference import write_submission
 
-    if args.command == "predict":
-        if not args.model:
-            raise UserError("predict needs --model (a model directory written by `dsdocre finetune`)")
-        out = Path(args.out)
-        rejected_path = out.with_name(f"{out.stem}.rejected.jsonl")
-        rejected_path.unlink(missing_ok=True)  # this run's rejections only
-        docs, predictions, threshold = run_model(args.model, args.input, args.threshold, args.batch_size,
-                                                 kept_pairs=read_kept_pairs(args.kept_pairs),
-                                                 rejected_path=rejected_path, device=args.device)
-        write_submission(predictions, out)
-        write_listing(docs, predictions, out.with_suffix(".txt"))
-        print(f"{len(predictions)} facts on {len(docs)} documents (threshold {threshold:.3f}) -> {out} "
-              f"and {out.with_suffix('.txt')}")
-        return 0
-
-    # evaluate
-    if args.predictions and not args.input:
-        raise UserError("evaluate --predictions needs --input (the gold documents)")
-    if args.baseline and not args.predictions:
-        raise UserError("evaluate --baseline compares two submission files: give --predictions as well")
-    meta = _model_metadata(args.model) if args.model else {}
-    train_path = args.train
-    if train_path is None and meta.get("train_file") and Path(meta["train_file"]).exists():
-        train_path = meta["train_file"]
-    if args.predictions:
-        predictions = _read_submission(args.predictions)
-        gold = load_gold_documents(args.input, log=lambda m: print(m, file=sys.stderr))
-        gold_json, facts = [d.to_json() for d in gold], training_facts(train_path)
-        metrics = score_predictions(predictions, gold_json, train_facts=facts)
-        if args.baseline:
-            try:
-                metrics["against_baseline"] = compare_submissions(predictions, _read_submission(args.baseline),
-                                                                  gold_json, train_facts=facts)
-            except ValueError as err:  # a title outside the gold, or gold titles repeated
-                raise UserError(f"cannot compare per document: {err}") from err
-    elif args.model:
-        args.input = args.input or meta.get("valid_file")
-        if not args.input:
-            raise UserError("evaluate needs --input (annotated documents to score against)")
-        kept = read_kept_pairs(args.kept_pairs)
-        metrics, _, _ = score_model(args.model, args.input, train_path, args.threshold, args.batch_size, kept,
-                                    device=args.device)
-    else:
-        raise UserError("evaluate needs --model or --predictions")
-    print(format_metrics(metrics))
-    if "against_baseline" in metrics:
-        gap = metrics["against_baseline"]
-        print(f"against {args.baseline} (paired bootstrap over {gap['documents']} documents, "
-              f"{gap['resamples']} resamples):\n"
-              f"  F1 {gap['f1_diff']:+.2f} [{gap['f1_ci95'][0]:+.2f}, {gap['f1_ci95'][1]:+.2f}], "
-              f"ahead in {100 * gap['f1_a_ahead']:.1f}% of resamples; "
-              f"Ign F1 {gap['ign_f1_diff']:+.2f} [{gap['ign_f1_ci95'][0]:+.2f}, {gap['ign_f1_ci95'][1]:+.2f}]")
-    if train_path is None:
-        print("(no training annotations given: Ign F1 equals F1; pass --train)")
-    if args.json_out:
-        Path(args.json_out).write_text(json.dumps(metrics, indent=2))
+    if not args.model:
+        raise UserError("predict needs --model (a model directory written by `dsdocre finetune`)")
+    out = Path(args.out)
+    rejected_path = out.with_name(f"{out.stem}.rejected.jsonl")
+    rejected_path.unlink(missing_ok=True)  # this run's rejections only
+    extractor = load_model(args.model, device=args.device)
+    result = extractor.predict(args.input, kept_pairs=args.kept_pairs, threshold=args.threshold,
+                               batch_size=args.batch_size, progress=True)
+    n_read = len(result.documents) + len(result.invalid)
+    print(f"{args.input}: read {n_read}, kept {len(result.documents)}, rejected {len(result.invalid)}"
+          + (f" -> {rejected_path}" if result.invalid else ""), file=sys.stderr)
+    if result.invalid:
+        write_rejections(result.invalid, rejected_path)
+        for rejected in result.invalid[:3]:
+            print(f"  rejected: {rejected.problems[0]}", file=sys.stderr)
+    write_submission([fact.to_submission() for fact in result.facts], out)
+    write_listing(result, out.with_suffix(".txt"))
+    print(f"{len(result.facts)} facts on {len(result.documents)} documents (threshold {result.threshold:.3f}) "
+          f"-> {out} and {out.with_suffix('.txt')}")
     return 0

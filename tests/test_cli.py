@@ -130,6 +130,24 @@ def test_evaluate_stops_on_a_gold_document_that_cannot_be_scored(tmp_path, submi
     assert "All" not in proc.stdout  # no metrics over a smaller gold set
 
 
+def test_evaluate_says_how_many_predictions_name_no_gold_document(tmp_path, gold):
+    """A submission made for another gold file scores 0; the warning says why, with a few titles."""
+    fact = {"h_idx": 0, "t_idx": 1, "r": "P17"}
+    elsewhere = [{**fact, "title": f"Elsewhere {i}"} for i in range(5)] + [{**fact, "title": "Elsewhere 0", "r": "P1"}]
+    stray = _write(tmp_path / "p.json", [{**fact, "title": "Paris doc"}, *elsewhere])
+    proc = _cli("evaluate", "--predictions", stray, "--input", gold)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    warnings = [line for line in proc.stderr.splitlines() if line.startswith("warning:")]
+    assert len(warnings) == 1, proc.stderr
+    assert "6 of 7 predictions" in warnings[0] and "5 titles" in warnings[0] and str(stray) in warnings[0]
+    assert "'Elsewhere 0', 'Elsewhere 1', 'Elsewhere 2' and 2 more" in warnings[0]
+    assert "predictions=7 gold=1 correct=1" in proc.stdout  # still scored as the official script scores
+
+    proc = _cli("evaluate", "--predictions", _write(tmp_path / "ok.json", [{**fact, "title": "Paris doc"}]),
+                "--input", gold)
+    assert proc.returncode == 0 and "warning" not in proc.stderr
+
+
 def test_evaluate_against_a_baseline_gives_the_gap_with_a_paired_bootstrap(tmp_path):
     fact = {"title": "Paris doc", "h_idx": 0, "t_idx": 1, "r": "P17"}
     gold = _write(tmp_path / "gold.json", [_doc(), _doc(title="Other doc")])

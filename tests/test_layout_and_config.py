@@ -109,10 +109,11 @@ def test_device_auto_takes_cuda_when_it_is_there(monkeypatch):
 
 
 def test_scoring_runs_on_the_resolved_device(monkeypatch):
-    """predict / evaluate / the pipeline's scoring move the model to the device they resolve."""
+    """predict / evaluate / the pipeline's scoring (all through dsdocre.api) move the model to the
+    device they resolve."""
     import torch
 
-    from dsdocre import predict
+    from dsdocre import api
 
     moved = []
 
@@ -127,16 +128,18 @@ def test_scoring_runs_on_the_resolved_device(monkeypatch):
     monkeypatch.setattr("dsdocre.inference.resolve_device", lambda name: torch.device("meta"))
     seen_device = []
     monkeypatch.setattr("dsdocre.inference.predict_probabilities",
-                        lambda model, ex, bs, pad, device: seen_device.append(device) or [])
-    monkeypatch.setattr("dsdocre.data.documents.load_valid_documents", lambda *a, **k: ([], []))
+                        lambda model, ex, bs, pad, device, **kw: seen_device.append(device) or [])
     monkeypatch.setattr("dsdocre.data.examples.build_examples", lambda docs, tok, kept: [])
-    predict.run_model("m", "x.json", device="anything")
+    document = {"title": "T", "sents": [["a", "b"]],
+                "vertexSet": [[{"name": "a", "pos": [0, 1], "sent_id": 0, "type": "MISC"}],
+                              [{"name": "b", "pos": [1, 2], "sent_id": 0, "type": "MISC"}]]}
+    api.load_model("m", device="anything").predict([document])
     assert moved == [torch.device("meta")] and seen_device == [torch.device("meta")]
 
 
 # ---- layout: the library never imports a stage, Ray, or the CLI ------------------------------------
-STAGES = {"dsdocre.cli", "dsdocre.denoise", "dsdocre.finetune", "dsdocre.predict", "dsdocre.pipeline", "dsdocre.validate",
-          "dsdocre.synth.command"}
+STAGES = {"dsdocre.cli", "dsdocre.denoise", "dsdocre.finetune", "dsdocre.predict", "dsdocre.evaluate", "dsdocre.pipeline",
+          "dsdocre.validate", "dsdocre.synth.command"}
 
 
 def _imports(path: Path) -> set[str]:
