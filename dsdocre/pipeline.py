@@ -17,6 +17,8 @@ Stages run in order and talk only through files under ``output_dir``::
                                                valid_predictions.json (on kept pairs)
     test/              dsdocre evaluate        result.json (official submission format), metrics.json
 
+Each stage prints its wall time as it ends, and the run closes with a table of them all.
+
 The paper's rows: ``denoise.enabled`` and ``pretrain.enabled`` both false = "BERT" (every pair a
 candidate, the packaged encoder); denoise only = "BERT+D"; both (the default) = "BERT+D+P".
 """
@@ -26,6 +28,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Optional
 
@@ -88,12 +91,35 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--encoder", help="a BERT-family model directory (default: the packaged MiniLM)")
 
 
+class StageClock:
+    """The wall time of each stage: one line as a stage ends, and a table of all at the close."""
+
+    def __init__(self):
+        self.started = time.perf_counter()
+        self.seconds: dict[str, float] = {}  # stage -> wall time, in the order they ran
+
+    @contextmanager
+    def stage(self, name: str):
+        start = time.perf_counter()
+        yield
+        self.seconds[name] = time.perf_counter() - start
+        print(f"   {name}: {self.seconds[name]:.1f} s", flush=True)
+
+    def table(self) -> str:
+        total = time.perf_counter() - self.started  # the stages, and what ran between them
+        width = max(len(name) for name in [*self.seconds, "total"])
+        lines = [f"{'stage':<{width}}  {'time':>9}  share"]
+        lines += [f"{name:<{width}}  {s:>7.1f} s  {100 * s / total:4.0f}%" for name, s in self.seconds.items()]
+        lines.append(f"{'total':<{width}}  {total:>7.1f} s")
+        return "\n".join(lines)
+
+
 def run(args: argparse.Namespace) -> int:
     from dsdocre.config import load_config
 
     config = load_config(PipelineConfig, args.config, args.overrides)
     out = Path(config.output_dir)
-    started = time.perf_counter()
+    clock = StageClock()
 
     # 1. synthetic corpus
     from dsdocre.synth import generate_corpus
@@ -101,16 +127,18 @@ def run(args: argparse.Namespace) -> int:
     s = config.synth
     corpus = out / "corpus"
     print(f"== synth: {s.docs} annotated + {s.distant_docs} distant documents -> {corpus}", flush=True)
-    generate_corpus(corpus, s.docs, s.seed, noise_rate=s.noise_rate, dev_docs=s.dev_docs,
-                    test_docs=s.test_docs, distant_docs=s.distant_docs, progress=False)
+    with clock.stage("synth"):
+        generate_corpus(corpus, s.docs, s.seed, noise_rate=s.noise_rate, dev_docs=s.dev_docs,
+                        test_docs=s.test_docs, distant_docs=s.distant_docs, progress=False)
 
     # One Ray for every Ray job of the run (each job would otherwise start and stop its own).
     from sharding import ray_setup
 
     workers = config.shard.workers
-    started_ray = bool(workers) and ray_setup.connect(None, num_cpus=workers)
+    with clock.stage("ray start"):
+        started_ray = bool(workers) and ray_setup.connect(None, num_cpus=workers)
     try:
-        kept = _shard_denoise_join(config, args, corpus, out)
+        kept = _shard_denoise_join(config, args, corpus, out, clock)
     finally:
         if started_ray:
             import ray
@@ -137,7 +165,8 @@ def run(args: argparse.Namespace) -> int:
             pt.model.encoder = args.encoder
         print("== pretrain: MM + RD + RA on document pairs" + (" (labels the denoiser kept)" if kept else ""),
               flush=True)
-        pretrain(pt)
+        with clock.stage("pretrain"):
+            pretrain(pt)
         encoder = str(out / "pretrain" / "encoder")
 
     # 6. fine-tune (on the kept pairs when pre-denoising is on), from the pre-trained encoder
@@ -152,28 +181,31 @@ def run(args: argparse.Namespace) -> int:
         ft.model.encoder = encoder
     print("== finetune" + (" (on the denoiser's kept pairs)" if kept else "")
           + (" from the pre-trained encoder" if config.pretrain.enabled else ""), flush=True)
-    finetune(ft)
+    with clock.stage("finetune"):
+        finetune(ft)
 
     # 7. evaluate on the held-out test set (a gold fact whose pair was not kept counts as missed)
     from dsdocre.evaluation import format_metrics
-    from dsdocre.inference import write_submission
+    from dsdocre.data.scored import read_kept_pairs
     from dsdocre.evaluate import score_model
+    from dsdocre.inference import write_submission
 
     print("== evaluate on the test set", flush=True)
     test_out = out / "test"
-    from dsdocre.data.scored import read_kept_pairs
-
-    metrics, predictions, threshold = score_model(str(out / "finetune" / "model"), str(corpus / "test.json"),
-                                                  corpus / "train_annotated.json", device=config.device,
-                                                  kept_pairs=read_kept_pairs(kept["test"]) if kept else None)
-    write_submission(predictions, test_out / "result.json")
-    (test_out / "metrics.json").write_text(json.dumps({**metrics, "threshold": threshold}, indent=2))
+    with clock.stage("evaluate"):
+        metrics, predictions, threshold = score_model(str(out / "finetune" / "model"), str(corpus / "test.json"),
+                                                      corpus / "train_annotated.json", device=config.device,
+                                                      kept_pairs=read_kept_pairs(kept["test"]) if kept else None)
+        write_submission(predictions, test_out / "result.json")
+        (test_out / "metrics.json").write_text(json.dumps({**metrics, "threshold": threshold}, indent=2))
     print(format_metrics(metrics))
-    print(f"pipeline done in {(time.perf_counter() - started) / 60:.1f} min; outputs under {out}")
+    print(clock.table())
+    print(f"pipeline done in {(time.perf_counter() - clock.started) / 60:.1f} min; outputs under {out}")
     return 0
 
 
-def _shard_denoise_join(config: PipelineConfig, args: argparse.Namespace, corpus: Path, out: Path) -> dict:
+def _shard_denoise_join(config: PipelineConfig, args: argparse.Namespace, corpus: Path, out: Path,
+                        clock: StageClock) -> dict:
     """Stages 2-4: shard every split, train the rank model and keep the top pairs of every
     document, join distant documents through kept labels. Returns split -> scored folder ({} when
     pre-denoising is off)."""
@@ -185,9 +217,10 @@ def _shard_denoise_join(config: PipelineConfig, args: argparse.Namespace, corpus
     splits = ["train_distant", "train_annotated", "dev", "test"] if config.denoise.enabled else ["train_distant"]
     for split in splits:
         print(f"== shard: {corpus / (split + '.json')} -> {out / 'shards' / split}", flush=True)
-        summary = shard_corpus([corpus / f"{split}.json"], out / "shards" / split,
-                               docs_per_shard=config.shard.docs_per_shard, encoder=args.encoder, workers=workers,
-                               progress=False)
+        with clock.stage(f"shard {split}"):
+            summary = shard_corpus([corpus / f"{split}.json"], out / "shards" / split,
+                                   docs_per_shard=config.shard.docs_per_shard, encoder=args.encoder,
+                                   workers=workers, progress=False)
         print(f"   {summary.counts}", flush=True)
 
     kept: dict = {}
@@ -201,19 +234,23 @@ def _shard_denoise_join(config: PipelineConfig, args: argparse.Namespace, corpus
         if args.encoder:
             dn.model.encoder = args.encoder
         print("== denoise train: the rank model (Relation Detection on annotated documents)", flush=True)
-        train_rank_model(dn)
+        with clock.stage("denoise train"):
+            train_rank_model(dn)
         for split in splits:
             keep = config.denoise.keep_distant if split == "train_distant" else config.denoise.keep_annotated
             print(f"== denoise score: {split}, keep {keep} pairs per document -> {out / 'scored' / split}", flush=True)
-            manifest = score_shards(out / "denoise" / "model", out / "shards" / split, out / "scored" / split,
-                                    keep=keep, workers=workers, progress=False)
+            with clock.stage(f"denoise score {split}"):
+                manifest = score_shards(out / "denoise" / "model", out / "shards" / split, out / "scored" / split,
+                                        keep=keep, workers=workers, progress=False)
             print(f"   {manifest['counts']}; {manifest['pairs_kept']} of {manifest['pairs_scored']} pairs kept",
                   flush=True)
             kept[split] = out / "scored" / split
 
     print(f"== fact-join -> {out / 'pairs'}" + (" (labels on kept pairs only)" if kept else ""), flush=True)
-    fact_join(out / "shards" / "train_distant", out / "pairs", max_pairs_per_fact=config.fact_join.max_pairs_per_fact,
-              seed=config.fact_join.seed, workers=workers, kept_dir=kept.get("train_distant"))
+    with clock.stage("fact-join"):
+        fact_join(out / "shards" / "train_distant", out / "pairs",
+                  max_pairs_per_fact=config.fact_join.max_pairs_per_fact, seed=config.fact_join.seed,
+                  workers=workers, kept_dir=kept.get("train_distant"))
 
     if config.pretrain.enabled and config.pretrain.heldout_distant_docs:
         from dsdocre.synth import generate_corpus
@@ -221,10 +258,12 @@ def _shard_denoise_join(config: PipelineConfig, args: argparse.Namespace, corpus
         heldout, n = out / "heldout", config.pretrain.heldout_distant_docs
         print(f"== held-out pairs for pre-training: {n} distant documents of seed {config.synth.seed + 1} "
               f"-> {heldout}", flush=True)
-        generate_corpus(heldout / "corpus", 0, config.synth.seed + 1, noise_rate=config.synth.noise_rate,
-                        dev_docs=0, test_docs=0, distant_docs=n, progress=False)
-        shard_corpus([heldout / "corpus" / "train_distant.json"], heldout / "shards",
-                     docs_per_shard=config.shard.docs_per_shard, encoder=args.encoder, workers=workers, progress=False)
-        fact_join(heldout / "shards", heldout / "pairs", max_pairs_per_fact=config.fact_join.max_pairs_per_fact,
-                  seed=config.fact_join.seed, workers=workers)
+        with clock.stage("held-out pairs"):
+            generate_corpus(heldout / "corpus", 0, config.synth.seed + 1, noise_rate=config.synth.noise_rate,
+                            dev_docs=0, test_docs=0, distant_docs=n, progress=False)
+            shard_corpus([heldout / "corpus" / "train_distant.json"], heldout / "shards",
+                         docs_per_shard=config.shard.docs_per_shard, encoder=args.encoder, workers=workers,
+                         progress=False)
+            fact_join(heldout / "shards", heldout / "pairs", max_pairs_per_fact=config.fact_join.max_pairs_per_fact,
+                      seed=config.fact_join.seed, workers=workers)
     return kept

@@ -146,3 +146,43 @@ def test_real_data_config_smoke(shared_data, tmp_path):
           "--set", "data.max_train_docs=4", "--set", "training.epochs=1", "--output-dir", tmp_path], cwd=ROOT)
     record = json.loads((tmp_path / "metrics.jsonl").read_text().splitlines()[0])
     assert record["valid"]["num_gold"] == 3327  # all of valid.json is scored
+
+
+def test_the_pipeline_times_every_stage_and_closes_with_a_table(tmp_path, monkeypatch, capsys):
+    """Each stage's wall time as it ends, and a closing table of them all: here with every stage
+    replaced by a stand-in that returns at once (the real stages run in the config test above)."""
+    from types import SimpleNamespace
+
+    from dsdocre import cli
+
+    def held_out_pairs(shards, out, **kw):  # no pairs: pre-training goes on without held-out measures
+        (Path(out) / "manifest.json").parent.mkdir(parents=True, exist_ok=True)
+        (Path(out) / "manifest.json").write_text(json.dumps({"counts": {"pairs": 0}}))
+
+    metrics = {"precision": 0.5, "recall": 0.5, "f1": 0.5, "ign_precision": 0.5, "ign_f1": 0.5}
+    stand_ins = {
+        "dsdocre.synth.generate_corpus": lambda *a, **kw: None,
+        "sharding.ray_setup.connect": lambda *a, **kw: False,
+        "sharding.shard.shard_corpus": lambda *a, **kw: SimpleNamespace(counts={}),
+        "sharding.fact_join.fact_join": held_out_pairs,
+        "dsdocre.denoise.train_rank_model": lambda config: None,
+        "sharding.denoise_score.score_shards": lambda *a, **kw: {"counts": {}, "pairs_kept": 0, "pairs_scored": 0},
+        "dsdocre.pretrain.pretrain": lambda config: None,
+        "dsdocre.finetune.finetune": lambda config: None,
+        "dsdocre.data.scored.read_kept_pairs": lambda sources: None,
+        "dsdocre.evaluate.score_model": lambda *a, **kw: (metrics, [], 0.5),
+    }
+    for name, stand_in in stand_ins.items():
+        monkeypatch.setattr(name, stand_in)
+    assert cli.main(["pipeline", "--set", f"output_dir={tmp_path}"]) == 0
+    out = capsys.readouterr().out
+
+    splits = ["train_distant", "train_annotated", "dev", "test"]
+    stages = ["synth", "ray start", *(f"shard {s}" for s in splits), "denoise train",
+              *(f"denoise score {s}" for s in splits), "fact-join", "held-out pairs", "pretrain", "finetune", "evaluate"]
+    for stage in stages:
+        assert f"   {stage}: " in out, stage  # its time as it ends
+    table = out[out.index("stage "):].splitlines()
+    end = next(i for i, line in enumerate(table) if line.startswith("total"))
+    assert [line.split("  ")[0].strip() for line in table[1:end]] == stages  # every stage that ran, in order
+    assert table[end + 1].startswith("pipeline done")
