@@ -64,7 +64,8 @@ def main() -> None:
     versions = installed_closure(declared_requirements())
     print("# Exact versions of dsdocre's dependencies (pyproject.toml, every extra) and of what they need,")
     print("# as installed where the committed figures were measured. launch/install.sh installs with")
-    print("# `-c launch/requirements.lock`. Regenerate: .venv/bin/python launch/lock_versions.py > launch/requirements.lock")
+    print("# `-c launch/requirements.lock`. Regenerate:")
+    print("#   .venv/bin/python launch/lock_versions.py > launch/requirements.lock")
     for name in sorted(versions):
         print(f"{name}=={versions[name]}")
 
