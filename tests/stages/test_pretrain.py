@@ -1,6 +1,6 @@
 """Pre-training: the data split over ranks and loader workers, its resumable position, the folder
 checks, and real runs (one process for ZeRO 1/2/3; two under the deepspeed launcher for ZeRO-2 and
-ZeRO-3) on a small synthetic corpus. Kills, resumption and other faults: tests/test_faults.py."""
+ZeRO-3) on a small synthetic corpus. Kills, resumption and other faults: tests/train/test_faults.py."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import pytest
 
 from dsdocre.errors import UserError
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import kill_resume as kr  # noqa: E402  (the DeepSpeed JSON of the launcher tests, shared)

@@ -14,6 +14,7 @@ import torch
 
 from dsdocre.data.documents import Document
 from dsdocre.data.examples import PairExample
+from dsdocre.errors import UserError
 from dsdocre.evaluation import GoldIndex, score_predictions
 from dsdocre.inference import MIN_CANDIDATE_PROB, choose_threshold, decode
 from dsdocre.relations import NUM_CLASSES, relation_ids
@@ -177,3 +178,19 @@ def test_choose_threshold_no_candidates_or_no_gold():
     some[0, 0] = 0.7
     assert choose_threshold([ex], [some], 0) == (0.5, 0.0)
     assert choose_threshold([ex], [some], 1) == (pytest.approx(0.7), 1.0)
+
+
+# ---- device ------------------------------------------------------------------------------------
+def test_device_auto_takes_cuda_when_it_is_there(monkeypatch):
+    import torch
+
+    from dsdocre.inference import resolve_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert resolve_device("auto") == torch.device("cuda") and resolve_device("cuda:1") == torch.device("cuda:1")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert resolve_device("auto") == torch.device("cpu") and resolve_device(None) == torch.device("cpu")
+    with pytest.raises(UserError, match="CUDA is not available"):
+        resolve_device("cuda")
+    with pytest.raises(UserError, match="--device 'gpu7'"):
+        resolve_device("gpu7")

@@ -19,8 +19,9 @@ half-written, and announces its process id; the test then acts and deletes the h
   kept exactly the outputs that verified (their files untouched) and redid the rest.
 
 The undisturbed reference of each job is its in-process run (``--workers 0``), shared by the
-tests of the module; tests/test_sharding.py, test_denoise.py and test_fact_join.py show that an
-undisturbed Ray run writes exactly the same files. ``tests/test_sharding.py::TestLocalRay::test_cli_joins_a_running_cluster_with_address``
+tests of the module; tests/sharding/test_sharding.py, tests/stages/test_denoise.py and
+tests/sharding/test_fact_join.py show that an
+undisturbed Ray run writes exactly the same files. ``tests/sharding/test_sharding.py::TestLocalRay::test_cli_joins_a_running_cluster_with_address``
 covers joining a running cluster with ``--address``.
 """
 
@@ -48,7 +49,7 @@ from dsdocre.data import manifest as mf  # noqa: E402
 from sharding import ray_setup  # noqa: E402
 from sharding.shard import HOLD_DIR_ENV  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 N_INPUT, N_BAD = 29, 3  # input documents (corpus), of which the shard job rejects 3
 DOCS_PER_SHARD = 4  # -> 8 shards
 KEEP = "2n"  # denoise score

@@ -2,7 +2,7 @@
 
 Small on purpose (tens of documents, a few per shard): the whole file runs in about a minute
 on two cores. Ray tests use a local Ray with 2 CPUs. A lost worker, a lost node and a job killed
-and restarted: tests/test_ray_faults.py.
+and restarted: tests/sharding/test_ray_faults.py.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from dsdocre.data import manifest as mf  # noqa: E402
 from sharding.corpus import iter_document_bytes  # noqa: E402
 from sharding.shard import iter_samples, sample_key, shard_corpus  # noqa: E402
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+SHARED = Path(__file__).resolve().parents[2].parent / "shared"
 
 
 # --------------------------------------------------------------------------------------------
@@ -296,7 +296,7 @@ class TestLocalRay:
     def test_cli_joins_a_running_cluster_with_address(self, corpus, local_run, tmp_path):
         """``dsdocre shard --address`` joins the running Ray (this test's) instead of starting one;
         every shard of a finished run verifies, so it keeps them all. (Lost workers, lost nodes and a
-        killed job: tests/test_ray_faults.py.)"""
+        killed job: tests/sharding/test_ray_faults.py.)"""
         import shutil
         import subprocess
         import sys
@@ -343,7 +343,7 @@ def test_workers_get_the_test_hold_dir():
     from sharding.shard import HOLD_DIR_ENV
 
     show = "import json, sharding.ray_setup as r; print(json.dumps(r.RUNTIME_ENV['env_vars']))"
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[2]
     for value in ("/tmp/holds", None):
         env = {k: v for k, v in os.environ.items() if k != HOLD_DIR_ENV} | ({HOLD_DIR_ENV: value} if value else {})
         proc = subprocess.run([sys.executable, "-c", show], cwd=root, env=env, capture_output=True, text=True,

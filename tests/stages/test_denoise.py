@@ -1,7 +1,7 @@
 """Pre-denoising: the rank model's collapsed scoring equals its training path, kept-pair selection,
 Relation Detection candidates, and the scoring job (in-process) with its manifest, accounting,
 re-runs and the fact join on kept labels. The scoring job on Ray Data (equal to the in-process run,
-with a killed actor, a removed node, a killed and restarted job): tests/test_ray_faults.py."""
+with a killed actor, a removed node, a killed and restarted job): tests/sharding/test_ray_faults.py."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ from conftest import assert_same_saved_weights, deepspeed_config, launch_stage, 
 from dsdocre.data import manifest as mf
 from dsdocre.errors import UserError
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _env() -> dict:

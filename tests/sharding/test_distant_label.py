@@ -13,7 +13,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 from sharding.distant_label import KnowledgeBase, distant_label  # noqa: E402
 from sharding.entities import entity_key, normalize_name  # noqa: E402
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+SHARED = Path(__file__).resolve().parents[2].parent / "shared"
 
 
 def make_doc(title: str, names: list[str], labels=(), kb_ids=None) -> dict:

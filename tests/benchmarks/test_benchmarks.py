@@ -17,7 +17,7 @@ import pytest
 
 from benchmarks import bilinear as bench
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _phase(seconds, peak, work):

@@ -19,7 +19,7 @@ from conftest import tiny_bert
 from dsdocre.api import Fact, InvalidDocumentsError, load_model
 from dsdocre.relations import relation_names
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _document(title: str, words: list[list[str]], entities: list[list[tuple[int, int, int]]]) -> dict:
@@ -136,3 +136,32 @@ def test_an_invalid_document_is_reported_with_its_reasons(model_dir):
         extractor.predict(DOCUMENTS, on_invalid="raise")
     assert err.value.invalid[0].index == INVALID_INDEX
     assert not extractor.predict([]).facts  # nothing in, nothing out
+
+
+def test_scoring_runs_on_the_resolved_device(monkeypatch):
+    """predict / evaluate / the pipeline's scoring (all through dsdocre.api) move the model to the
+    device they resolve."""
+    import torch
+
+    from dsdocre import api
+
+    moved = []
+
+    class FakeModel:
+        tokenizer = type("T", (), {"pad_id": 0})()
+
+        def to(self, device):
+            moved.append(device)
+            return self
+
+    monkeypatch.setattr("dsdocre.model.RelationClassifier.from_pretrained", lambda d: (FakeModel(), {}))
+    monkeypatch.setattr("dsdocre.inference.resolve_device", lambda name: torch.device("meta"))
+    seen_device = []
+    monkeypatch.setattr("dsdocre.inference.predict_probabilities",
+                        lambda model, ex, bs, pad, device, **kw: seen_device.append(device) or [])
+    monkeypatch.setattr("dsdocre.data.examples.build_examples", lambda docs, tok, kept: [])
+    document = {"title": "T", "sents": [["a", "b"]],
+                "vertexSet": [[{"name": "a", "pos": [0, 1], "sent_id": 0, "type": "MISC"}],
+                              [{"name": "b", "pos": [1, 2], "sent_id": 0, "type": "MISC"}]]}
+    api.load_model("m", device="anything").predict([document])
+    assert moved == [torch.device("meta")] and seen_device == [torch.device("meta")]

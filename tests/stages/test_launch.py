@@ -16,7 +16,7 @@ import pytest
 
 from conftest import tiny_bert
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 STAGES = ("finetune", "pretrain", "denoise-train")
 # set around a launch by clusters and by users; none of them may leak into these runs
 _LAUNCH_VARIABLES = ("HOSTFILE", "NODE_RANK", "NUM_NODES", "NUM_PROCS", "MASTER_ADDR", "MASTER_PORT",

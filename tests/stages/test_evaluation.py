@@ -18,7 +18,7 @@ from dsdocre.evaluation import (
     train_fact_set,
 )
 
-DATA_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "redocred"
+DATA_DIR = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "redocred"
 
 
 def m(name, sent_id, pos=(0, 1), typ="MISC"):

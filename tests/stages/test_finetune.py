@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from conftest import assert_same_saved_weights, deepspeed_config, launch_stage
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _env() -> dict:

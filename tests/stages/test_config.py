@@ -1,0 +1,58 @@
+"""The configuration schema (dsdocre.config): a misspelt key or override is an error naming the
+nearest valid key, overrides are checked like the file, and the default configs are found from any
+directory."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from dsdocre.errors import UserError
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_misspelt_keys_are_errors_naming_the_nearest_valid_key(tmp_path):
+    from dsdocre.config import load_config
+    from dsdocre.finetune import FinetuneConfig
+
+    path = tmp_path / "c.yaml"
+    path.write_text("data: {train: a.json, valid: b.json}\ntraining:\n  epochz: 3\nmodel:\n  pair_dimm: 8\n")
+    with pytest.raises(UserError) as err:
+        load_config(FinetuneConfig, path)
+    assert "training.epochz: unknown key; did you mean 'training.epochs'?" in str(err.value)
+    assert "model.pair_dimm: unknown key; did you mean 'model.pair_dim'?" in str(err.value)
+    path.write_text("data: {train: a.json, valid: b.json}\ntrainng: {epochs: 1}\n")
+    with pytest.raises(UserError, match="trainng: unknown key; did you mean 'training'"):
+        load_config(FinetuneConfig, path)
+
+
+def test_overrides_are_checked_like_the_file(tmp_path):
+    from dsdocre.config import load_config
+    from dsdocre.finetune import FinetuneConfig
+
+    path = tmp_path / "c.yaml"
+    path.write_text("data: {train: a.json, valid: b.json}\n")
+    config = load_config(FinetuneConfig, path, ["training.epochs=2", "model.dropout=0"])
+    assert config.training.epochs == 2 and config.model.dropout == 0.0
+    with pytest.raises(UserError, match="warmup_ration: unknown key; did you mean 'training.warmup_ratio'"):
+        load_config(FinetuneConfig, path, ["training.warmup_ration=0.1"])
+    with pytest.raises(UserError, match="training.epochs: .*integer"):
+        load_config(FinetuneConfig, path, ["training.epochs=abc"])
+    with pytest.raises(UserError, match="model.pair_activation"):
+        load_config(FinetuneConfig, path, ["model.pair_activation=gelu"])
+    with pytest.raises(UserError, match="data.valid: missing required key"):
+        load_config(FinetuneConfig, path, ["data={train: a.json}"])
+
+
+def test_default_configs_are_found_from_any_directory(tmp_path, monkeypatch):
+    from dsdocre.config import load_config, resolve_config_path
+    from dsdocre.pipeline import PipelineConfig
+
+    monkeypatch.chdir(tmp_path)
+    assert resolve_config_path("configs/finetune.yaml").read_text() == (ROOT / "configs/finetune.yaml").read_text()
+    assert resolve_config_path("configs/deepspeed/finetune.json").is_file()
+    assert load_config(PipelineConfig, "configs/pipeline.yaml").synth.docs == 400
+    with pytest.raises(UserError, match="config file configs/nope.yaml does not exist"):
+        load_config(PipelineConfig, "configs/nope.yaml")
