@@ -24,17 +24,19 @@
 from __future__ import annotations
 
 import argparse
-import json
 import random
 from dataclasses import replace
+from typing import Callable
 
 import numpy as np
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from dsdocre.config import Section, add_stage_arguments, load_stage_config
-from dsdocre.model.rank import RankModelConfig
-from dsdocre.train import distributed
-from dsdocre.train.engine import TrainingConfig, log
+from dsdocre.errors import UserError
+from dsdocre.model.rank import RankModelConfig, check_keep_spec
+from dsdocre.train.annotated import fit, load_annotated, prepare, start
+from dsdocre.train.config import TrainingConfig
+from dsdocre.train.distributed import log
 
 
 class DenoiseDataConfig(Section):
@@ -59,6 +61,20 @@ class DenoiseConfig(Section):
     model: RankModelConfig = RankModelConfig()
     training: RankTrainingConfig = RankTrainingConfig()
     select_keep: str = "2n"  # the epoch kept is the one with the best valid recall at this many pairs
+
+    @field_validator("select_keep")
+    @classmethod
+    def _a_keep_spec(cls, value: str) -> str:
+        return check_keep_spec(value)  # "20" or "2n": checked before any epoch trains
+
+
+# Valid recall reported after every epoch at these cuts (and at select_keep when it is another).
+RECALL_SPECS = ("2n", "3n", "20")
+
+
+def recall_specs(select_keep: str) -> tuple[str, ...]:
+    """The cuts valid recall is measured at after each epoch: :data:`RECALL_SPECS` and ``select_keep``."""
+    return RECALL_SPECS + (() if select_keep in RECALL_SPECS else (select_keep,))
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -104,102 +120,68 @@ def run(args: argparse.Namespace) -> int:
 
 def train_rank_model(config: DenoiseConfig) -> dict:
     """Train the rank model, keep the epoch with the best valid recall, save it. Returns its record."""
-    distributed.prepare_environment()
-    import torch
-
-    from dsdocre.data.documents import load_gold_documents, load_valid_documents
-    from dsdocre.data.encoding import load_tokenizer, resolve_encoder_dir
-    from dsdocre.data.examples import build_examples, class_prior_log_odds
-    from dsdocre.errors import UserError
-    from dsdocre.model import RankModel
-    from dsdocre.train.checkpoint import write_records
-    from dsdocre.train.engine import (resume_plan, resume_point, run_fingerprint, setup_engine, start,
-                                      train_epochs)
-
     data_cfg, train_cfg, model_cfg = config.data, config.training, config.model
     if model_cfg.relation_head and train_cfg.negatives_per_positive:
         raise UserError("model.relation_head learns from every pair of a document: set "
                         "training.negatives_per_positive: 0 (each positive against all NA pairs)")
-    out_dir = start(train_cfg, config.output_dir)
-    main = distributed.is_main_process()
+    out_dir = start(config)
+    import torch
+
+    from dsdocre.data.encoding import load_tokenizer, resolve_encoder_dir
+    from dsdocre.data.examples import build_examples, class_prior_log_odds
+    from dsdocre.model import RankModel
 
     # ---- data: documents with a labelled pair and enough NA pairs to draw from --------------------
-    rejected_path = out_dir / "rejected.jsonl"
-    if main:
-        rejected_path.unlink(missing_ok=True)
-    train_docs, _ = load_valid_documents(data_cfg.train, require_labels=True,
-                                         rejected_path=rejected_path if main else None, log=log if main else None)
-    valid_docs = load_gold_documents(data_cfg.valid, log=log if main else None)
-    if data_cfg.max_train_docs:
-        train_docs = train_docs[: data_cfg.max_train_docs]
+    data = load_annotated(data_cfg, out_dir)
     encoder_dir = resolve_encoder_dir(model_cfg.encoder)
     tokenizer, added = load_tokenizer(encoder_dir, model_cfg.max_entities)
-    negatives = train_cfg.negatives_per_positive
-    needed = max(negatives, 1)  # NA pairs a document must have (0 = all of them: at least one)
-    examples = [e for e in build_examples(train_docs, tokenizer)
+    needed = max(train_cfg.negatives_per_positive, 1)  # NA pairs a document must have (0 = all of them: at least one)
+    examples = [e for e in build_examples(data.train, tokenizer)
                 if (e.labels[:, 0] == 0).any() and (e.labels[:, 0] == 1).sum() >= needed]
     if not examples:
         raise UserError(f"{data_cfg.train}: no document has a labelled pair and {needed} NA pairs to train on")
-    log(f"{len(examples)} of {len(train_docs)} training documents have a labelled pair and >= {needed} NA pairs")
-    valid_encodings = [tokenizer.encode(d) for d in valid_docs]
+    log(f"{len(examples)} of {len(data.train)} training documents have a labelled pair and >= {needed} NA pairs")
+    valid_encodings = [tokenizer.encode(d) for d in data.valid]
 
-    # ---- model and engine -------------------------------------------------------------------
-    model = RankModel(model_cfg, tokenizer, encoder_dir=encoder_dir, added_tokens=added)
+    # ---- model and engine (resumed from the newest verified checkpoint, if any) ------------------
+    def make_model():
+        return RankModel(model_cfg, tokenizer, encoder_dir=encoder_dir, added_tokens=added)
+
+    model = make_model()
     if model_cfg.relation_head:  # relation logits start at each class's log-odds, as fine-tuning's
         with torch.no_grad():
             model.classifier.bias[1:] = torch.from_numpy(class_prior_log_odds(examples))
-    # the checkpoint to resume from, if any (verified; chosen before the engine, which it configures)
-    fingerprint = run_fingerprint(config)
-    plan = resume_plan(train_cfg, out_dir, fingerprint)
-    run = setup_engine(model, train_cfg, [len(e.encoded.input_ids) for e in examples], "denoise train",
-                       plan=plan)
-    engine, device, micro_batch = run.engine, run.engine.device, run.micro_batch
+    run = prepare(config, model, [len(e.encoded.input_ids) for e in examples], out_dir)
     log(f"rank model: {encoder_dir} + pair bilinear {model_cfg.pair_dim} -> 1 score"
         f"{' + 97 relation logits' if model_cfg.relation_head else ''}; world {run.world}; "
-        f"{run.steps_per_epoch} steps/epoch")
+        f"{run.source.steps_per_epoch()} steps/epoch")
 
-    # ---- the loop: softmax cross-entropy over each positive's group -----------------------------
-    detection = RelationDetectionLoss(examples, tokenizer.pad_id, train_cfg, model_cfg.relation_head)
+    # ---- the loop: softmax cross-entropy over each positive's group; valid recall after each epoch --
+    detection = RelationDetectionLoss(examples, tokenizer.pad_id, train_cfg, model_cfg.relation_head,
+                                      epoch_of=lambda: run.source.epoch)
 
     def loss_of(idx: list[int]):
-        return detection(engine, idx, device)
+        return detection(run.engine, idx, run.device)
 
-    def batches_with_epoch(epoch: int):
-        detection.epoch = epoch
-        return run.batches_of(epoch)
-
-    resumed = resume_point(engine, train_cfg, plan)  # None for a fresh start
-    metrics_path = out_dir / "metrics.jsonl"
-    if main:
-        write_records(metrics_path, resumed["records"] if resumed else [])
-    best = {"recall": -1.0, "record": None}  # restored on resume
-
-    def evaluate(record: dict, model) -> dict:
+    def evaluate(record: dict, model) -> tuple[dict, float]:
         from dsdocre.model.rank import score_documents
 
-        scores = score_documents(model, valid_encodings, micro_batch, device)
-        record = {**record, "valid": kept_recall(valid_docs, scores, ("2n", "3n", "20"))}
-        with open(metrics_path, "a") as f:
-            f.write(json.dumps(record) + "\n")
-        recall = record["valid"][f"fact_recall_at_{config.select_keep}"]
+        scores = score_documents(model, valid_encodings, run.micro_batch, run.device)
+        record = {**record, "valid": kept_recall(data.valid, scores, recall_specs(config.select_keep))}
         log(f"epoch {record['epoch']}: loss {record['loss']:.4f}  valid recall of gold facts in kept pairs: "
             + ", ".join(f"{k} {v:.2f}" for k, v in record["valid"].items() if k.startswith("fact_recall")))
-        if recall > best["recall"]:
-            best.update(recall=recall, record=record)
-            model.save_pretrained(out_dir / "model", epoch=record["epoch"], valid=record["valid"],
-                                          train_file=str(data_cfg.train), valid_file=str(data_cfg.valid))
-        return record
+        return record, record["valid"][f"fact_recall_at_{config.select_keep}"]
 
-    summary = train_epochs(engine, train_cfg, batches_of=batches_with_epoch, loss_of=loss_of, evaluate=evaluate,
-                           accumulation=run.accumulation, name="denoise",
-                           run_dir=out_dir, resumed=resumed, stage_state=best, fingerprint=fingerprint,
-                           make_model=lambda: RankModel(model_cfg, tokenizer, encoder_dir=encoder_dir, added_tokens=added))
-    if not main:
+    def save_best(model, record: dict) -> None:
+        model.save_pretrained(out_dir / "model", epoch=record["epoch"], valid=record["valid"],
+                              train_file=str(data_cfg.train), valid_file=str(data_cfg.valid))
+
+    best = fit(run, loss_of, evaluate=evaluate, save_best=save_best, make_model=make_model, name="denoise")
+    if not best:
         return {}
-    top = best["record"]
-    log(f"best epoch {top['epoch']}: valid recall at {config.select_keep} "
-        f"{top['valid'][f'fact_recall_at_{config.select_keep}']:.2f}; rank model saved to {out_dir / 'model'}")
-    return {**top, "train_seconds_total": summary["train_seconds"], "steps_total": summary["steps"]}
+    log(f"best epoch {best['epoch']}: valid recall at {config.select_keep} "
+        f"{best['valid'][f'fact_recall_at_{config.select_keep}']:.2f}; rank model saved to {out_dir / 'model'}")
+    return best
 
 
 class RelationDetectionLoss:
@@ -213,9 +195,10 @@ class RelationDetectionLoss:
     weighted by ``relation_loss_weight``. ``forward`` is the DeepSpeed engine or the model itself.
     """
 
-    def __init__(self, examples: list, pad_id: int, training: RankTrainingConfig, relation_head: bool = False):
+    def __init__(self, examples: list, pad_id: int, training: RankTrainingConfig, relation_head: bool = False,
+                 epoch_of: Callable[[], int] = lambda: 1):
         self.examples, self.pad_id, self.training, self.relation_head = examples, pad_id, training, relation_head
-        self.epoch = 1  # set by the training loop before each epoch's batches
+        self.epoch_of = epoch_of  # the epoch being trained (the positives drawn depend on it)
 
     def __call__(self, forward, idx: list[int], device):
         if self.relation_head:
@@ -225,7 +208,7 @@ class RelationDetectionLoss:
         return self._sampled_groups(forward, idx, device)
 
     def _rng(self, i: int) -> random.Random:
-        return random.Random(self.training.seed * 1_000_003 + self.epoch * 10_007 + i)
+        return random.Random(self.training.seed * 1_000_003 + self.epoch_of() * 10_007 + i)
 
     def _sampled_groups(self, forward, idx, device):
         import torch

@@ -18,14 +18,13 @@ the ``deepspeed`` launcher for data parallelism; every stop is agreed by all ran
 from __future__ import annotations
 
 import argparse
-import json
-from pathlib import Path
 from typing import Optional, Union
 
 from dsdocre.config import Section, add_stage_arguments, load_stage_config
 from dsdocre.model.classifier import ModelConfig
-from dsdocre.train import distributed
-from dsdocre.train.engine import TrainingConfig, log
+from dsdocre.train.annotated import fit, load_annotated, prepare, start
+from dsdocre.train.config import TrainingConfig
+from dsdocre.train.distributed import log
 
 
 class DataConfig(Section):
@@ -53,109 +52,82 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    result = finetune(load_stage_config(FinetuneConfig, args))
-    return 0 if result is not None else 1
+    finetune(load_stage_config(FinetuneConfig, args))
+    return 0
 
 
 def finetune(config: FinetuneConfig) -> dict:
-    """Train, select the best epoch on valid, save it. Returns the best epoch's record."""
-    distributed.prepare_environment()
+    """Train, select the best epoch on valid, save it. Returns the best epoch's record (rank 0)."""
+    out_dir = start(config)
     import torch
 
-    from dsdocre.data.documents import load_gold_documents, load_valid_documents
     from dsdocre.data.encoding import load_tokenizer, resolve_encoder_dir
-    from dsdocre.data.scored import read_kept_pairs
     from dsdocre.data.examples import build_examples, collate
-    from dsdocre.errors import UserError
+    from dsdocre.data.scored import read_kept_pairs
     from dsdocre.evaluation import GoldIndex, train_fact_set
     from dsdocre.model import RelationClassifier
-    from dsdocre.train.checkpoint import write_records
-    from dsdocre.train.engine import (resume_plan, resume_point, run_fingerprint, setup_engine, start,
-                                      train_epochs)
 
     data_cfg, train_cfg, model_cfg = config.data, config.training, config.model
-    out_dir = start(train_cfg, config.output_dir)
 
     # ---- data: training documents validated (rejections written down); valid read whole -------
-    rejected_path = out_dir / "rejected.jsonl"
-    main = distributed.is_main_process()
-    if main:
-        rejected_path.unlink(missing_ok=True)
-    train_docs, train_rej = load_valid_documents(data_cfg.train, require_labels=True,
-                                                 rejected_path=rejected_path if main else None,
-                                                 log=log if main else None)
-    valid_docs = load_gold_documents(data_cfg.valid, log=log if main else None)
-    if not train_docs:
-        raise UserError(f"{data_cfg.train}: no usable training documents; see {rejected_path}")
-    if data_cfg.max_train_docs:
-        train_docs = train_docs[: data_cfg.max_train_docs]
+    data = load_annotated(data_cfg, out_dir)
     kept_pairs = read_kept_pairs(data_cfg.kept_pairs)
-
     encoder_dir = resolve_encoder_dir(model_cfg.encoder)
     tokenizer, added = load_tokenizer(encoder_dir, model_cfg.max_entities)
-    train_examples = build_examples(train_docs, tokenizer, kept_pairs)
-    valid_examples = build_examples(valid_docs, tokenizer, kept_pairs)
-    facts_in_train = train_fact_set([d.to_json() for d in train_docs])
-    valid_gold = GoldIndex(d.to_json() for d in valid_docs)  # built once, scored every epoch
+    train_examples = build_examples(data.train, tokenizer, kept_pairs)
+    valid_examples = build_examples(data.valid, tokenizer, kept_pairs)
+    facts_in_train = train_fact_set([d.to_json() for d in data.train])
+    valid_gold = GoldIndex(d.to_json() for d in data.valid)  # built once, scored every epoch
 
-    # ---- model and engine ----------------------------------------------------------------
-    model = RelationClassifier(model_cfg, tokenizer, encoder_dir=encoder_dir, added_tokens=added)
+    # ---- model and engine (resumed from the newest verified checkpoint, if any) ------------------
+    def make_model():
+        return RelationClassifier(model_cfg, tokenizer, encoder_dir=encoder_dir, added_tokens=added)
+
+    model = make_model()
     if train_cfg.prior_bias_init:
         _init_bias_to_class_priors(model, train_examples)
-    # the checkpoint to resume from, if any (verified; chosen before the engine, which it configures)
-    fingerprint = run_fingerprint(config)
-    plan = resume_plan(train_cfg, out_dir, fingerprint)
-    run = setup_engine(model, train_cfg, [len(e.encoded.input_ids) for e in train_examples], "finetune",
-                       plan=plan)
-    engine, device, micro_batch = run.engine, run.engine.device, run.micro_batch
+    run = prepare(config, model, [len(e.encoded.input_ids) for e in train_examples], out_dir)
     log(f"model: {encoder_dir} + pair bilinear {model_cfg.pair_dim}; "
         f"{sum(p.numel() for p in model.parameters()) / 1e6:.1f}M parameters; world {run.world}; "
-        f"{len(train_examples)} train / {len(valid_examples)} valid documents; {run.steps_per_epoch} steps/epoch")
+        f"{len(train_examples)} train / {len(valid_examples)} valid documents; "
+        f"{run.source.steps_per_epoch()} steps/epoch")
 
     # ---- the loop: multi-label BCE over the candidate pairs; valid scored after each epoch ------
     def loss_of(idx: list[int]):
-        batch = collate([train_examples[i] for i in idx], tokenizer.pad_id, device)
-        logits = engine(batch)
+        batch = collate([train_examples[i] for i in idx], tokenizer.pad_id, run.device)
+        logits = run.engine(batch)
         mask = batch["pair_mask"].unsqueeze(-1).expand_as(logits)
         return torch.nn.functional.binary_cross_entropy_with_logits(logits[mask].float(), batch["labels"][mask])
 
-    # ---- resume from the newest checkpoint, if any (model, optimizer, schedule, RNGs, position) ----
-    resumed = resume_point(engine, train_cfg, plan)
-    metrics_path = out_dir / "metrics.jsonl"
-    if main:
-        write_records(metrics_path, resumed["records"] if resumed else [])
-    best = {"f1": -1.0, "record": None}  # unrounded F1 (the record keeps it rounded); restored on resume
+    predictions_of_epoch = {}
 
-    def evaluate(record: dict, model) -> dict:
-        record, f1, saved = _evaluate_and_save(model, record, best["f1"], valid_examples, valid_gold,
-                                               facts_in_train, micro_batch, device, out_dir, data_cfg)
-        if saved:
-            best.update(f1=f1, record=record)
-        return record
+    def evaluate(record: dict, model) -> tuple[dict, float]:
+        record, predictions, f1 = _evaluate(model, record, valid_examples, valid_gold, facts_in_train,
+                                            run.micro_batch, run.device)
+        predictions_of_epoch["last"] = predictions
+        return record, f1
 
-    summary = train_epochs(engine, train_cfg, batches_of=run.batches_of, loss_of=loss_of, evaluate=evaluate,
-                           accumulation=run.accumulation, name="finetune",
-                           run_dir=out_dir, resumed=resumed, stage_state=best, fingerprint=fingerprint,
-                           make_model=lambda: RelationClassifier(model_cfg, tokenizer, encoder_dir=encoder_dir,
-                                                                 added_tokens=added))
+    def save_best(model, record: dict) -> None:
+        from dsdocre.inference import write_submission
 
-    rejected = len(train_rej)
-    if not main:
+        model.save_pretrained(out_dir / "model", threshold=record["threshold"], epoch=record["epoch"],
+                              valid=record["valid"], train_file=str(data_cfg.train), valid_file=str(data_cfg.valid))
+        write_submission(predictions_of_epoch["last"], out_dir / "valid_predictions.json")
+
+    best = fit(run, loss_of, evaluate=evaluate, save_best=save_best, make_model=make_model, name="finetune")
+    if not best:
         return {}
-    top = best["record"]
-    log(f"best epoch {top['epoch']}: valid F1 {top['valid']['f1']:.2f}, Ign F1 {top['valid']['ign_f1']:.2f}; "
+    log(f"best epoch {best['epoch']}: valid F1 {best['valid']['f1']:.2f}, Ign F1 {best['valid']['ign_f1']:.2f}; "
         f"model saved to {out_dir / 'model'}"
-        + (f"; {rejected} rejected training documents listed in {rejected_path}" if rejected else ""))
-    return {**top, "train_seconds_total": summary["train_seconds"], "docs_seen": summary["docs_seen"],
-            "steps_total": summary["steps"], "rejected": rejected}
+        + (f"; {data.rejected} rejected training documents listed in {data.rejected_path}" if data.rejected else ""))
+    return {**best, "docs_seen": best["samples_seen"], "rejected": data.rejected}
 
 
-def _evaluate_and_save(model, record, best_f1, valid_examples, valid_gold, facts_in_train, batch_size, device,
-                       out_dir: Path, data_cfg: DataConfig):
-    """Score valid with the threshold chosen there; save the model when F1 improves.
-    Returns (record with valid metrics, best F1 so far, whether this epoch was saved)."""
+def _evaluate(model, record, valid_examples, valid_gold, facts_in_train, batch_size, device):
+    """Score valid with the threshold chosen there. Returns (the record with the valid metrics and
+    threshold, the predictions, F1)."""
     from dsdocre.evaluation import score_predictions
-    from dsdocre.inference import choose_threshold, decode, predict_probabilities, write_submission
+    from dsdocre.inference import choose_threshold, decode, predict_probabilities
 
     probs = predict_probabilities(model, valid_examples, batch_size, model.tokenizer.pad_id, device=device)
     threshold, _ = choose_threshold(valid_examples, probs, len(valid_gold))
@@ -166,14 +138,7 @@ def _evaluate_and_save(model, record, best_f1, valid_examples, valid_gold, facts
     log(f"epoch {record['epoch']}: loss {record['loss']:.4f}  valid F1 {scores['f1'] * 100:.2f}  "
         f"Ign F1 {scores['ign_f1'] * 100:.2f}  P {scores['precision'] * 100:.2f}  "
         f"R {scores['recall'] * 100:.2f}  (threshold {threshold:.3f}, {record['train_seconds']:.0f}s)")
-    with open(out_dir / "metrics.jsonl", "a") as f:
-        f.write(json.dumps(record) + "\n")
-    if scores["f1"] <= best_f1:
-        return record, best_f1, False
-    model.save_pretrained(out_dir / "model", threshold=threshold, epoch=record["epoch"], valid=record["valid"],
-                          train_file=str(data_cfg.train), valid_file=str(data_cfg.valid))
-    write_submission(predictions, out_dir / "valid_predictions.json")
-    return record, scores["f1"], True
+    return record, predictions, scores["f1"]
 
 
 def _init_bias_to_class_priors(model, examples) -> None:

@@ -27,15 +27,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import resource
-import time
 from typing import Optional
 
+from dsdocre import fsio
 from dsdocre.config import Section, add_stage_arguments, load_stage_config
 from dsdocre.model.pretrain import TASKS, TaskSwitches
 from dsdocre.train import distributed
-from dsdocre.train.engine import TrainingConfig, log
+from dsdocre.train.config import TrainingConfig
+from dsdocre.train.distributed import log
 
 
 class PretrainDataConfig(Section):
@@ -91,28 +91,24 @@ def run(args: argparse.Namespace) -> int:
 def pretrain(config: PretrainConfig) -> dict:
     """Pre-train, checkpoint, export the encoder. Returns the run's summary (rank 0; {} elsewhere)."""
     distributed.prepare_environment()
-    import torch
-    from tqdm.auto import tqdm
-
-    from dsdocre.config import load_deepspeed_config, to_plain
+    from dsdocre.config import to_plain
     from dsdocre.data.encoding import load_tokenizer, resolve_encoder_dir
     from dsdocre.data.pretrain_data import PairBatches
     from dsdocre.model.pretrain import PretrainModel
     from dsdocre.train import checkpoint
-    from dsdocre.train import faults
-    from dsdocre.train.engine import (SKIPPED_KEY, StepControl, apply_precision, base_learning_rate, batch_layout,
-                                      build_engine, check_global_batch, linear_warmup_decay, optimizer_step,
-                                      param_groups, resume_plan, resume_point, run_fingerprint, start)
+    from dsdocre.train.engine import batch_layout, build_engine, deepspeed_config, start, total_steps
+    from dsdocre.train.loop import MicroResult, StepInfo, train
 
     data_cfg, train_cfg, model_cfg = config.data, config.training, config.model
     out_dir = start(train_cfg, config.output_dir)
     main, world, rank = distributed.is_main_process(), distributed.world_size(), distributed.rank()
 
+    # ---- the run's identity and the newest verified checkpoint, if any -----------------------------
+    fingerprint = checkpoint.run_fingerprint(config)
+    plan = checkpoint.resume_plan(train_cfg, out_dir, fingerprint)  # before the engine: it may need the universal form
+    ds_config = deepspeed_config(train_cfg, out_dir, plan)
+
     # ---- data: this rank's steps of document pairs (deterministic, resumable) ---------------------
-    ds_config = apply_precision(load_deepspeed_config(train_cfg.deepspeed), train_cfg.precision)
-    monitor = ds_config.get("tensorboard", {})
-    if monitor.get("enabled") and not monitor.get("output_path"):
-        ds_config["tensorboard"] = {**monitor, "output_path": str(out_dir / "tensorboard")}
     micro_batch, accumulation = batch_layout(ds_config)
     encoder_dir = resolve_encoder_dir(model_cfg.encoder)
     tokenizer, added = load_tokenizer(encoder_dir, model_cfg.max_entities)
@@ -124,54 +120,25 @@ def pretrain(config: PretrainConfig) -> dict:
     if data_cfg.valid_pairs:
         valid = PairBatches(data_cfg.valid_pairs, data_cfg.valid_shards or data_cfg.shards, tokenizer,
                             micro_batch=micro_batch, seed=train_cfg.seed, shuffle=False, **examples)
-    total_steps = data.steps_per_epoch() * train_cfg.epochs
-    if train_cfg.max_steps:
-        total_steps = min(total_steps, train_cfg.max_steps)
+    steps_total = total_steps(train_cfg, data.steps_per_epoch())
 
-    # ---- model and engine; resume from the newest verified checkpoint -----------------------------
-    fingerprint = run_fingerprint(config)
-    plan = resume_plan(train_cfg, out_dir, fingerprint)  # before the engine: it may need the universal form
-    if plan is not None:
-        ds_config = plan.deepspeed_config(ds_config)
+    # ---- model and engine, restored from the checkpoint -------------------------------------------
     model = PretrainModel(encoder_dir, config.tasks, pair_dim=model_cfg.pair_dim,
                           window_overlap=model_cfg.window_overlap, added_tokens=added,
                           tokenizer_max_length=tokenizer.tokenizer.model_max_length,
                           special_ids=(tokenizer.cls_id, tokenizer.sep_id, tokenizer.pad_id),
                           bilinear_impl=model_cfg.bilinear_impl, encoder_dropout=model_cfg.encoder_dropout)
-    engine = build_engine(model, param_groups(model, base_learning_rate(ds_config), train_cfg.head_lr_multiplier),
-                          ds_config, linear_warmup_decay(total_steps, int(train_cfg.warmup_ratio * total_steps)))
+    engine = build_engine(model, train_cfg, ds_config, data.steps_per_epoch())
     device = engine.device
-    step, train_seconds, skipped = 0, 0.0, 0
-    resumed = resume_point(engine, train_cfg, plan)
-    if resumed:
-        check_global_batch(resumed, data.stream.global_batch)
-        step, train_seconds, skipped = resumed["step"], resumed["train_seconds"], resumed.get(SKIPPED_KEY, 0)
-        data.load_state_dict(resumed["data"])
-        log(f"resumed from step {step} (epoch {data.epoch}, {data.state_dict()['batches']} steps into it)")
+    resumed = checkpoint.restore(engine, train_cfg, plan)
+    resumed_step = resumed["step"] if resumed else 0
     log(f"pretrain: {encoder_dir}; tasks {', '.join(config.tasks.enabled())}; "
         f"{sum(p.numel() for p in model.parameters()) / 1e6:.1f}M parameters; ZeRO stage "
         f"{engine.zero_optimization_stage()}; world {world}; {data.stream.total} document pairs, "
-        f"global batch {data.stream.global_batch}, {data.steps_per_epoch()} steps/epoch; {total_steps} steps")
+        f"global batch {data.stream.global_batch}, {data.steps_per_epoch()} steps/epoch; {steps_total} steps")
 
     def to_device(batch: dict) -> dict:
         return {k: v.to(device) for k, v in batch.items()}
-
-    def export(state: dict, folder) -> None:
-        checkpoint.export_encoder(engine.module.encoder.model, tokenizer.tokenizer, state, folder, "encoder.model.",
-                                  step=step, tasks=config.tasks.enabled(), config=to_plain(config))
-
-    control = StepControl(train_cfg)
-    control.skipped_total = skipped
-
-    def save() -> None:
-        if not train_cfg.checkpoints:  # the encoder is still exported
-            checkpoint.export_only(engine, out_dir, export)
-            return
-        checkpoint.save(engine, out_dir, step, {"step": step, "train_seconds": train_seconds, "data": data.state_dict(),
-                                                "global_batch": data.stream.global_batch,
-                                                SKIPPED_KEY: control.skipped_total},
-                        keep=train_cfg.keep_checkpoints, export=export, fingerprint=fingerprint)
-        control.saved()
 
     valid_scores = {}
     if resumed and (out_dir / "valid.json").exists():  # the untrained encoder's scores, from the first start
@@ -180,7 +147,7 @@ def pretrain(config: PretrainConfig) -> dict:
         valid_scores["before"] = evaluate_tasks(engine, valid, to_device)
         log("held-out, before training: " + _format_scores(valid_scores["before"]))
 
-    # ---- the loop ------------------------------------------------------------------------------
+    # ---- the loop: a step is `accumulation` micro-batches of document pairs; metrics every log_every --
     metrics_path = out_dir / "metrics.jsonl"
     samples_path = out_dir / "samples" / f"rank-{rank}.jsonl"
     if train_cfg.log_samples:
@@ -189,69 +156,40 @@ def pretrain(config: PretrainConfig) -> dict:
     # killed run wrote after it is redone, so it would otherwise be counted twice).
     for path, mine in ((metrics_path, main), (samples_path, train_cfg.log_samples)):
         if mine:
-            checkpoint.keep_records_up_to(path, step if resumed else 0)
-    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+            checkpoint.keep_records_up_to(path, resumed_step)
     window = _Window()
-    budget_s = train_cfg.max_train_minutes * 60 or math.inf
-    bar = tqdm(total=total_steps, initial=step, desc="pretrain", disable=not main)
-    stop = step >= total_steps
-    while not stop:
-        engine.train()
-        steps = iter(data)
-        while True:
-            t0 = time.perf_counter()
-            batch = next(steps, None)  # data wait: the time this rank waits for its next step
-            if batch is None:
-                break  # the epoch is over; the stream has rolled over to the next one
-            t_data = time.perf_counter()
-            t_fwd = t_bwd = t_opt = 0.0
-            poisoned = faults.armed("nan-loss", step + 1)  # a test's injected numerical fault
-            for i, micro in enumerate(batch.micro_batches):
-                ta = time.perf_counter()
-                out = engine(to_device(micro))
-                loss = out["loss"] * micro["weight"].to(device)
-                if poisoned:
-                    loss = loss * float("nan")
-                sync()
-                tb = time.perf_counter()
-                engine.backward(loss)
-                sync()
-                tc = time.perf_counter()
-                # DeepSpeed steps the optimizer at the accumulation boundary (a non-finite step is skipped)
-                applied = optimizer_step(engine, boundary=i == len(batch.micro_batches) - 1)
-                sync()
-                t_fwd, t_bwd, t_opt = t_fwd + tb - ta, t_bwd + tc - tb, t_opt + time.perf_counter() - tc
-                if not poisoned and bool(torch.isfinite(out["loss"])):
-                    window.add_task_metrics(out, float(micro["weight"]))
-            data.advance()
-            step += 1
-            if train_cfg.log_samples:
-                with open(samples_path, "a") as f:
-                    f.write(json.dumps({"step": step, "epoch": batch.epoch, "batch": batch.batch, "keys": batch.keys}) + "\n")
-            elapsed = time.perf_counter() - t0
-            train_seconds += elapsed
-            window.add_step(batch, t_data - t0, t_fwd, t_bwd, t_opt, elapsed)
-            bar.update(1)
-            stop, due, reason = control.decide(step, step >= total_steps or train_seconds > budget_s, applied)
-            if step % train_cfg.log_every == 0 or step == total_steps:
-                # the epoch of the window's last step (after an epoch's last step the stream is already in the next)
-                record = {**window.flush(step, batch.epoch), "skipped_steps": control.skipped_total}
-                if main:
-                    if record["loss"] is not None:
-                        bar.set_postfix(loss=f"{record['loss']:.3f}")
-                    with open(metrics_path, "a") as f:
-                        f.write(json.dumps(record) + "\n")
-                    engine.monitor.write_events([(f"pretrain/{k}", v, step) for k, v in record.items()
-                                                 if isinstance(v, float)])
-            if stop or due:
-                save()
-            if reason in ("sigterm", "nonfinite"):
-                control.close()
-                raise control.interrupted(step, reason, train_cfg.checkpoints)
-            if stop:
-                break
-    bar.close()
-    control.close()
+    last_step = {"step": resumed_step}  # the step the exported encoder was trained to
+
+    def loss_of(micro: dict) -> MicroResult:
+        out = engine(to_device(micro))
+        weight = float(micro["weight"])
+        return MicroResult(out["loss"] * micro["weight"].to(device), weight, out)
+
+    def on_step(info: StepInfo) -> None:
+        last_step["step"] = step = info.step
+        for result in info.results:
+            window.add_task_metrics(result.outputs, result.weight)
+        if train_cfg.log_samples:
+            batch = info.batch
+            with open(samples_path, "a") as f:
+                f.write(json.dumps({"step": step, "epoch": batch.epoch, "batch": batch.batch, "keys": batch.keys})
+                        + "\n")
+        window.add_step(info.batch, info.times)
+        if step % train_cfg.log_every == 0 or info.finished:
+            # the epoch of the window's last step (after an epoch's last step the stream is already in the next)
+            record = {**window.flush(step, info.batch.epoch), "skipped_steps": info.skipped_total}
+            if main:
+                with open(metrics_path, "a") as f:
+                    f.write(json.dumps(record) + "\n")
+                engine.monitor.write_events([(f"pretrain/{k}", v, step) for k, v in record.items()
+                                             if isinstance(v, float)])
+
+    def export(state: dict, folder) -> None:
+        checkpoint.export_encoder(engine.module.encoder.model, tokenizer.tokenizer, state, folder, "encoder.model.",
+                                  step=last_step["step"], tasks=config.tasks.enabled(), config=to_plain(config))
+
+    summary = train(engine, train_cfg, data, loss_of, name="pretrain", run_dir=out_dir, fingerprint=fingerprint,
+                    resumed=resumed, on_step=on_step, export=export)
 
     if valid is not None:
         valid_scores["after"] = evaluate_tasks(engine, valid, to_device)
@@ -259,13 +197,13 @@ def pretrain(config: PretrainConfig) -> dict:
     data.close()
     if not main:
         return {}
-    summary = {"steps": step, "train_seconds": round(train_seconds, 1), "world": world,
-               "skipped_steps": control.skipped_total,
-               "zero_stage": engine.zero_optimization_stage(), "encoder": str(out_dir / checkpoint.ENCODER),
-               "valid": valid_scores}
+    summary = {"steps": summary["steps"], "train_seconds": summary["train_seconds"], "world": world,
+               "skipped_steps": summary["skipped_steps"], "zero_stage": engine.zero_optimization_stage(),
+               "encoder": str(out_dir / checkpoint.ENCODER), "valid": valid_scores}
     if valid_scores:
-        (out_dir / "valid.json").write_text(json.dumps(valid_scores, indent=2))
-    log(f"pretrain done: {step} steps in {train_seconds:.0f}s; encoder exported to {out_dir / checkpoint.ENCODER}")
+        fsio.write_json_atomic(out_dir / "valid.json", valid_scores, indent=2)
+    log(f"pretrain done: {summary['steps']} steps in {summary['train_seconds']:.0f}s; encoder exported to "
+        f"{out_dir / checkpoint.ENCODER}")
     return summary
 
 
@@ -331,12 +269,12 @@ class _Window:
                 acc[1] += float(out[f"{task}_accuracy"]) * n
                 acc[2] += n
 
-    def add_step(self, step, wait: float, fwd: float, bwd: float, opt: float, total: float) -> None:
+    def add_step(self, step, times: dict[str, float]) -> None:
         self.steps += 1
         self.pairs += step.pairs
         self.tokens += step.tokens
-        for k, v in zip(self.times, (wait, fwd, bwd, opt, total)):
-            self.times[k] += v
+        for k in self.times:
+            self.times[k] += times[k]
 
     def flush(self, step: int, epoch: int) -> dict:
         """One metrics line (every rank calls it): losses, accuracies, tokens and pairs summed over all

@@ -52,6 +52,10 @@ class Step:
     tokens: int  # real (non-padding) tokens of this rank in the step
     keys: list[str]  # the real pair records' keys (what this rank consumed)
 
+    @property
+    def samples(self) -> int:  # what the training loop counts (dsdocre.train.loop.StepSource)
+        return self.pairs
+
 
 def check_folders(pairs_dir: str | Path, shard_dir: str | Path, scored_dir: str | Path | None,
                   tokenizer: MarkerTokenizer) -> Path | None:
@@ -112,6 +116,10 @@ class PairBatches:
         self._store: DocumentStore | None = None
 
     # ---- position --------------------------------------------------------------------------
+    @property
+    def global_batch(self) -> int:
+        return self.stream.global_batch
+
     @property
     def epoch(self) -> int:
         return self.stream.position.epoch

@@ -35,16 +35,26 @@ from typing import Callable
 
 import numpy as np
 
-from dsdocre.data.manifest import write_json_atomic
+from dsdocre import fsio
 from dsdocre.errors import UserError
 from dsdocre.savedir import CHECKSUMS, verify_folder, write_checksums
 from dsdocre.savedir import write_atomically as swap_in
 from dsdocre.train import distributed, faults
-from dsdocre.train.engine import full_state_dict, log
+from dsdocre.train.config import ELASTIC_KEYS, RESUMABLE_CHANGES, TrainingConfig
+from dsdocre.train.distributed import full_state_dict, log
 
 CHECKPOINTS = "checkpoints"
 ENCODER = "encoder"
 UNIVERSAL = "_universal"
+
+# The loop's client-state key for the count of skipped (non-finite) steps. Not "skipped_steps":
+# DeepSpeed keeps its own value under that name and leaves it out of the client state it returns.
+SKIPPED_KEY = "nonfinite_steps_skipped"
+
+# What the ranks send to agree() while choosing the checkpoint to resume from (the largest wins):
+# rank 0 sends the step it verified, or REFUSED; the others send FOLLOW, below any step.
+REFUSED = -2
+FOLLOW = -(10 ** 9)
 
 
 def tag_of(step: int) -> str:
@@ -117,15 +127,25 @@ def save(engine, run_dir: str | Path, step: int, client_state: dict, keep: int =
         shutil.rmtree(folder.with_name(tag + UNIVERSAL), ignore_errors=True)
         folder.mkdir(parents=True)
         if fingerprint is not None:
-            write_json_atomic(ckpt_dir / "run.json", {"fingerprint": fingerprint})
+            fsio.write_json_atomic(ckpt_dir / "run.json", {"fingerprint": fingerprint})
     distributed.barrier()
-    # Each rank's RNG (DeepSpeed keeps rank 0's client state only).
-    torch.save(rng_state(), folder / f"rng-rank{distributed.rank()}.pt")
     # The state DeepSpeed's ds_to_universal needs to reshape the checkpoint for another world size.
     state = {**client_state, "world_size": world,
              UNIVERSAL_CHECKPOINT_INFO: {UNIVERSAL_CHECKPOINT_VERSION_KEY: UNIVERSAL_CHECKPOINT_VERSION_VALUE}}
-    engine.save_checkpoint(str(ckpt_dir), tag=tag, client_state=state, save_latest=False)
-    distributed.barrier()
+    disk_full = None
+    try:
+        # Each rank's RNG (DeepSpeed keeps rank 0's client state only), then DeepSpeed's files.
+        torch.save(rng_state(), folder / f"rng-rank{distributed.rank()}.pt")
+        engine.save_checkpoint(str(ckpt_dir), tag=tag, client_state=state, save_latest=False)
+    except Exception as err:  # noqa: BLE001 - a full disk is explained, anything else re-raised
+        disk_full = _disk_full_error(err, ckpt_dir, folder)
+        if disk_full is None:
+            raise
+    if distributed.agree(distributed.FAILED if disk_full else distributed.CONTINUE) == distributed.FAILED:
+        if main:  # the torn save: its space back, and nothing that looks like a checkpoint
+            shutil.rmtree(folder, ignore_errors=True)
+        raise disk_full or UserError(f"another rank could not write its part of {folder} (a full disk; see its "
+                                     "log); the previous checkpoint stands")
     faults.kill_if_armed("kill-after-checkpoint-files", step)
     failed = None
     if main:
@@ -134,7 +154,7 @@ def save(engine, run_dir: str | Path, step: int, client_state: dict, keep: int =
             failed = f"checkpoint {folder} is incomplete after saving: {', '.join(missing)} missing"
         else:
             write_checksums(folder, step=step, world_size=world, zero_stage=int(engine.zero_optimization_stage()))
-            write_text_atomic(ckpt_dir / "latest", tag)
+            fsio.write_text_atomic(ckpt_dir / "latest", tag)
             _prune(ckpt_dir, keep)
     if distributed.agree(distributed.FAILED if failed else distributed.CONTINUE) == distributed.FAILED:
         raise RuntimeError(failed or "rank 0 could not complete the checkpoint; see its log")
@@ -143,12 +163,30 @@ def save(engine, run_dir: str | Path, step: int, client_state: dict, keep: int =
     return folder
 
 
-def write_text_atomic(path: Path, text: str) -> None:
-    from dsdocre.data.manifest import tmp_path
+def _disk_full_error(err: BaseException, ckpt_dir: Path, folder: Path) -> UserError | None:
+    """The one-line error for a checkpoint that did not fit on its disk, or None when ``err`` is
+    something else. torch's writer loses the errno (``basic_ios::clear: iostream error``,
+    ``unexpected pos``), so a failed write counts as a full disk when the space left is below what
+    the rest of the checkpoint needed (the size of the newest complete one)."""
+    previous = _newest_complete(ckpt_dir)
+    needed = _folder_bytes(previous) if previous is not None else None
+    free = fsio.free_bytes(folder)
+    short = free is not None and (free < (1 << 20) or (needed is not None and free < needed - _folder_bytes(folder)))
+    if not (fsio.is_disk_full(err, folder) or short):
+        return None
+    stands = (f"the previous checkpoint {previous.name} stands (`latest` names it; a resume starts there)"
+              if previous is not None else "no earlier checkpoint exists (nothing to resume from)")
+    return fsio.disk_full_error(folder, needed, stands, written_bytes=_folder_bytes(folder), cause=err)
 
-    tmp = tmp_path(path)
-    tmp.write_text(text)
-    tmp.replace(path)
+
+def _newest_complete(ckpt_dir: Path) -> Path | None:
+    latest = ckpt_dir / "latest"
+    folder = ckpt_dir / latest.read_text().strip() if latest.is_file() else None
+    return folder if folder is not None and (folder / CHECKSUMS).is_file() else None
+
+
+def _folder_bytes(folder: Path) -> int:
+    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file()) if folder.is_dir() else 0
 
 
 def _prune(ckpt_dir: Path, keep: int) -> None:
@@ -203,10 +241,10 @@ def plan_resume(run_dir: str | Path) -> ResumePlan | None:
             if meta["world_size"] != world:
                 _make_universal(ckpt_dir / tag_of(step))
         except BaseException as e:  # release the other ranks, then fail here
-            distributed.agree(-2)
+            distributed.agree(REFUSED)
             raise e
-    step = distributed.agree(step if distributed.is_main_process() else -(10 ** 9))
-    if step == -2:
+    step = distributed.agree(step if distributed.is_main_process() else FOLLOW)
+    if step == REFUSED:
         raise RuntimeError(f"rank 0 refused the checkpoints under {ckpt_dir}; see its log")
     folder = ckpt_dir / tag_of(step)
     saved_world = checkpoint_meta(folder)["world_size"]
@@ -249,8 +287,8 @@ def _make_universal(folder: Path) -> None:
 
     from deepspeed.checkpoint import ds_to_universal
 
-    tmp = target.with_name(target.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
+    fsio.remove_stale_temps(target)  # a conversion that was killed
+    tmp = fsio.temp_path(target)  # ds_to_universal makes the folder
     shutil.rmtree(target, ignore_errors=True)
     log(f"{folder} was written by {checkpoint_meta(folder)['world_size']} processes: converting it to "
         f"DeepSpeed's universal checkpoint for {distributed.world_size()}")
@@ -261,7 +299,9 @@ def _make_universal(folder: Path) -> None:
     with contextlib.redirect_stdout(io.StringIO()):  # it prints every step of its work
         ds_to_universal.main(args)
     write_checksums(tmp, source=folder.name)
+    fsio.fsync_tree(tmp)
     tmp.replace(target)
+    fsio.fsync_dir(target.parent)
 
 
 def resume_from(engine, plan: ResumePlan, seed: int = 0) -> dict:
@@ -277,9 +317,7 @@ def resume_from(engine, plan: ResumePlan, seed: int = 0) -> dict:
     if rng.exists():
         set_rng_state(torch.load(rng, weights_only=False))
     else:
-        from dsdocre.train.engine import seed_everything
-
-        seed_everything(seed + 1_000_003 * (distributed.rank() + 1) + plan.step)
+        distributed.seed_everything(seed + 1_000_003 * (distributed.rank() + 1) + plan.step)
         print(f"rank {distributed.rank()} has no RNG state in {plan.folder} (written by {plan.saved_world} "
               "processes): seeded from (seed, rank, step)", flush=True)
     return client_state
@@ -289,19 +327,15 @@ def export_only(engine, run_dir: str | Path, export: Callable[[dict, Path], None
     """Only the export (no DeepSpeed checkpoint): a collective under ZeRO-3, written by rank 0."""
     state = full_state_dict(engine)
     if distributed.is_main_process():
-        swap_in(lambda folder: export(state, folder), Path(run_dir) / ENCODER)
+        swap_in(lambda folder: export(state, folder), Path(run_dir) / ENCODER,
+                what_stands=f"the encoder exported before stands in {Path(run_dir) / ENCODER}")
     distributed.barrier()
 
 
 def write_records(path: str | Path, records: list[dict]) -> None:
     """A JSON-lines record file rewritten as ``records`` (atomically): a resumed run's file holds
     what its checkpoint had seen, never what a killed run wrote after it."""
-    from dsdocre.data.manifest import tmp_path
-
-    path = Path(path)
-    tmp = tmp_path(path)
-    tmp.write_text("".join(json.dumps(r) + "\n" for r in records))
-    tmp.replace(path)
+    fsio.write_text_atomic(path, "".join(json.dumps(r) + "\n" for r in records))
 
 
 def keep_records_up_to(path: str | Path, step: int) -> None:
@@ -318,3 +352,48 @@ def export_encoder(encoder_model, tokenizer, state: dict, folder: Path, prefix: 
     encoder_model.save_pretrained(folder, state_dict=weights)
     tokenizer.save_pretrained(folder)
     (folder / "dsdocre_pretrain.json").write_text(json.dumps(metadata, indent=2))
+
+
+# ---- the run's identity and the resume plan --------------------------------------------------
+def run_fingerprint(config) -> str:
+    """A run's identity for resumption: its stage config and DeepSpeed JSON, less what a resumed
+    run may change (:data:`RESUMABLE_CHANGES`, :data:`ELASTIC_KEYS`, ``output_dir``)."""
+    import hashlib
+
+    from dsdocre.config import load_deepspeed_config, to_plain
+
+    plain = to_plain(config)
+    plain.pop("output_dir", None)
+    training = plain.get("training", {})
+    for key in RESUMABLE_CHANGES:
+        training.pop(key, None)
+    if "deepspeed" in training:  # the JSON's content, less how the global batch is cut over processes
+        ds_config = load_deepspeed_config(training.pop("deepspeed"))
+        training["deepspeed_json"] = {k: v for k, v in ds_config.items() if k not in ELASTIC_KEYS}
+    return hashlib.sha256(json.dumps(plain, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def resume_plan(training: TrainingConfig, run_dir: str | Path, fingerprint: str) -> ResumePlan | None:
+    """The verified checkpoint under ``run_dir`` to resume from, or None for a fresh start (no
+    checkpoint, or ``training.resume`` off). Call before building the engine (a checkpoint of
+    another world size needs the engine configured for DeepSpeed's universal form: apply
+    ``plan.deepspeed_config``). A checkpoint of another run (another ``fingerprint``) is refused
+    rather than continued. Every rank calls it."""
+    if not training.resume or not has_checkpoint(run_dir):
+        return None
+    saved = saved_fingerprint(run_dir)
+    if saved != fingerprint:
+        raise UserError(f"{run_dir} holds a checkpoint of another run (config fingerprint {saved}, this run's "
+                        f"{fingerprint}): use another output_dir, or --set training.resume=false to start over")
+    return plan_resume(run_dir)
+
+
+def restore(engine, training: TrainingConfig, plan: ResumePlan | None) -> dict | None:
+    """The loop state of ``plan``'s checkpoint restored into ``engine`` (model, optimizer, scheduler,
+    every rank's RNG), or None when there is no plan (a fresh start). Every rank calls it."""
+    if plan is None:
+        return None
+    state = resume_from(engine, plan, training.seed)
+    log(f"resuming from {plan.folder}" + (f" (written by {plan.saved_world} processes, read through DeepSpeed's "
+                                          "universal checkpoint)" if plan.universal else ""))
+    return state

@@ -15,8 +15,10 @@ does not accept, and every switch between the two recompiles the ops (30-60 s ea
 from __future__ import annotations
 
 import os
+import random
 import socket
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 
 
@@ -36,6 +38,10 @@ def _prefer_own_ninja() -> None:
 def prepare_environment() -> None:
     """Call before importing deepspeed."""
     _prefer_own_ninja()
+    if os.environ.get("LOCAL_RANK", "0") == "0":  # one check per node: two checkers would race on one lock
+        from dsdocre.train.extension_locks import check_extension_locks
+
+        check_extension_locks()  # a lock left by a killed build would make this run wait without a word
     if "DS_ACCELERATOR" not in os.environ:
         import torch
 
@@ -58,8 +64,35 @@ def is_main_process() -> bool:
     return rank() == 0
 
 
+def log(message: str) -> None:
+    """Print on the main process only."""
+    if is_main_process():
+        print(message, flush=True)
+
+
+def seed_everything(seed: int) -> None:
+    """Python's, numpy's and torch's global generators from one seed."""
+    import numpy as np
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
 # Stop codes every rank agrees on (the largest wins): continue, stop cleanly, a rank failed.
 CONTINUE, STOP, FAILED = 0, 1, 2
+
+
+def _all_reduce(values: list, dtype, op: str) -> "object":
+    """``values`` reduced over all ranks (``op``: "max" or "sum"), as a tensor on the backend's device."""
+    import torch
+    import torch.distributed as dist
+
+    device = "cuda" if dist.get_backend() == "nccl" else "cpu"
+    t = torch.tensor(values, dtype=dtype, device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX if op == "max" else dist.ReduceOp.SUM)
+    return t
 
 
 def agree(code: int) -> int:
@@ -71,12 +104,8 @@ def agree(code: int) -> int:
     if world_size() == 1:
         return code
     import torch
-    import torch.distributed as dist
 
-    device = "cuda" if dist.get_backend() == "nccl" else "cpu"
-    t = torch.tensor([code], dtype=torch.int64, device=device)
-    dist.all_reduce(t, op=dist.ReduceOp.MAX)
-    return int(t.item())
+    return int(_all_reduce([code], torch.int64, "max").item())
 
 
 def barrier() -> None:
@@ -91,12 +120,8 @@ def agree_flags(flags: list[int]) -> list[int]:
     if world_size() == 1:
         return list(flags)
     import torch
-    import torch.distributed as dist
 
-    device = "cuda" if dist.get_backend() == "nccl" else "cpu"
-    t = torch.tensor(flags, dtype=torch.int64, device=device)
-    dist.all_reduce(t, op=dist.ReduceOp.MAX)
-    return [int(x) for x in t.tolist()]
+    return [int(x) for x in _all_reduce(flags, torch.int64, "max").tolist()]
 
 
 def sum_over_ranks(values: list[float]) -> list[float]:
@@ -105,12 +130,8 @@ def sum_over_ranks(values: list[float]) -> list[float]:
     if world_size() == 1:
         return [float(x) for x in values]
     import torch
-    import torch.distributed as dist
 
-    device = "cuda" if dist.get_backend() == "nccl" else "cpu"
-    t = torch.tensor(values, dtype=torch.float64, device=device)
-    dist.all_reduce(t, op=dist.ReduceOp.SUM)
-    return t.tolist()
+    return _all_reduce(values, torch.float64, "sum").tolist()
 
 
 def init_process_group() -> None:
@@ -146,13 +167,37 @@ def unlink_cpu_allreduce_buffer() -> None:
         pass
 
 
+def zero_stage(engine) -> int:
+    return int(engine.zero_optimization_stage())
+
+
+@contextmanager
+def full_parameters(engine):
+    """Inside the block every parameter of ``engine.module`` is whole on every rank: ZeRO-3 keeps
+    only a partition of each outside a forward pass; below stage 3 this does nothing. A collective:
+    every rank enters."""
+    if zero_stage(engine) >= 3:
+        import deepspeed
+
+        with deepspeed.zero.GatheredParameters(list(engine.module.parameters()), modifier_rank=None):
+            yield
+    else:
+        yield
+
+
+def full_state_dict(engine) -> dict | None:
+    """The module's whole state dict (CPU copies) on rank 0, None on the other ranks. A collective."""
+    with full_parameters(engine):
+        if not is_main_process():
+            return None
+        return {k: v.detach().cpu().clone() for k, v in engine.module.state_dict().items()}
+
+
 def shutdown() -> bool:
     """Leave the process group, if one was joined; returns whether one was.
 
     The group is destroyed while the interpreter is fully alive; the caller should then end the
     process without interpreter teardown (see ``dsdocre.cli.entry``)."""
-    import sys
-
     if "torch.distributed" not in sys.modules:
         return False
     import torch.distributed as dist

@@ -112,8 +112,8 @@ def test_the_relation_detection_losses_agree_across_training_paths(tmp_path):
 
     def loss(relation_head, weight=0.0, epoch=1):
         detection = RelationDetectionLoss(examples, tok.pad_id, RankTrainingConfig(
-            negatives_per_positive=0, positives_per_doc=2, relation_loss_weight=weight), relation_head)
-        detection.epoch = epoch
+            negatives_per_positive=0, positives_per_doc=2, relation_loss_weight=weight), relation_head,
+            epoch_of=lambda: epoch)
         return detection(model, idx, "cpu")
 
     collapsed, pair_by_pair = loss(False), loss(True)
@@ -346,3 +346,16 @@ def test_kept_pairs_must_cover_every_document(tmp_path):
         build_examples([doc], Tok(), {"B": [[0, 1]]})
     (example,) = build_examples([doc], Tok(), {"A": [[1, 0]]})
     assert example.heads.tolist() == [1] and example.tails.tolist() == [0]
+
+
+def test_select_keep_is_checked_before_training_and_its_recall_is_measured():
+    """A select_keep that is no cut fails when the config is read, naming the key; one that is not
+    among the reported cuts is measured too (before, it raised KeyError after the first epoch)."""
+    from dsdocre.config import validate
+    from dsdocre.denoise import DenoiseConfig, recall_specs
+
+    data = {"data": {"train": "t.json", "valid": "v.json"}}
+    with pytest.raises(UserError, match=r"select_keep: .*keep '3x'"):
+        validate(DenoiseConfig, {**data, "select_keep": "3x"})
+    assert validate(DenoiseConfig, {**data, "select_keep": "4N"}).select_keep == "4n"
+    assert recall_specs("4n") == ("2n", "3n", "20", "4n") and recall_specs("3n") == ("2n", "3n", "20")
