@@ -41,6 +41,7 @@ import sys
 import time
 
 from benchmarks._common import machine_info, pin_threads
+from dsdocre import fsio
 
 MEMORY_METHOD_CPU = (
     "torch.profiler(profile_memory=True): every CPU allocator allocation/free in the measured region, "
@@ -398,10 +399,7 @@ def main(argv=None):
     def save():
         if out_path:
             os.makedirs(os.path.dirname(out_path), exist_ok=True)
-            tmp = out_path + ".tmp"
-            with open(tmp, "w") as f:
-                json.dump(result, f, indent=1)
-            os.replace(tmp, out_path)
+            fsio.write_json_atomic(out_path, result, indent=1)
 
     shapes = [(d, o, N) for d in args.dims for o in args.outs for N in args.entities]
     # the headline shape of the result file (the d=768, o=256, N=42; the largest quick one)

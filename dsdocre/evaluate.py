@@ -19,6 +19,7 @@ import json
 import sys
 from pathlib import Path
 
+from dsdocre import fsio
 from dsdocre.errors import UserError
 
 # Titles quoted in the warning about predictions that name no gold document.
@@ -26,17 +27,10 @@ SHOWN_UNKNOWN_TITLES = 3
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", help="a model directory written by `dsdocre finetune` (its model/ folder)")
-    parser.add_argument("--input", help="annotated documents to score against (default: the model run's valid file)")
-    parser.add_argument("--threshold", type=float, help="decision threshold (default: the one chosen on valid)")
-    parser.add_argument("--batch-size", type=int, default=4)
-    parser.add_argument("--device", default="auto",
-                        help="where the model runs: auto (CUDA when available, else CPU), cpu, cuda, cuda:N "
-                             "(default: %(default)s)")
-    parser.add_argument("--kept-pairs", nargs="+", metavar="DIR",
-                        help="pre-denoising on: only the pairs the rank model kept are candidates; folders written "
-                             "by `dsdocre denoise score` (or JSON title -> [[h, t], ...]); a gold fact whose pair "
-                             "was dropped counts as missed")
+    from dsdocre.predict import add_model_arguments
+
+    add_model_arguments(parser, "annotated documents to score against (default: the model run's valid file)",
+                        "; a gold fact whose pair was dropped counts as missed")
     parser.add_argument("--predictions", help="score this submission file instead of running a model")
     parser.add_argument("--train", help="training annotations for Ign F1 (facts seen in training are ignored)")
     parser.add_argument("--baseline", metavar="PREDICTIONS",
@@ -158,5 +152,5 @@ def run(args: argparse.Namespace) -> int:
     if train_path is None:
         print("(no training annotations given: Ign F1 equals F1; pass --train)")
     if args.json_out:
-        Path(args.json_out).write_text(json.dumps(metrics, indent=2))
+        fsio.write_json_atomic(args.json_out, metrics, indent=2)
     return 0

@@ -32,6 +32,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Optional
 
+from dsdocre import fsio
 from dsdocre.config import Section
 
 
@@ -197,7 +198,7 @@ def run(args: argparse.Namespace) -> int:
                                                       corpus / "train_annotated.json", device=config.device,
                                                       kept_pairs=read_kept_pairs(kept["test"]) if kept else None)
         write_submission(predictions, test_out / "result.json")
-        (test_out / "metrics.json").write_text(json.dumps({**metrics, "threshold": threshold}, indent=2))
+        fsio.write_json_atomic(test_out / "metrics.json", {**metrics, "threshold": threshold}, indent=2)
     print(format_metrics(metrics))
     print(clock.table())
     print(f"pipeline done in {(time.perf_counter() - clock.started) / 60:.1f} min; outputs under {out}")

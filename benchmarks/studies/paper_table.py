@@ -51,6 +51,7 @@ from typing import Optional
 
 from benchmarks._common import machine_info, pin_threads
 
+from dsdocre import fsio
 from dsdocre.config import Section
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -162,9 +163,7 @@ def load_results(path: Path) -> dict:
 def save_results(path: Path, results: dict) -> None:
     """Written whole through a temporary file and a rename: an interrupted run never leaves half a file."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(results, indent=2) + "\n")
-    tmp.replace(path)
+    fsio.write_json_atomic(path, results, indent=2)
 
 
 def record_row(path: Path, name: str, record: dict) -> dict:

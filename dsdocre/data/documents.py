@@ -134,20 +134,3 @@ def write_documents(documents: Iterable[Document | dict], path: str | Path) -> N
         for i, doc in enumerate(documents):
             f.write(("," if i else "") + json.dumps(doc.to_json() if isinstance(doc, Document) else doc))
         f.write("]")
-
-
-# Names that moved to dsdocre.data.reader, served from there on first use (a lazy import: the
-# model never imports the reader, which imports the model). Remove each once no module imports it
-# from here.
-_MOVED_TO_READER = (
-    "load_gold_documents",  # re-exported for callers not yet moved to dsdocre.data.reader
-    "load_valid_documents",  # re-exported for callers not yet moved to dsdocre.data.reader
-)
-
-
-def __getattr__(name: str):
-    if name in _MOVED_TO_READER:
-        from dsdocre.data import reader
-
-        return getattr(reader, name)  # not cached here: a test that patches the reader patches this too
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from dsdocre import fsio
 from dsdocre.errors import UserError
 from dsdocre.fsio import sha256_file  # noqa: F401 - part of this module's interface (mf.sha256_file)
 
@@ -40,18 +39,6 @@ _COUNTS = {
     "dsdocre-scored": ("docs", "scored", ("scored", "rejected")),
     "dsdocre-pairs": ("pairs", "pairs", None),
 }
-
-
-# Compatibility names for callers not yet moved to dsdocre.fsio (dsdocre/train/checkpoint.py):
-# remove them when no module imports them from here.
-def tmp_path(path: str | Path) -> Path:
-    """Deprecated: :func:`dsdocre.fsio.temp_path` (or better, :func:`dsdocre.fsio.atomic_path`)."""
-    return fsio.temp_path(path)
-
-
-def write_json_atomic(path: str | Path, obj, indent: int | None = 1) -> None:
-    """Deprecated: :func:`dsdocre.fsio.write_json_atomic` (the same bytes)."""
-    fsio.write_json_atomic(path, obj, indent=indent)
 
 
 def load(directory: str | Path, expected_format: str = FORMAT, expected_version: int = FORMAT_VERSION) -> dict:

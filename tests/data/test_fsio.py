@@ -95,17 +95,6 @@ def test_the_variants_write_exact_bytes(tmp_path):
     assert leftovers(tmp_path) == []
 
 
-def test_manifest_compat_names_write_what_they_wrote(tmp_path):
-    """dsdocre.data.manifest's old helpers (kept for callers not yet moved) give fsio's bytes."""
-    from dsdocre.data import manifest as mf
-
-    obj = {"format": "x", "shards": [{"name": "a", "bytes": 1}]}
-    mf.write_json_atomic(tmp_path / "old.json", obj)
-    fsio.write_json_atomic(tmp_path / "new.json", obj)
-    assert (tmp_path / "old.json").read_bytes() == (tmp_path / "new.json").read_bytes()
-    assert mf.tmp_path(tmp_path / "a").name.startswith("a.tmp-")
-
-
 @pytest.mark.parametrize("how", ["bytes", "text", "json", "open", "path"])
 def test_the_file_and_its_directory_are_fsynced(tmp_path, monkeypatch, how):
     synced: list[str] = []
