@@ -16,9 +16,10 @@ from pathlib import Path
 from dsdocre.errors import UserError
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
+def add_model_arguments(parser: argparse.ArgumentParser, input_help: str, kept_pairs_note: str = "") -> None:
+    """The options of a command that runs a saved model on documents (predict, evaluate)."""
     parser.add_argument("--model", help="a model directory written by `dsdocre finetune` (its model/ folder)")
-    parser.add_argument("--input", required=True, help="documents to run on (DocRED JSON or JSON Lines)")
+    parser.add_argument("--input", help=input_help)
     parser.add_argument("--threshold", type=float, help="decision threshold (default: the one chosen on valid)")
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--device", default="auto",
@@ -26,7 +27,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "(default: %(default)s)")
     parser.add_argument("--kept-pairs", nargs="+", metavar="DIR",
                         help="pre-denoising on: only the pairs the rank model kept are candidates; folders written "
-                             "by `dsdocre denoise score` (or JSON title -> [[h, t], ...])")
+                             "by `dsdocre denoise score` (or JSON title -> [[h, t], ...])" + kept_pairs_note)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_model_arguments(parser, "documents to run on (DocRED JSON or JSON Lines)")
     parser.add_argument("--out", default="result.json",
                         help="submission file to write; a readable listing goes beside it as .txt (default: %(default)s)")
 
@@ -52,6 +57,8 @@ def run(args: argparse.Namespace) -> int:
 
     if not args.model:
         raise UserError("predict needs --model (a model directory written by `dsdocre finetune`)")
+    if not args.input:
+        raise UserError("predict needs --input (documents to run on: DocRED JSON or JSON Lines)")
     out = Path(args.out)
     rejected_path = out.with_name(f"{out.stem}.rejected.jsonl")
     rejected_path.unlink(missing_ok=True)  # this run's rejections only
