@@ -3,8 +3,8 @@
     python -m benchmarks.fault_table               # run the fault tests, then write the table
     python -m benchmarks.fault_table --from-log F  # reuse a record file of an earlier test run
 
-1. Runs the tests that try faults (``tests/test_faults.py``, ``tests/test_ray_faults.py``,
-   ``tests/test_fuzz.py``) with ``DSDOCRE_FAULT_LOG`` set: each test, once its assertions pass,
+1. Runs the tests that try faults (``tests/train/test_faults.py``, ``tests/sharding/test_ray_faults.py``,
+   ``tests/data/test_fuzz.py``) with ``DSDOCRE_FAULT_LOG`` set: each test, once its assertions pass,
    appends what it did, how many times and what happened (the ``fault_record`` fixture in
    ``tests/conftest.py``). A failing test records nothing, so a fault whose test fails drops out
    of the table rather than being claimed.
@@ -26,7 +26,7 @@ from pathlib import Path
 
 from benchmarks._common import ROOT, machine_info
 
-TESTS = ["tests/test_faults.py", "tests/test_ray_faults.py", "tests/test_fuzz.py"]
+TESTS = ["tests/train/test_faults.py", "tests/sharding/test_ray_faults.py", "tests/data/test_fuzz.py"]
 # The list first, in its order; anything else recorded after it.
 ORDER = ["SIGKILL during a step", "SIGKILL during a checkpoint write", "SIGTERM (preemption)", "lost Ray worker",
          "lost Ray node", "Ray job killed and restarted", "corrupted shard", "corrupted checkpoint",

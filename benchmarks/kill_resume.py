@@ -20,7 +20,7 @@ was seen twice or never in an epoch.
   its checkpoint are redone, and their log lines with them), pair keys seen more than once in an
   epoch, and pairs of an epoch never seen.
 
-The tests (``tests/test_faults.py``) drive the same functions with two kills.
+The tests (``tests/train/test_faults.py``) drive the same functions with two kills.
 Writes ``benchmarks/results/kill_resume.json`` (and its rows go into docs/reliability.md through
 ``benchmarks/fault_table.py``).
 """

@@ -63,7 +63,7 @@ HOLD_DIR_ENV = "DSDOCRE_TEST_HOLD_DIR"
 def fault_point(point: str) -> None:
     """Test-only: let a test hold a task at a known moment, with its output half-written.
 
-    Does nothing unless ``$DSDOCRE_TEST_HOLD_DIR`` names a folder (tests/test_ray_faults.py sets it
+    Does nothing unless ``$DSDOCRE_TEST_HOLD_DIR`` names a folder (tests/sharding/test_ray_faults.py sets it
     in the workers' environment). Then, while the file ``{dir}/{point}.hold`` exists, the task
     announces itself in ``{dir}/{point}.{pid}.waiting`` and waits until the test deletes the hold
     file. Meanwhile the test knows which Ray worker process is mid-task: it can SIGKILL it, or

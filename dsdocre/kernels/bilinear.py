@@ -81,7 +81,7 @@ of W; going through ``left`` first needs ``W`` permuted). When the entity set of
 smaller than that of ``right`` the op factors through the left instead (same code on
 ``right, tails, heads, W^T``, paying one copy of W).
 
-Measured (``benchmarks/bilinear.py``, 2 CPU cores, fp32, d = 768, o = 256, N = 42, all 1722
+Measured (``python -m benchmarks.bilinear``, 2 CPU cores, fp32, d = 768, o = 256, N = 42, all 1722
 pairs): forward+backward 0.40 s factored vs 370 s gathered ``nn.Bilinear`` (~930x). Peak working
 memory of forward+backward (beyond the model states W and ``grad W``) 72 MB vs 3.48 GB (49x);
 counting the returned ``grad W`` [o, d, d] (604 MB, the same for every implementation) 676 MB vs
@@ -208,7 +208,7 @@ def estimate_cost(B: int, N: int, M: int, P: int, d1: int, d2: int, o: int) -> d
 
 #: What ``impl="auto"`` runs on each device type when the FLOP estimate (:func:`estimate_cost`)
 #: favours factoring through the entities (otherwise it runs "gathered"). An entry names only an
-#: implementation *measured* faster on that device type by ``python benchmarks/bilinear.py``, whose
+#: implementation *measured* faster on that device type by ``python -m benchmarks.bilinear``, whose
 #: results are in ``benchmarks/results/bilinear.json``:
 #:
 #: * "cpu": "factored" -- that file's "cpu" and "grid" sections (2 cores, fp32): 56x-930x faster than

@@ -15,9 +15,8 @@ import pytest
 from dsdocre.errors import UserError
 
 ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT / "benchmarks"))
 
-import kill_resume as kr  # noqa: E402  (the DeepSpeed JSON of the launcher tests, shared)
+from benchmarks import kill_resume as kr  # noqa: E402  (the DeepSpeed JSON of the launcher tests, shared)
 
 
 @pytest.fixture(scope="module")
