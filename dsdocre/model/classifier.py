@@ -31,6 +31,25 @@ from dsdocre.model.encoder import DocumentEncoder, pool_entities
 from dsdocre.relations import relation_ids
 
 
+def fp32(tensor: torch.Tensor) -> torch.Tensor:
+    """A CPU copy for saving: floating-point tensors in float32 (what the model trained in, bf16 or
+    fp16 under DeepSpeed, is not what a loader should have to know), others as they are."""
+    tensor = tensor.detach().cpu()
+    return (tensor.float() if tensor.is_floating_point() else tensor).contiguous()
+
+
+def save_encoder_fp32(encoder_model, state: dict, folder: Path) -> None:
+    """``encoder_model.save_pretrained(folder)`` with the weights of ``state`` in float32, and a
+    config that says so: a model trained in bf16 loads back as the float32 model its heads are."""
+    encoder_model.save_pretrained(folder, state_dict={k: fp32(v) for k, v in state.items()})
+    config_path = Path(folder) / "config.json"
+    config = json.loads(config_path.read_text())
+    for key in ("dtype", "torch_dtype"):  # transformers 5 writes "dtype", 4.x "torch_dtype"
+        if key in config:
+            config[key] = "float32"
+    config_path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+
+
 class ModelConfig(Section):
     """The ``model:`` section of a training config; stored with every saved model."""
 
@@ -117,10 +136,9 @@ class RelationClassifier(nn.Module):
                 "tokenizer_fingerprint": self.tokenizer.fingerprint(), **metadata}
 
         def write(tmp: Path) -> None:
-            self.encoder.model.save_pretrained(tmp / "encoder")
+            save_encoder_fp32(self.encoder.model, self.encoder.model.state_dict(), tmp / "encoder")
             self.tokenizer.tokenizer.save_pretrained(tmp / "encoder")
-            heads = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()
-                     if not k.startswith("encoder.")}
+            heads = {k: fp32(v) for k, v in self.state_dict().items() if not k.startswith("encoder.")}
             save_file(heads, str(tmp / "heads.safetensors"))
             (tmp / "dsdocre_model.json").write_text(json.dumps(meta, indent=2))
 

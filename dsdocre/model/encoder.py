@@ -41,7 +41,9 @@ class DocumentEncoder(nn.Module):
             config = AutoConfig.from_pretrained(encoder_dir)
             overrides = {k: dropout for k in ("hidden_dropout_prob", "attention_probs_dropout_prob")
                          if hasattr(config, k)}
-        self.model = AutoModel.from_pretrained(encoder_dir, **overrides)
+        # float32 whatever the saved config says: the heads are built in float32, and DeepSpeed
+        # casts the whole model to bf16/fp16 itself when the run asks for it
+        self.model = AutoModel.from_pretrained(encoder_dir, dtype=torch.float32, **overrides)
         if added_tokens:
             self.model.resize_token_embeddings(self.model.config.vocab_size + added_tokens)
         self.max_len = max_input_tokens(self.model, tokenizer_max_length)

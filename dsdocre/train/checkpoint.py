@@ -348,8 +348,9 @@ def keep_records_up_to(path: str | Path, step: int) -> None:
 def export_encoder(encoder_model, tokenizer, state: dict, folder: Path, prefix: str, **metadata) -> None:
     """The encoder (a transformers model) with the weights in ``state`` under ``prefix``, and its
     tokenizer (marker tokens included), in the ``save_pretrained`` layout."""
-    weights = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
-    encoder_model.save_pretrained(folder, state_dict=weights)
+    from dsdocre.model.classifier import save_encoder_fp32
+
+    save_encoder_fp32(encoder_model, {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}, folder)
     tokenizer.save_pretrained(folder)
     (folder / "dsdocre_pretrain.json").write_text(json.dumps(metadata, indent=2))
 
