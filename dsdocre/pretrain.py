@@ -213,7 +213,6 @@ def evaluate_tasks(engine, valid, to_device) -> dict:
     forward passes (a rank short of steps repeats its first with weight 0: ZeRO-3 gathers each
     layer's parameters from every rank); the counts are summed over ranks."""
     import torch
-    import torch.distributed as dist
 
     world, rank = distributed.world_size(), distributed.rank()
     steps = list(valid)
@@ -234,8 +233,8 @@ def evaluate_tasks(engine, valid, to_device) -> dict:
                         sums[i] += torch.tensor([float(out[f"{task}_accuracy"]) * n, n,
                                                  float(out[f"{task}_chance"]) * n], dtype=torch.float64)
     engine.train()
-    if world > 1:
-        dist.all_reduce(sums)
+    # summed over ranks on the collective's device (NCCL takes no CPU tensor)
+    sums = torch.tensor(distributed.sum_over_ranks(sums.flatten().tolist()), dtype=torch.float64).view_as(sums)
     return {task: {"accuracy": round(100 * float(c / n), 2), "chance": round(100 * float(ch / n), 2),
                    "instances": int(n)}
             for task, (c, n, ch) in zip(TASKS, sums.tolist()) if n}

@@ -62,9 +62,14 @@ def tag_of(step: int) -> str:
 
 
 def rng_state() -> dict:
+    """This process's generators: Python's, numpy's, torch's CPU one and, with CUDA, its GPU's
+    (dropout on a GPU draws from it: without it a GPU resume is not exact)."""
     import torch
 
-    return {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state()  # the current device's: this rank's GPU
+    return state
 
 
 def set_rng_state(state: dict) -> None:
@@ -73,6 +78,8 @@ def set_rng_state(state: dict) -> None:
     random.setstate(state["python"])
     np.random.set_state(state["numpy"])
     torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state(state["cuda"])
 
 
 def has_checkpoint(run_dir: str | Path) -> bool:

@@ -36,20 +36,56 @@ def _prefer_own_ninja() -> None:
 
 
 def prepare_environment() -> None:
-    """Call before importing deepspeed."""
+    """Join the process world: call first in every training command, before importing deepspeed.
+
+    Sets the rank variables when no launcher did (a world of one), selects this process's GPU
+    from ``LOCAL_RANK`` before anything touches CUDA (every later CUDA call, collective and
+    capability query then runs on it, not on GPU 0 of every rank), and picks DeepSpeed's CPU
+    accelerator on a machine without CUDA."""
+    import torch
+
     _prefer_own_ninja()
-    if os.environ.get("LOCAL_RANK", "0") == "0":  # one check per node: two checkers would race on one lock
-        from dsdocre.train.extension_locks import check_extension_locks
-
-        check_extension_locks()  # a lock left by a killed build would make this run wait without a word
-    if "DS_ACCELERATOR" not in os.environ:
-        import torch
-
-        if not torch.cuda.is_available():
-            os.environ["DS_ACCELERATOR"] = "cpu"
     if "RANK" not in os.environ:  # no launcher: a world of one
         os.environ.update(RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", LOCAL_WORLD_SIZE="1",
                           MASTER_ADDR="127.0.0.1", MASTER_PORT=str(_free_port()))
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    if local_rank == 0:  # one check per node: two checkers would race on one lock
+        from dsdocre.train.extension_locks import check_extension_locks
+
+        check_extension_locks()  # a lock left by a killed build would make this run wait without a word
+    if torch.cuda.is_available():
+        count = torch.cuda.device_count()
+        if local_rank >= count:
+            from dsdocre.errors import UserError
+
+            raise UserError(f"local rank {local_rank} has no GPU: this node has {count}; start at most {count} "
+                            "processes per node (NUM_PROCS)")
+        torch.cuda.set_device(local_rank)
+    else:
+        _warn_if_gpus_unused(torch)
+        os.environ.setdefault("DS_ACCELERATOR", "cpu")
+
+
+def _warn_if_gpus_unused(torch) -> None:
+    """Say so, loudly, when the machine has NVIDIA GPUs this torch cannot use (a CPU-only build in
+    the venv would otherwise train on the CPU without a word)."""
+    gpus = sorted(Path("/dev").glob("nvidia[0-9]*"))
+    if gpus and rank() == 0:
+        build = "a CPU-only build" if torch.version.cuda is None else f"CUDA {torch.version.cuda}, no usable device"
+        print(f"WARNING: this machine has {len(gpus)} NVIDIA GPU(s) but torch {torch.__version__} is {build}: "
+              "training runs on the CPU. Install a CUDA build of torch into this venv first "
+              "(launch/install.sh keeps a torch that is already there)", file=sys.stderr, flush=True)
+
+
+def collective_device():
+    """Where a collective's tensors live: this process's GPU under NCCL (selected from LOCAL_RANK by
+    :func:`prepare_environment`), the CPU under gloo."""
+    import torch
+    import torch.distributed as dist
+
+    if dist.is_initialized() and dist.get_backend() == "nccl":
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")
 
 
 def rank() -> int:
@@ -89,8 +125,7 @@ def _all_reduce(values: list, dtype, op: str) -> "object":
     import torch
     import torch.distributed as dist
 
-    device = "cuda" if dist.get_backend() == "nccl" else "cpu"
-    t = torch.tensor(values, dtype=dtype, device=device)
+    t = torch.tensor(values, dtype=dtype, device=collective_device())
     dist.all_reduce(t, op=dist.ReduceOp.MAX if op == "max" else dist.ReduceOp.SUM)
     return t
 

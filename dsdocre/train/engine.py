@@ -25,8 +25,8 @@ def apply_precision(ds_config: dict, precision: str) -> dict:
     if precision == "auto":
         if not torch.cuda.is_available():
             precision = "fp32"
-        else:
-            precision = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+        else:  # bf16 where the GPU computes it natively (Ampere, compute capability 8.0, and later)
+            precision = "bf16" if torch.cuda.get_device_capability() >= (8, 0) else "fp16"
     config = dict(ds_config)
     # bf16 has no loss scaler; DeepSpeed then skips a non-finite step only when told to check
     config["bf16"] = {"check_grad_overflow": True, **config.get("bf16", {}), "enabled": precision == "bf16"}

@@ -136,3 +136,36 @@ def test_relation_detection_groups_must_be_equal_sized():
     ex[0].rd_intra.append(ex[0].rd_intra[0][:2])
     with pytest.raises(ValueError, match="rd_intra: every group needs the same number of candidates"):
         collate_pretrain(ex, 0)
+
+
+def test_held_out_scores_are_summed_over_ranks_through_the_collective_helper(monkeypatch):
+    """evaluate_tasks adds every rank's counts through distributed.sum_over_ranks (whose tensor lives
+    on the collective's device: NCCL rejects the CPU tensor it all-reduced before)."""
+    from types import SimpleNamespace
+
+    import torch
+
+    from dsdocre import pretrain
+    from dsdocre.model.pretrain import TASKS
+    from dsdocre.train import distributed
+
+    summed = []
+    monkeypatch.setattr(distributed, "world_size", lambda: 2)
+    monkeypatch.setattr(distributed, "rank", lambda: 0)
+    monkeypatch.setattr(distributed, "sum_over_ranks", lambda values: summed.append(values) or [2 * v for v in values])
+    monkeypatch.setattr(torch.distributed, "all_reduce", lambda *a, **k: pytest.fail("a raw all_reduce"))
+
+    class Engine:
+        def __call__(self, micro):
+            return {f"{TASKS[0]}_count": torch.tensor(4), f"{TASKS[0]}_accuracy": torch.tensor(0.5),
+                    f"{TASKS[0]}_chance": torch.tensor(0.25)}
+
+        def eval(self):
+            pass
+
+        def train(self):
+            pass
+
+    steps = [SimpleNamespace(micro_batches=[{}])]
+    scores = pretrain.evaluate_tasks(Engine(), steps, lambda batch: batch)
+    assert len(summed) == 1 and scores == {TASKS[0]: {"accuracy": 50.0, "chance": 25.0, "instances": 8}}
