@@ -97,7 +97,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     score.add_argument("--all-scores", action="store_true", help="also store every pair's score (N x N per document)")
     score.add_argument("--address", help="join the Ray cluster at this address (default: a local Ray)")
     score.add_argument("--workers", type=int, help="scoring actors (default: one per CPU, or per GPU; 0 = in-process)")
-    score.add_argument("--batch-size", type=int, default=4, help="documents per encoder batch (default: %(default)s)")
+    score.add_argument("--batch-size", type=int,
+                       help="documents per encoder batch (default: chosen for the device, 4 on CPU, 32 on GPU)")
     score.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda (default: %(default)s)")
     score.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
 

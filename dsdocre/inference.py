@@ -18,6 +18,7 @@ import torch
 from tqdm.auto import tqdm
 
 from dsdocre.data.examples import PairExample, collate, epoch_batches
+from dsdocre.model.device import inference_precision
 from dsdocre.relations import relation_ids
 
 # Probabilities below this never become predictions; it bounds the candidates sorted for the
@@ -50,7 +51,9 @@ def predict_probabilities(model, examples: list[PairExample], batch_size: int = 
     batches = epoch_batches([len(e.encoded.input_ids) for e in examples], batch_size, 0, 0, shuffle=False)
     for idx in tqdm(batches, desc="predict", disable=not progress, leave=False):
         batch = collate([examples[i] for i in idx], pad_id, device)
-        probs = torch.sigmoid(model(batch)[..., 1:].float()).cpu().numpy()
+        with inference_precision(device):
+            logits = model(batch)
+        probs = torch.sigmoid(logits[..., 1:].float()).cpu().numpy()
         for row, i in enumerate(idx):
             out[i] = probs[row, :len(examples[i].heads)]
     model.train(was_training)

@@ -63,15 +63,18 @@ def scored_name(shard_name: str) -> str:
 class ShardScorer:
     """The Ray Data callable class: loads the rank model once per actor, then scores whole shards."""
 
-    def __init__(self, model_dir: str, out_dir: str, keep: str, all_scores: bool, batch_size: int, device: str,
-                 job: dict):
+    def __init__(self, model_dir: str, out_dir: str, keep: str, all_scores: bool, batch_size: int | None,
+                 device: str, job: dict):
         from dsdocre.inference import resolve_device
         from dsdocre.model import RankModel
+
+        from dsdocre.model.device import default_batch_size
 
         self.device = resolve_device(device)
         self.model, _ = RankModel.from_pretrained(model_dir)
         self.model.to(self.device).eval()
-        self.out, self.keep, self.all_scores, self.batch_size, self.job = Path(out_dir), keep, all_scores, batch_size, job
+        self.batch_size = batch_size or default_batch_size(self.device)  # chosen for the device when not given
+        self.out, self.keep, self.all_scores, self.job = Path(out_dir), keep, all_scores, job
 
     def __call__(self, batch: dict) -> dict:
         records = [self.score_shard(str(path), str(name), str(sha)) for path, name, sha in
@@ -136,7 +139,7 @@ def _reusable(out: Path, entry: dict, job: dict) -> dict | None:
 
 def score_shards(model_dir: str | Path, shard_dir: str | Path, out_dir: str | Path, *, keep: str = "6n",
                  all_scores: bool = False, workers: int | None = None, address: str | None = None,
-                 batch_size: int = 4, device: str = "auto", progress: bool = True, log=print) -> dict:
+                 batch_size: int | None = None, device: str = "auto", progress: bool = True, log=print) -> dict:
     """Score every document of ``shard_dir`` with the rank model at ``model_dir``; write ``out_dir``.
     Returns the manifest; ``log`` gets one line: how many shards were scored, how many kept."""
     from dsdocre.model.rank import check_keep_spec
@@ -193,13 +196,12 @@ def _score_on_ray(todo: list[dict], args: dict, workers: int | None, address: st
         ctx.enable_progress_bars = progress
         if not progress:  # Ray Data's periodic progress log lines, too
             logging.getLogger("ray.data").setLevel(logging.WARNING)
-        gpus = 1 if device in ("auto", "cuda") and ray.cluster_resources().get("GPU", 0) >= 1 else 0
-        actors = workers or (int(ray.cluster_resources().get("GPU", 0)) if gpus else ray_setup.cluster_cpus())
-        actors = max(1, min(actors, len(todo)))
+        actors, gpus, cpus = plan_actors(workers, len(todo), ray_setup.cluster_cpus(),
+                                         float(ray.cluster_resources().get("GPU", 0)), device)
         dataset = ray.data.from_items(todo, override_num_blocks=len(todo))
         scored = dataset.map_batches(
             ShardScorer, fn_constructor_kwargs=args, batch_size=1, compute=ray.data.ActorPoolStrategy(size=actors),
-            num_cpus=0 if gpus else 1, num_gpus=gpus, runtime_env=ray_setup.RUNTIME_ENV)
+            num_cpus=cpus, num_gpus=gpus, runtime_env=ray_setup.RUNTIME_ENV)
         # Ray Data restarts an actor that dies (its process killed, or its node lost) and retries
         # its shard (its defaults for actor pools: max_restarts=-1, max_task_retries=-1); atomic
         # writes make the retry safe. Only the small records travel back (the scored shards are on
@@ -208,6 +210,30 @@ def _score_on_ray(todo: list[dict], args: dict, workers: int | None, address: st
     finally:
         if started:
             ray.shutdown()
+
+
+# Scoring actors that share one GPU when --workers is not given: one actor's batches of a
+# BERT-sized rank model in bf16 leave most of a GPU idle.
+ACTORS_PER_GPU = 4
+
+
+def plan_actors(workers: int | None, shards: int, cluster_cpus: int, cluster_gpus: float,
+                device: str) -> tuple[int, float, float]:
+    """(actors, GPUs per actor, CPUs per actor) for scoring ``shards`` shards on a Ray cluster.
+
+    On GPUs (``device`` auto or cuda, and the cluster has some) the actors share them in equal
+    fractions, so any number of workers fits (a whole GPU each made more workers than GPUs wait
+    forever for one); on CPUs each actor takes one CPU, and more workers than the cluster has CPUs
+    is an error, not a wait. Never more actors than shards."""
+    if device in ("auto", "cuda") and cluster_gpus > 0:
+        actors = max(1, min(workers or int(cluster_gpus * ACTORS_PER_GPU), shards))
+        return actors, round(min(1.0, cluster_gpus / actors), 4), 0
+    if device == "cuda":
+        raise UserError("--device cuda: the Ray cluster has no GPU (use --device auto or cpu)")
+    if workers and workers > cluster_cpus:
+        raise UserError(f"--workers {workers}: the Ray cluster has {cluster_cpus} CPUs and each scoring actor takes "
+                        f"one; use at most {cluster_cpus} workers (or add nodes)")
+    return max(1, min(workers or cluster_cpus, shards)), 0, 1
 
 
 def _finish(out: Path, shard_dir: Path, source: dict, done: dict, job: dict, model_dir: Path) -> dict:

@@ -135,6 +135,7 @@ def score_documents(model: RankModel, encodings: list, batch_size: int = 4, devi
     import numpy as np
 
     from dsdocre.data.examples import PairExample, collate, epoch_batches
+    from dsdocre.model.device import inference_precision
     from dsdocre.relations import NUM_CLASSES
 
     if not encodings:
@@ -146,7 +147,9 @@ def score_documents(model: RankModel, encodings: list, batch_size: int = 4, devi
     out: list = [None] * len(examples)
     for idx in epoch_batches([len(e.input_ids) for e in encodings], batch_size, 0, 0, shuffle=False):
         batch = collate([examples[i] for i in idx], model.tokenizer.pad_id, device)
-        scores = model.score_all_pairs(batch).float().cpu().numpy()
+        with inference_precision(device):
+            scores = model.score_all_pairs(batch)
+        scores = scores.float().cpu().numpy()
         for row, i in enumerate(idx):
             n = encodings[i].num_entities
             out[i] = scores[row, :n, :n]
