@@ -168,7 +168,7 @@ def pretrain(config: PretrainConfig) -> dict:
     def on_step(info: StepInfo) -> None:
         last_step["step"] = step = info.step
         for result in info.results:
-            window.add_task_metrics(result.outputs, result.weight)
+            window.add_task_metrics(result.outputs, result.finite)
         if train_cfg.log_samples:
             batch = info.batch
             with open(samples_path, "a") as f:
@@ -245,28 +245,34 @@ def _format_scores(scores: dict) -> str:
 
 
 class _Window:
-    """Sums over the steps since the last metrics line."""
+    """Sums over the steps since the last metrics line, kept on the device (float64) and read once
+    per line: no host read per micro-batch."""
 
     def __init__(self):
         self.reset()
 
     def reset(self) -> None:
-        self.tasks: dict[str, list[float]] = {}
-        self.losses: list[float] = []
+        self.tasks: dict[str, object] = {}  # per task: [loss x n, accuracy x n, n]
+        self.loss = None  # [sum of the finite losses, their micro-batches]
         self.steps = self.pairs = self.tokens = 0
         self.times = {"data_wait": 0.0, "forward": 0.0, "backward": 0.0, "optimizer": 0.0, "step": 0.0}
 
-    def add_task_metrics(self, out: dict, weight: float) -> None:
-        if not weight:
-            return
-        self.losses.append(out["loss"].item())
+    def add_task_metrics(self, out: dict, finite) -> None:
+        """One real micro-batch's outputs; ``finite`` (a bool tensor): whether its loss was finite
+        (a non-finite one adds nothing)."""
+        import torch
+
+        def f64(x):
+            return torch.as_tensor(x, dtype=torch.float64, device=out["loss"].device)
+
+        loss = torch.where(finite, torch.stack([f64(out["loss"].detach()), f64(1.0)]), f64(0.0))
+        self.loss = loss if self.loss is None else self.loss + loss
         for task in TASKS:
             if f"{task}_loss" in out:
-                n = float(out[f"{task}_count"])
-                acc = self.tasks.setdefault(task, [0.0, 0.0, 0.0])
-                acc[0] += float(out[f"{task}_loss"].detach()) * n
-                acc[1] += float(out[f"{task}_accuracy"]) * n
-                acc[2] += n
+                n = f64(out[f"{task}_count"])
+                sums = torch.stack([f64(out[f"{task}_loss"].detach()) * n, f64(out[f"{task}_accuracy"]) * n, n])
+                sums = torch.where(finite, sums, f64(0.0))
+                self.tasks[task] = sums if task not in self.tasks else self.tasks[task] + sums
 
     def add_step(self, step, times: dict[str, float]) -> None:
         self.steps += 1
@@ -280,10 +286,10 @@ class _Window:
         ranks; times are rank 0's."""
         import torch
 
+        loss = self.loss.tolist() if self.loss is not None else [0.0, 0.0]
+        tasks = [x for t in TASKS for x in (self.tasks[t].tolist() if t in self.tasks else [0.0, 0.0, 0.0])]
         # [loss sum, micro-batches, tokens, pairs] then per task [loss x n, accuracy x n, n], summed over ranks
-        sums = torch.tensor(distributed.sum_over_ranks(
-            [sum(self.losses), len(self.losses), self.tokens, self.pairs]
-            + [x for t in TASKS for x in self.tasks.get(t, [0.0, 0.0, 0.0])]), dtype=torch.float64)
+        sums = torch.tensor(distributed.sum_over_ranks(loss + [self.tokens, self.pairs] + tasks), dtype=torch.float64)
         tokens, pairs = float(sums[2]), float(sums[3])
         sums = torch.cat([sums[:2], sums[4:]])
         seconds = max(self.times["step"], 1e-9)

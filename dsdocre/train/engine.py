@@ -147,17 +147,18 @@ class EvaluationModel:
 def optimizer_step(engine, boundary: bool) -> bool:
     """``engine.step()``; returns whether an optimizer step changed the weights (True between
     accumulation boundaries). ZeRO skips a step whose gradient norm is not finite by itself (and
-    says so through ``was_step_applied``); without ZeRO (stage 0) the gradients are checked here and
-    such a step runs with the optimizer and schedule held still (the gradients are already averaged
-    over ranks, so every rank decides the same)."""
+    says so through ``was_step_applied``), and so does fp16's loss scaler at any stage (it lowers
+    the scale after an overflow); otherwise (stage 0 in fp32 or bf16) the gradients are checked here,
+    with one host read, and such a step runs with the optimizer and schedule held still (the
+    gradients are already averaged over ranks, so every rank decides the same)."""
     import torch
 
     if not boundary:
         engine.step()
         return True
-    if distributed.zero_stage(engine) == 0:
+    if distributed.zero_stage(engine) == 0 and not engine.fp16_enabled():
         grads = [p.grad for p in engine.module.parameters() if p.grad is not None]
-        if grads and not all(bool(torch.isfinite(g).all()) for g in grads):
+        if grads and not bool(torch.stack([torch.isfinite(g).all() for g in grads]).all()):
             for g in grads:  # zeroed, not dropped: DeepSpeed's clipping expects every gradient
                 g.zero_()
             optimizer, scheduler = engine.optimizer, engine.lr_scheduler
@@ -173,3 +174,13 @@ def optimizer_step(engine, boundary: bool) -> bool:
             return False
     engine.step()
     return bool(engine.was_step_applied())
+
+
+def is_numerical_fault(applied: bool, fp16: bool, losses_finite) -> bool:
+    """Whether a step that changed no weights counts toward ``max_skipped_steps``. Under fp16 the
+    loss scaler skips the steps whose scaled gradient overflowed as its normal way of finding the
+    scale (many in a row while it warms up): only a non-finite loss is a fault there.
+    ``losses_finite`` (a bool or a device tensor) is read only in that case."""
+    if applied:
+        return False
+    return not fp16 or not bool(losses_finite)

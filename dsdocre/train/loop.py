@@ -30,7 +30,7 @@ from dsdocre.train import checkpoint, distributed, faults
 from dsdocre.train.checkpoint import SKIPPED_KEY
 from dsdocre.train.config import TrainingConfig
 from dsdocre.train.control import StepControl
-from dsdocre.train.engine import EvaluationModel, optimizer_step, total_steps
+from dsdocre.train.engine import EvaluationModel, is_numerical_fault, optimizer_step, total_steps
 
 # The client-state format of a checkpoint (:func:`client_state`): refuse to resume another.
 STATE_VERSION = 2
@@ -115,6 +115,7 @@ class MicroResult:
     loss: object  # the tensor DeepSpeed's backward gets
     weight: float = 1.0  # 0 for padding a rank runs to keep step with the others: not counted
     outputs: dict | None = None  # the model's outputs, for the stage's step metrics
+    finite: object = None  # set by the loop: whether the loss is finite (a bool tensor, on the device)
 
 
 @dataclass
@@ -123,7 +124,7 @@ class StepInfo:
 
     step: int  # optimizer steps done in all
     batch: object  # the source's step (its epoch, micro-batches, samples)
-    results: list[MicroResult]  # the micro-batches whose loss was finite
+    results: list[MicroResult]  # the real micro-batches (weight > 0); each says whether its loss was finite
     times: dict[str, float]  # seconds: data_wait, forward, backward, optimizer, step
     skipped_total: int  # non-finite steps skipped so far
     finished: bool  # the run stops after this step (its last, or an agreed stop)
@@ -199,8 +200,9 @@ def train(engine, training: TrainingConfig, source: StepSource, loss_of: Callabl
     stage_state = stage_state if stage_state is not None else {}
     state = restore_loop(resumed, source, stage_state) if resumed else LoopState()
     checkpoints = run_dir is not None and training.checkpoints
-    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    clock = _PhaseClock(device)
     evaluation_model = EvaluationModel(engine, make_model)
+    fp16 = bool(getattr(engine, "fp16_enabled", lambda: False)())
     last_step = total_steps(training, source.steps_per_epoch())
 
     def save() -> None:
@@ -248,28 +250,27 @@ def train(engine, training: TrainingConfig, source: StepSource, loss_of: Callabl
                 if batch is None:
                     break
                 t_data = time.perf_counter()
-                t_fwd = t_bwd = t_opt = 0.0
+                marks = []  # per micro-batch: before forward, after forward, after backward, after the step
                 poisoned = faults.armed("nan-loss", state.step + 1)  # a test's injected numerical fault
                 results = []
+                losses_finite = torch.ones((), dtype=torch.bool, device=device)  # this step's, on the device
                 for i, micro in enumerate(batch.micro_batches):
-                    ta = time.perf_counter()
+                    ta = clock.mark()
                     result = loss_of(micro)
                     if not isinstance(result, MicroResult):
                         result = MicroResult(result)
                     loss = result.loss * float("nan") if poisoned else result.loss
-                    sync()
-                    tb = time.perf_counter()
+                    tb = clock.mark()
                     engine.backward(loss)
-                    sync()
-                    tc = time.perf_counter()
+                    tc = clock.mark()
                     # DeepSpeed steps the optimizer at the accumulation boundary (a non-finite step is skipped)
                     applied = optimizer_step(engine, boundary=i == len(batch.micro_batches) - 1)
-                    sync()
-                    t_fwd, t_bwd, t_opt = t_fwd + tb - ta, t_bwd + tc - tb, t_opt + time.perf_counter() - tc
+                    marks.append((ta, tb, tc, clock.mark()))
+                    result.finite = torch.isfinite(loss.detach())  # kept on the device: no host read per micro-batch
+                    losses_finite &= result.finite
                     if result.weight:
-                        finite = torch.isfinite(loss.detach())
-                        loss_sum += torch.where(finite, loss.detach().double(), 0.0)
-                        loss_count += finite
+                        loss_sum += torch.where(result.finite, loss.detach().double(), 0.0)
+                        loss_count += result.finite
                         if not poisoned:
                             results.append(result)
                 source.advance()
@@ -284,12 +285,12 @@ def train(engine, training: TrainingConfig, source: StepSource, loss_of: Callabl
                     if done[1]:
                         bar.set_postfix(loss=f"{done[0] / done[1]:.4f}")
                 over_steps = bool(training.max_steps) and state.step >= training.max_steps
-                stop, due, reason = control.decide(state.step, over_steps or state.train_seconds > budget_s, applied)
+                fault = is_numerical_fault(applied, fp16, losses_finite)
+                stop, due, reason = control.decide(state.step, over_steps or state.train_seconds > budget_s, not fault)
                 state.skipped = control.skipped_total
                 if on_step is not None:
-                    on_step(StepInfo(state.step, batch, [r for r in results if _finite(r.loss)],
-                                     {"data_wait": t_data - t0, "forward": t_fwd, "backward": t_bwd,
-                                      "optimizer": t_opt, "step": elapsed},
+                    on_step(StepInfo(state.step, batch, results,
+                                     {"data_wait": t_data - t0, **clock.phases(marks), "step": elapsed},
                                      control.skipped_total, stop or state.step == last_step))
                 if reason in ("sigterm", "nonfinite"):
                     _add_epoch_loss(state, loss_sum, loss_count)
@@ -311,14 +312,38 @@ def train(engine, training: TrainingConfig, source: StepSource, loss_of: Callabl
             "skipped_steps": state.skipped, "train_seconds": round(state.train_seconds, 1)}
 
 
+class _PhaseClock:
+    """The seconds of a step's phases (forward, backward, optimizer). On the CPU the host clock;
+    on a GPU CUDA events, read once when the step's last one has completed: no synchronize between
+    phases (three per micro-batch stalled the host before)."""
+
+    def __init__(self, device):
+        self.cuda = device.type == "cuda"
+
+    def mark(self):
+        if not self.cuda:
+            return time.perf_counter()
+        import torch
+
+        event = torch.cuda.Event(enable_timing=True)
+        event.record()
+        return event
+
+    def phases(self, marks: list[tuple]) -> dict[str, float]:
+        if self.cuda and marks:
+            marks[-1][-1].synchronize()
+
+        def seconds(a, b) -> float:
+            return a.elapsed_time(b) / 1000 if self.cuda else b - a
+
+        return {phase: sum(seconds(m[k], m[k + 1]) for m in marks)
+                for k, phase in enumerate(("forward", "backward", "optimizer"))}
+
+
 def _add_epoch_loss(state: LoopState, loss_sum, loss_count) -> None:
     """Move the device-side sums of the epoch's losses into the loop state (one host read)."""
     state.epoch_loss = [state.epoch_loss[0] + float(loss_sum), state.epoch_loss[1] + int(loss_count)]
     loss_sum.zero_(), loss_count.zero_()
-
-
-def _finite(loss) -> bool:
-    return math.isfinite(float(loss.detach()))
 
 
 def _position_in_epoch(source) -> int:
