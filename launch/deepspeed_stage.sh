@@ -18,7 +18,7 @@
 #
 #   Several nodes by ssh: HOSTFILE, a deepspeed hostfile ("host slots=N" per line, see
 #   launch/hostfile.example). Started on one node; deepspeed reaches the others by passwordless ssh
-#   (pdsh). MASTER_ADDR optional (default: the first host's `hostname -I`, asked over ssh).
+#   (pdsh). MASTER_ADDR optional (default: the hostfile's first host name).
 #
 #   Several nodes without ssh: started once on every node, each with its own NODE_RANK:
 #     NODE_RANK    this node's rank, 0 .. NUM_NODES-1 (setting it selects this mode)
@@ -29,7 +29,8 @@
 #                  node, its host names are only labels) for nodes of different sizes
 #   Global ranks: node 0's processes first, then node 1's, ...
 #
-# On a machine without CUDA, DeepSpeed's CPU accelerator and the gloo backend are used.
+# On a machine without CUDA, DeepSpeed's CPU accelerator and the gloo backend are used, one thread
+# per process (OMP_NUM_THREADS=1); on a GPU node each process gets its share of the node's cores.
 set -euo pipefail
 me=$(basename "$0")
 stages="finetune, pretrain, denoise-train"
@@ -56,13 +57,26 @@ done
 [[ -n "$python_found" ]] || { echo "$me: no python with dsdocre and deepspeed; run bash launch/install.sh" >&2; exit 1; }
 PYTHON=$python_found
 if ! "$PYTHON" -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)" 2>/dev/null; then
+  if command -v nvidia-smi >/dev/null && nvidia-smi -L >/dev/null 2>&1; then
+    echo "$me: WARNING: this node has NVIDIA GPUs but $PYTHON's torch cannot use them (a CPU-only build?):" \
+      "training runs on the CPU. Install a CUDA build of torch into that environment first." >&2
+  fi
   export DS_ACCELERATOR="${DS_ACCELERATOR:-cpu}"
-  export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}"   # one core per process on CPU
+  gpu=0
   default_procs=2
 else
+  gpu=1
   default_procs=$("$PYTHON" -c "import torch; print(torch.cuda.device_count())")
 fi
 procs=${NUM_PROCS:-$default_procs}
+# Threads per process: one core each on CPU (the processes are the parallelism); on a GPU node the
+# node's cores shared between its processes (unset, each would take every core: N-fold oversubscribed).
+if ((gpu)) && [[ "$procs" =~ ^[0-9]+$ ]] && ((procs > 0)); then
+  cores=$(nproc 2>/dev/null || echo 1)
+  export OMP_NUM_THREADS="${OMP_NUM_THREADS:-$(( cores / procs > 0 ? cores / procs : 1 ))}"
+else
+  export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}"
+fi
 in_range() {  # NAME VALUE LOW HIGH: VALUE is a whole number in LOW..HIGH, or the script stops
   if ! [[ "$2" =~ ^[0-9]+$ ]] || ((10#$2 < $3 || 10#$2 > $4)); then
     die "$1 must be a whole number in $3..$4, not '$2'"
@@ -106,8 +120,15 @@ if [[ -n "${NODE_RANK:-}" ]]; then
   args+=(--no_ssh --hostfile "$hostfile" --num_nodes "$nodes" --node_rank "$((10#$NODE_RANK))"
          --master_addr "${MASTER_ADDR:-127.0.0.1}")
 elif [[ -n "${HOSTFILE:-}" ]]; then
-  args+=(--hostfile "$HOSTFILE")
-  [[ -z "${MASTER_ADDR:-}" ]] || args+=(--master_addr "$MASTER_ADDR")
+  [[ -f "$HOSTFILE" ]] || die "HOSTFILE $HOSTFILE: no such file"
+  if [[ -z "${MASTER_ADDR:-}" ]]; then
+    # deepspeed would otherwise take the first address `hostname -I` prints on the first host, which
+    # may be an interface the other nodes cannot reach: use that host's name as the hostfile gives it
+    MASTER_ADDR=$(grep -m1 -E '^[[:space:]]*[^#[:space:]]' "$HOSTFILE" | awk '{print $1}')
+    [[ -n "$MASTER_ADDR" ]] || die "HOSTFILE $HOSTFILE names no host"
+    echo "$me: MASTER_ADDR not set: using the hostfile's first host, $MASTER_ADDR (set MASTER_ADDR to override)" >&2
+  fi
+  args+=(--hostfile "$HOSTFILE" --master_addr "$MASTER_ADDR")
 else
   args+=(--num_gpus "$procs")
 fi

@@ -161,3 +161,64 @@ def test_slurm_without_ssh_starts_one_launcher_per_node_in_one_world(tmp_path):
     assert logs.count("dist_world_size=2") == 2 and "node_rank=0" in logs and "node_rank=1" in logs, logs[-3000:]
     assert "--master_addr=127.0.0.1" in logs
     assert proc.stdout.count("usage: dsdocre finetune") == 2
+
+
+# A stand-in interpreter for the launch script: says whether it "has" CUDA and how many GPUs, and
+# instead of the deepspeed launcher prints what it would have been started with.
+_FAKE_PYTHON = """#!/usr/bin/env bash
+case "$*" in
+  *find_spec*) exit 0 ;;
+  *cuda.is_available*) [[ "$FAKE_GPUS" != 0 ]] ;;
+  *device_count*) echo "$FAKE_GPUS" ;;
+  *deepspeed.launcher.runner*) echo "OMP_NUM_THREADS=$OMP_NUM_THREADS DS_ACCELERATOR=${DS_ACCELERATOR:-} ARGS=$*" ;;
+  *) exit 1 ;;
+esac
+"""
+
+
+def _fake_launch(tmp_path, gpus: int, **variables) -> subprocess.CompletedProcess:
+    (tmp_path / "python").write_text(_FAKE_PYTHON)
+    (tmp_path / "python").chmod(0o755)
+    env = _env(PYTHON=tmp_path / "python", FAKE_GPUS=gpus, **variables)
+    for name in ("OMP_NUM_THREADS", "DS_ACCELERATOR"):
+        env.pop(name, None)
+    env["PATH"] = f"{tmp_path}{os.pathsep}{env['PATH']}"
+    return subprocess.run(["bash", str(ROOT / "launch" / "deepspeed_stage.sh"), "pretrain"], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=60)
+
+
+def test_threads_per_process_on_cpu_and_on_a_gpu_node(tmp_path):
+    """One thread per process on CPU; on a GPU node each process gets its share of the cores (the
+    variable was left unset there, and every process took every core)."""
+    cpu = _fake_launch(tmp_path, gpus=0)
+    assert "OMP_NUM_THREADS=1 DS_ACCELERATOR=cpu" in cpu.stdout, cpu.stderr
+    gpu = _fake_launch(tmp_path, gpus=2)
+    share = max(1, os.cpu_count() // 2)
+    assert f"OMP_NUM_THREADS={share} DS_ACCELERATOR= " in gpu.stdout and "--num_gpus 2" in gpu.stdout, gpu.stderr
+
+
+def test_a_cpu_only_torch_on_a_gpu_node_is_said_loudly(tmp_path):
+    (tmp_path / "nvidia-smi").write_text("#!/usr/bin/env bash\necho 'GPU 0: NVIDIA H100 (UUID: GPU-x)'\n")
+    (tmp_path / "nvidia-smi").chmod(0o755)
+    proc = _fake_launch(tmp_path, gpus=0)
+    assert "WARNING: this node has NVIDIA GPUs but" in proc.stderr and "training runs on the CPU" in proc.stderr
+
+
+def test_ssh_mode_without_master_addr_uses_the_hostfiles_first_host(tmp_path):
+    hostfile = tmp_path / "hostfile"
+    hostfile.write_text("# nodes\nnode-a slots=8\nnode-b slots=8\n")
+    proc = _fake_launch(tmp_path, gpus=8, HOSTFILE=hostfile)
+    assert "--master_addr node-a" in proc.stdout and "using the hostfile's first host, node-a" in proc.stderr
+
+
+def test_slurm_without_ssh_gives_srun_the_cpus_per_task(tmp_path):
+    (tmp_path / "srun").write_text('#!/usr/bin/env bash\necho "srun $*"\n')
+    (tmp_path / "scontrol").write_text(_FAKE_SCONTROL)
+    for name in ("srun", "scontrol"):
+        (tmp_path / name).chmod(0o755)
+    env = _env(NO_SSH=1, SLURM_JOB_NUM_NODES=2, SLURM_JOB_NODELIST="fake[0-1]", SLURM_GPUS_ON_NODE=8,
+               SLURM_CPUS_PER_TASK=32, SLURM_SUBMIT_DIR=ROOT)
+    env["PATH"] = f"{tmp_path}{os.pathsep}{env['PATH']}"
+    proc = subprocess.run(["bash", str(ROOT / "launch" / "slurm_stage.sbatch"), "pretrain"], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0 and "--cpus-per-task=32" in proc.stdout, proc.stdout + proc.stderr
