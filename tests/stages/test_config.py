@@ -56,3 +56,23 @@ def test_default_configs_are_found_from_any_directory(tmp_path, monkeypatch):
     assert load_config(PipelineConfig, "configs/pipeline.yaml").synth.docs == 400
     with pytest.raises(UserError, match="config file configs/nope.yaml does not exist"):
         load_config(PipelineConfig, "configs/nope.yaml")
+
+
+def test_the_gpu_deepspeed_configs_overlap_fuse_and_accumulate_in_fp32():
+    """The GPU JSONs: communication overlapped with the backward pass, torch's fused AdamW, bf16
+    with fp32 gradient accumulation, and under ZeRO-3 small parameters kept whole (not all-gathered
+    one by one each step); the CPU JSONs stay as they were (gloo: no overlap)."""
+    import json
+    from pathlib import Path
+
+    folder = Path(__file__).resolve().parents[2] / "configs" / "deepspeed"
+    for name in ("finetune_gpu.json", "pretrain_zero2_gpu.json", "pretrain_zero3_gpu.json"):
+        ds = json.loads((folder / name).read_text())
+        assert ds["zero_optimization"]["overlap_comm"] is True, name
+        assert ds["optimizer"]["params"]["fused"] is True and ds["optimizer"]["params"]["torch_adam"] is True, name
+        assert ds["bf16"]["enabled"] and ds["data_types"]["grad_accum_dtype"] == "fp32", name
+    assert json.loads((folder / "pretrain_zero3_gpu.json").read_text())["zero_optimization"][
+        "stage3_param_persistence_threshold"] >= 10 ** 5
+    for cpu in folder.glob("*.json"):
+        if "_gpu" not in cpu.name:
+            assert not json.loads(cpu.read_text())["zero_optimization"].get("overlap_comm"), cpu.name
