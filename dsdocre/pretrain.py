@@ -137,8 +137,8 @@ def pretrain(config: PretrainConfig) -> dict:
         f"{engine.zero_optimization_stage()}; world {world}; {data.stream.total} document pairs, "
         f"global batch {data.stream.global_batch}, {data.steps_per_epoch()} steps/epoch; {steps_total} steps")
 
-    def to_device(batch: dict) -> dict:
-        return {k: v.to(device) for k, v in batch.items()}
+    def to_device(batch: dict) -> dict:  # from pinned memory (loader workers on a GPU), without blocking
+        return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
 
     valid_scores = {}
     if resumed and (out_dir / "valid.json").exists():  # the untrained encoder's scores, from the first start

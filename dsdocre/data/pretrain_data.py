@@ -56,6 +56,12 @@ class Step:
     def samples(self) -> int:  # what the training loop counts (dsdocre.train.loop.StepSource)
         return self.pairs
 
+    def pin_memory(self) -> "Step":
+        """The step in page-locked memory (DataLoader's pin_memory calls it): the copy to the GPU
+        then runs without blocking the training loop."""
+        self.micro_batches = [{k: v.pin_memory() for k, v in micro.items()} for micro in self.micro_batches]
+        return self
+
 
 def check_folders(pairs_dir: str | Path, shard_dir: str | Path, scored_dir: str | Path | None,
                   tokenizer: MarkerTokenizer) -> Path | None:
@@ -183,7 +189,7 @@ class PairBatches:
             return
         loader = torch.utils.data.DataLoader(_WorkerSplit(self), batch_size=None, num_workers=self.workers,
                                              collate_fn=lambda step: step, prefetch_factor=2,
-                                             persistent_workers=False)
+                                             persistent_workers=False, pin_memory=torch.cuda.is_available())
         yield from loader
 
     def close(self) -> None:

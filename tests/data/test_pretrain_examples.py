@@ -98,3 +98,16 @@ def test_only_kept_labels_are_positives(joined, tmp_path):
         for _, cands, _ in ex.ra:
             assert all((h, t) in kept_of[keys[0]] for (_, h), (_, t) in cands)
     store.close()
+
+
+def test_a_step_pins_its_micro_batches_for_the_gpu(monkeypatch):
+    """DataLoader(pin_memory=True) on a GPU machine calls Step.pin_memory: every tensor of every
+    micro-batch goes to page-locked memory (a CPU-only torch cannot pin: stand-in)."""
+    import torch
+
+    from dsdocre.data.pretrain_data import Step
+
+    pinned = []
+    monkeypatch.setattr(torch.Tensor, "pin_memory", lambda self: pinned.append(self.shape) or self)
+    step = Step(1, 0, [{"a": torch.zeros(2), "b": torch.ones(3)}, {"a": torch.zeros(4)}], 2, 10, ["k1", "k2"])
+    assert step.pin_memory() is step and sorted(pinned) == [(2,), (3,), (4,)]
