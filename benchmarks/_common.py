@@ -180,6 +180,25 @@ CHECKOUT = Path(__file__).resolve().parents[1]
 ROOT = CHECKOUT  # the checkout's root, for the scripts under benchmarks/ and benchmarks/studies/
 
 
+def random_bert_base(folder) -> str:
+    """Random BERT-base-sized weights (12 layers, d 768, feed-forward 3072, 512 positions) with the
+    packaged encoder's tokenizer, saved under ``folder`` (once): for speed on a GPU, not quality."""
+    from pathlib import Path
+
+    from transformers import AutoTokenizer, BertConfig, BertModel
+
+    from dsdocre.data.encoding import resolve_encoder_dir
+
+    folder = Path(folder)
+    if not (folder / "config.json").is_file():
+        tokenizer = AutoTokenizer.from_pretrained(resolve_encoder_dir("default"))
+        config = BertConfig(vocab_size=len(tokenizer), hidden_size=768, num_hidden_layers=12, num_attention_heads=12,
+                            intermediate_size=3072, max_position_embeddings=512)
+        BertModel(config).save_pretrained(folder)
+        tokenizer.save_pretrained(folder)
+    return str(folder)
+
+
 def shown(path) -> str:
     """A path as a result file records it: relative to the checkout when inside it."""
     path = Path(path).resolve()

@@ -40,7 +40,7 @@ import traceback
 from pathlib import Path
 
 from benchmarks import kill_resume as kr
-from benchmarks._common import machine_info
+from benchmarks._common import machine_info, random_bert_base
 
 ROOT = Path(__file__).resolve().parents[1]
 CHECKS: list[tuple[str, bool, object]] = []  # (name, needs CUDA, function(context) -> figures)
@@ -197,26 +197,10 @@ def finetune_then_predict(ctx: Context) -> dict:
             "loaded_dtypes": dtypes, "documents_predicted": len(predictions.documents), "facts": len(predictions.facts)}
 
 
-def _bert_base(folder: Path) -> str:
-    """Random BERT-base-sized weights (12 layers, d 768, 512 positions) with the packaged tokenizer:
-    speed, not quality, is what this measures."""
-    from transformers import AutoTokenizer, BertConfig, BertModel
-
-    from dsdocre.data.encoding import resolve_encoder_dir
-
-    if not (folder / "config.json").is_file():
-        tokenizer = AutoTokenizer.from_pretrained(resolve_encoder_dir("default"))
-        config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=768, num_hidden_layers=12,
-                            num_attention_heads=12, intermediate_size=3072, max_position_embeddings=512)
-        BertModel(config).save_pretrained(folder)
-        tokenizer.save_pretrained(folder)
-    return str(folder)
-
-
 @check("bert_base_finetune", cuda_only=True)
 def bert_base_finetune(ctx: Context) -> dict:
     started = time.perf_counter()
-    record = _finetune(ctx, ctx.work / "bert_base", _bert_base(ctx.work / "bert_base_encoder"), "training.epochs=1",
+    record = _finetune(ctx, ctx.work / "bert_base", random_bert_base(ctx.work / "bert_base_encoder"), "training.epochs=1",
                        "training.max_steps=20", "training.deepspeed=configs/deepspeed/finetune_gpu.json")
     return {"steps": record["steps"], "train_seconds": record["train_seconds"],
             "wall_seconds": round(time.perf_counter() - started, 1)}

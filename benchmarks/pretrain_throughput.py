@@ -22,8 +22,11 @@
   should follow one loss curve; the largest difference from ZeRO-1 / 1 process over the run is
   reported (the issue's bar: the same loss within 1e-3 after 20 steps).
 
-On a GPU (the ``device`` tool, when a session is lent one) the same script would run BERT-base-sized
-weights at 512 tokens in bf16; this machine has none, so ``gpu`` is null with the reason.
+On a machine with CUDA (``--gpu``, the default there) it measures instead, under the launcher with
+one process per GPU: random BERT-base-sized weights (12 layers, d 768, windows of up to 512 tokens)
+in bf16 through ``configs/deepspeed/pretrain_zero2_gpu.json`` (micro-batch 8, 2 loader workers), with
+model FLOPs utilization (``benchmarks/flops.py``: 6N + 12 L s d per token, written out there; the
+encoder only, so a lower bound). Without CUDA ``gpu`` is null with the reason.
 Writes ``benchmarks/results/pretrain_throughput.json``.
 """
 
@@ -38,7 +41,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchmarks._common import machine_info, synthetic_pairs
+from benchmarks._common import machine_info, random_bert_base, synthetic_pairs
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -97,6 +100,42 @@ def summarize(records: list[dict], skip: int) -> dict:
             "losses": [round(r["loss"], 6) for r in records]}
 
 
+def run_gpu(root: Path, steps: int, skip: int, port: int) -> dict:
+    """BERT-base-sized random weights in bf16 on every GPU of this machine: tokens/s and MFU."""
+    import torch
+
+    from benchmarks.flops import mfu
+
+    gpus = torch.cuda.device_count()
+    encoder = random_bert_base(root / "bert_base")
+    cfg = json.loads((ROOT / "configs/deepspeed/pretrain_zero2_gpu.json").read_text())
+    cfg["tensorboard"] = {"enabled": False}
+    (root / "gpu.json").write_text(json.dumps(cfg))
+    out = root / "run_gpu"
+    sets = [f"data.pairs={root / 'pairs'}", f"data.shards={root / 'shards'}", f"training.deepspeed={root / 'gpu.json'}",
+            f"model.encoder={encoder}", "data.loader_workers=2", "training.precision=bf16",
+            f"training.max_steps={steps}", "training.epochs=1000", "training.log_every=1", "training.checkpoints=false",
+            "training.resume=false"]
+    env = {k: v for k, v in os.environ.items() if k not in ("DS_ACCELERATOR", "OMP_NUM_THREADS")}
+    env.update(NUM_PROCS=str(gpus), MASTER_PORT=str(port), PYTHON=sys.executable, HF_HUB_OFFLINE="1",
+               TOKENIZERS_PARALLELISM="false")
+    args = ["bash", "launch/deepspeed_pretrain.sh", *[x for s in sets for x in ("--set", s)], "--output-dir", str(out)]
+    proc = subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise SystemExit(f"GPU run failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+    records = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    summary = summarize(records, skip)
+    kept = records[skip:]
+    docs = 2 * sum(r["pairs_per_s"] * r["seconds"] for r in kept)  # two documents per pair
+    window = min(512, sum(r["tokens"] for r in kept) / max(docs, 1))  # mean document length, capped at a window
+    encoder_config = json.loads((Path(encoder) / "config.json").read_text())
+    name = torch.cuda.get_device_name(0)
+    return {"device": name, "gpus": gpus, "model": "random BERT-base-sized encoder + MM/RD/RA heads, bf16",
+            "micro_batch": cfg["train_micro_batch_size_per_gpu"], **summary,
+            "mean_document_tokens": round(window, 1),
+            "mfu": mfu(summary["tokens_per_s"] / gpus, encoder_config, round(window), name)}
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, default=20)
@@ -104,14 +143,34 @@ def main() -> int:
     parser.add_argument("--large-steps", type=int, default=6, help="steps of the global-batch-16 runs")
     parser.add_argument("--docs", type=int, default=400)
     parser.add_argument("--out", default=str(ROOT / "benchmarks/results/pretrain_throughput.json"))
+    parser.add_argument("--gpu", action=argparse.BooleanOptionalAction, default=None,
+                        help="measure on the GPUs (default: when CUDA is there); --no-gpu: the CPU table")
     args = parser.parse_args()
+    import torch
+
+    if args.gpu is None:
+        args.gpu = torch.cuda.is_available()
+    if args.gpu:  # the GPU entry of the result file (the CPU table, measured on a CPU machine, is kept)
+        out = Path(args.out)
+        result = json.loads(out.read_text()) if out.is_file() else {"cpu": None}
+        result.pop("gpu_note", None)
+        with tempfile.TemporaryDirectory(prefix="pretrain_bench_") as tmp:
+            synthetic_pairs(Path(tmp), args.docs, docs_per_shard=100)
+            result["gpu"] = run_gpu(Path(tmp), args.steps, args.skip, 29690)
+        result["gpu"]["machine"] = machine_info()
+        result["gpu"]["command"] = result["gpu"]["machine"]["command"]
+        g = result["gpu"]
+        print(f"{g['device']} x {g['gpus']}: {g['tokens_per_s']:.0f} tokens/s, step {g['step_seconds']:.3f} s, "
+              f"data wait {g['data_wait_fraction']:.3f}; MFU {g['mfu']['mfu']}")
+        Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+        print(f"wrote {args.out}")
+        return 0
     machine = machine_info()
     result = {"machine": machine, "command": machine["command"],
               "setup": {"model": "packaged all-MiniLM-L6-v2 + MM/RD/RA heads, fp32", "global_batch_pairs": 4,
                         "steps": args.steps, "skipped_steps": args.skip, "threads_per_process": 1,
                         "peak_rss_mb": "rank 0's peak resident memory (each process holds about as much)"},
-              "cpu": {}, "gpu": None,
-              "gpu_note": "no GPU lent to this session (device tool: not drawn); not measured"}
+              "cpu": {}, "gpu": None, "gpu_note": "no CUDA on this machine: the GPU table was not measured"}
     with tempfile.TemporaryDirectory(prefix="pretrain_bench_") as tmp:
         root = Path(tmp)
         synthetic_pairs(root, args.docs, docs_per_shard=100)

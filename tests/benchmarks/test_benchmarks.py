@@ -507,3 +507,16 @@ def test_machine_info_records_the_versions_that_decide_float_results():
     from benchmarks._common import installed_version
 
     assert installed_version("no-such-distribution-here") is None
+
+
+def test_model_flops_are_the_written_out_count():
+    """BERT-base: N = 12 (4 d^2 + 2 d f) = 84,934,656 non-embedding weights; training costs
+    6 N + 12 L s d per token (s = 512: 566,231,040 FLOPs); 1M tokens/s on an H100 (989 TFLOP/s
+    bf16 dense) is 57.25% MFU; an unknown device has no MFU rather than a guessed one."""
+    from benchmarks.flops import encoder_training_flops_per_token, mfu, pair_head_training_flops
+
+    assert encoder_training_flops_per_token(12, 768, 3072, 512) == 6 * 84_934_656 + 12 * 12 * 512 * 768 == 566_231_040
+    bert_base = {"num_hidden_layers": 12, "hidden_size": 768, "intermediate_size": 3072}
+    assert round(mfu(1e6, bert_base, 512, "NVIDIA H100 80GB HBM3")["mfu"], 4) == 0.5725
+    assert mfu(1e6, bert_base, 512, "a CPU")["mfu"] is None
+    assert pair_head_training_flops(10, 768, 256) == 6 * 10 * 768 * 768 * 256
