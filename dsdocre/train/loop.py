@@ -184,7 +184,7 @@ def train(engine, training: TrainingConfig, source: StepSource, loss_of: Callabl
     rank 0's evaluation releases the other ranks, which then fail too.
 
     Checkpoints (with ``run_dir`` and ``training.checkpoints``): every ``checkpoint_every`` steps,
-    every ``checkpoint_every_minutes``, after each epoch and at a stop, with the client state of
+    every ``checkpoint_every_minutes``, after each evaluated epoch, at a stop and at the end, with the client state of
     :func:`client_state`; ``export(state_dict, folder)`` also writes the model a user loads (with
     checkpoints off, it alone is written at those points). ``resumed`` (from
     :func:`dsdocre.train.checkpoint.restore`) continues the run exactly where its checkpoint left it.
@@ -213,7 +213,7 @@ def train(engine, training: TrainingConfig, source: StepSource, loss_of: Callabl
         elif export is not None and run_dir is not None:
             checkpoint.export_only(engine, run_dir, export)
 
-    def end_epoch(epoch: int) -> None:
+    def end_epoch(epoch: int, due: bool) -> None:
         # every rank's micro-batches, not rank 0's alone (a collective: every rank is here)
         loss_sum, loss_count = distributed.sum_over_ranks(state.epoch_loss)
         record = {"epoch": epoch, "loss": loss_sum / loss_count if loss_count else None, "steps": state.step,
@@ -231,11 +231,14 @@ def train(engine, training: TrainingConfig, source: StepSource, loss_of: Callabl
         state.records.append(record)
         if source.epoch != epoch:  # the epoch is done (a stop inside it resumes inside it)
             state.epoch_loss = [0.0, 0]
-        save()
+        # after an evaluated epoch (its best score is state to keep), at a stop and at the end, or when due
+        if on_epoch is not None or due or stop or source.epoch > training.epochs:
+            save()
 
     with StepControl(training) as control:
         control.skipped_total = state.skipped
         stop = bool(training.max_steps) and state.step >= training.max_steps  # resumed from a finished run
+        due = False
         while source.epoch <= training.epochs and not stop:
             epoch = source.epoch
             engine.train()
@@ -303,7 +306,7 @@ def train(engine, training: TrainingConfig, source: StepSource, loss_of: Callabl
                     save()
             bar.close()
             _add_epoch_loss(state, loss_sum, loss_count)
-            end_epoch(epoch)
+            end_epoch(epoch, due)
             if stop:
                 distributed.log(f"stopping after epoch {epoch} ({state.step} steps): "
                                 + ("max_steps reached" if training.max_steps and state.step >= training.max_steps
