@@ -540,6 +540,12 @@ def t_headline() -> str:
              + (str(sum(int(f["lost"]) for f in faults["faults"]))
                 if all(str(f["lost"]).isdigit() for f in faults["faults"]) else "see the file")
              + f" (tests exit code {faults['tests_exit_code']})", "`fault_table.json`"]]
+    check = load("gpu_check")
+    verdicts = ", ".join(f"{n} {s}" for s, n in check["counts"].items() if n)
+    skipped = sorted({c["reason"] for c in check["checks"] if c["status"] == "skipped"})
+    rows.append([f"Device check (`python -m benchmarks.gpu_check`, {check['mode']} mode)",
+                 f"{len(check['checks'])} checks: {verdicts}" + (f" ({'; '.join(skipped)})" if skipped else ""),
+                 "`gpu_check.json`"])
     return block(table(["", "figure", "result file (`benchmarks/results/`)"], rows, right=9),
                  "_Measured on 2 CPU cores, no GPU; each file records its machine, command and date._")
 

@@ -51,20 +51,10 @@ def small_corpus(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def pair_corpus(tmp_path_factory) -> Path:
     """Distant documents sharded for a tiny random BERT and fact-joined: pre-training input (15
-    document pairs). The configs are what is tested here, not the encoder."""
-    from conftest import tiny_bert
-    from dsdocre.synth import generate_corpus
-    from sharding.fact_join import fact_join
-    from sharding.shard import shard_corpus
+    document pairs; kill_resume's workspace). The configs are what is tested here, not the encoder."""
+    from benchmarks import kill_resume as kr
 
-    root = tmp_path_factory.mktemp("pairs")
-    (root / "encoder").mkdir()
-    encoder = tiny_bert(root / "encoder")
-    generate_corpus(root / "corpus", 4, 11, dev_docs=1, test_docs=1, distant_docs=120, progress=False)
-    shard_corpus([root / "corpus" / "train_distant.json"], root / "shards", docs_per_shard=60, encoder=encoder,
-                 workers=0, progress=False, log=None)
-    fact_join(root / "shards", root / "pairs", workers=0, log=None)
-    return root
+    return kr.build_workspace(tmp_path_factory.mktemp("pairs"))
 
 
 def _run_pretrain_config(config: Path, corpus: Path, out: Path, *extra) -> list[dict]:
