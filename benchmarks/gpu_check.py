@@ -223,8 +223,8 @@ def _pretrain_env(ctx: Context) -> dict:
 def pretrain_killed_and_resumed(ctx: Context) -> dict:
     root = ctx.workspace()
     ds = kr.deepspeed_json(root, 2, 1, 2)
-    extra = ["data.loader_workers=2", f"training.precision={ctx.precision()}", "training.epochs=2",
-             "training.checkpoint_every=2"]
+    extra = ["data.loader_workers=2", f"training.precision={ctx.precision()}", "training.epochs=1",
+             "training.checkpoint_every=2"]  # 8 steps: killed after step 5, resumed from 4
     reference = ctx.work / "pretrain_reference"
     if kr.run(kr.settings(root, ds, reference, *extra), 0, 29781, ctx.work / "pretrain.log", **_pretrain_env(ctx)):
         raise RuntimeError(f"the undisturbed run failed; see {ctx.work / 'pretrain.log'}")
@@ -236,7 +236,7 @@ def pretrain_killed_and_resumed(ctx: Context) -> dict:
     if kr.run(args, 0, 29783, ctx.work / "pretrain.log", **_pretrain_env(ctx)):
         raise RuntimeError(f"the resumed run failed; see {ctx.work / 'pretrain.log'}")
     a, b = kr.final_weights(reference), kr.final_weights(killed)
-    accounting = kr.sample_accounting(killed, 1, 2)
+    accounting = kr.sample_accounting(killed, 1, 1)
     identical = kr.same_weights(a, b)
     if not identical or accounting["repeated"] or accounting["missed"]:
         raise AssertionError(f"identical {identical}, {accounting}, largest difference {kr.max_difference(a, b):g}")
