@@ -34,6 +34,9 @@ class DataConfig(Section):
     # title -> [[h, t], ...]) covering train and valid; null = every ordered pair is a candidate.
     kept_pairs: Union[str, list[str], None] = None
     max_train_docs: Optional[int] = None  # use the first N valid training documents
+    # DataLoader processes collating batches ahead of the training thread (persistent, pinned memory
+    # on a GPU); null = 2 per process on a GPU, 0 on CPU (where they would take the training's cores)
+    loader_workers: Optional[int] = None
 
 
 class FinetuneTrainingConfig(TrainingConfig):
@@ -86,15 +89,21 @@ def finetune(config: FinetuneConfig) -> dict:
     model = make_model()
     if train_cfg.prior_bias_init:
         _init_bias_to_class_priors(model, train_examples)
-    run = prepare(config, model, [len(e.encoded.input_ids) for e in train_examples], out_dir)
+    def collate_docs(idx: list[int]) -> dict:  # in a loader worker when there are some
+        return collate([train_examples[i] for i in idx], tokenizer.pad_id)
+
+    workers = data_cfg.loader_workers
+    workers = (2 if torch.cuda.is_available() else 0) if workers is None else workers
+    run = prepare(config, model, [len(e.encoded.input_ids) for e in train_examples], out_dir,
+                  collate=collate_docs, loader_workers=workers)
     log(f"model: {encoder_dir} + pair bilinear {model_cfg.pair_dim}; "
         f"{sum(p.numel() for p in model.parameters()) / 1e6:.1f}M parameters; world {run.world}; "
-        f"{len(train_examples)} train / {len(valid_examples)} valid documents; "
+        f"{len(train_examples)} train / {len(valid_examples)} valid documents; {workers} loader workers; "
         f"{run.source.steps_per_epoch()} steps/epoch")
 
     # ---- the loop: multi-label BCE over the candidate pairs; valid scored after each epoch ------
-    def loss_of(idx: list[int]):
-        batch = collate([train_examples[i] for i in idx], tokenizer.pad_id, run.device)
+    def loss_of(batch: dict):
+        batch = {k: v.to(run.device, non_blocking=True) for k, v in batch.items()}  # from pinned memory on a GPU
         logits = run.engine(batch)
         mask = batch["pair_mask"].unsqueeze(-1).expand_as(logits)
         return torch.nn.functional.binary_cross_entropy_with_logits(logits[mask].float(), batch["labels"][mask])

@@ -17,8 +17,9 @@ and padding never counts. The task instances of a record (blanking, queries, neg
 ``random.Random("{seed}/{epoch}/{pair key}")``: the same on any process layout.
 
 The position is global batches consumed (:meth:`PairBatches.state_dict`); after a restart the
-loader continues from it exactly. Loader workers (``workers > 0``) each build every workers-th
-step, which is the order in which ``torch.utils.data.DataLoader`` hands them back.
+loader continues from it exactly. Loader workers (``workers > 0``, persistent: started once per
+run) each build every workers-th step, which is the order in which ``torch.utils.data.DataLoader``
+hands them back (:class:`dsdocre.data.loader.StepLoader`).
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ import torch
 
 from dsdocre.data import manifest as mf
 from dsdocre.data.encoding import MarkerTokenizer
+from dsdocre.data.loader import StepLoader
 from dsdocre.data.pretrain_examples import DocumentStore, PretrainExample, build_example, collate_pretrain
 from dsdocre.data.stream import SampleStream
 from dsdocre.errors import UserError
@@ -120,6 +122,7 @@ class PairBatches:
                                    shuffle=shuffle, expected_format=PAIRS_FORMAT)
         self.seed = seed
         self._store: DocumentStore | None = None
+        self._loader = StepLoader(self._build, workers)  # persistent workers: started once per run
 
     # ---- position --------------------------------------------------------------------------
     @property
@@ -176,35 +179,19 @@ class PairBatches:
         tokens = sum(len(d.input_ids) for e in real for d in e.docs)
         return Step(epoch, batch, micro_batches, len(real), tokens, [k for k, w in zip(keys, weights) if w])
 
-    def _steps(self, worker: int = 0, workers: int = 1) -> Iterator[Step]:
-        epoch, start = self.stream.position.epoch, self.stream.position.batches
+    def _build(self, epoch: int, start: int, worker: int, workers: int) -> Iterator[Step]:
+        """Loader worker ``worker`` of ``workers``'s steps of ``epoch`` from global batch ``start`` on."""
         order = self.stream.epoch_order(epoch)
         for b, samples in self.stream.my_batches(epoch, start, worker, workers):
             yield self.build_step(epoch, b, samples, order)
 
     def __iter__(self) -> Iterator[Step]:
         """Steps from the current position to the end of its epoch (call :meth:`advance` after each)."""
-        if self.workers <= 0:
-            yield from self._steps()
-            return
-        loader = torch.utils.data.DataLoader(_WorkerSplit(self), batch_size=None, num_workers=self.workers,
-                                             collate_fn=lambda step: step, prefetch_factor=2,
-                                             persistent_workers=False, pin_memory=torch.cuda.is_available())
-        yield from loader
+        position = self.stream.position
+        return self._loader(position.epoch, position.batches)
 
     def close(self) -> None:
+        self._loader.close()
         self.stream.close()
         if self._store is not None:
             self._store.close()
-
-
-class _WorkerSplit(torch.utils.data.IterableDataset):
-    """Each DataLoader worker builds every workers-th step; the loader interleaves them in order."""
-
-    def __init__(self, batches: PairBatches):
-        self.batches = batches
-
-    def __iter__(self):
-        info = torch.utils.data.get_worker_info()
-        worker, workers = (info.id, info.num_workers) if info else (0, 1)
-        return self.batches._steps(worker, workers)

@@ -89,10 +89,13 @@ class StageRun:
         return self.engine.device
 
 
-def prepare(config, model, lengths: list[int], out_dir: Path) -> StageRun:
+def prepare(config, model, lengths: list[int], out_dir: Path, *, collate: Callable[[list[int]], object] | None = None,
+            loader_workers: int = 0) -> StageRun:
     """The run's identity, the verified checkpoint to resume from (if any), the engine built from
     the stage's DeepSpeed JSON and restored from that checkpoint, and this rank's epoch batches of
-    the ``lengths``' documents; ``metrics.jsonl`` holds the checkpoint's records (none on a fresh start)."""
+    the ``lengths``' documents; ``metrics.jsonl`` holds the checkpoint's records (none on a fresh start).
+    ``collate`` turns a micro-batch's document indices into its batch as the step is built, in
+    ``loader_workers`` persistent processes when > 0 (:class:`~dsdocre.train.loop.EpochBatches`)."""
     from dsdocre.data.examples import epoch_batches
 
     training = config.training
@@ -105,7 +108,8 @@ def prepare(config, model, lengths: list[int], out_dir: Path) -> StageRun:
     def batches_of(epoch: int) -> list[list[int]]:
         return epoch_batches(lengths, micro_batch, training.seed, epoch, rank, world, accumulation)
 
-    source = EpochBatches(batches_of, accumulation, micro_batch * world * accumulation)
+    source = EpochBatches(batches_of, accumulation, micro_batch * world * accumulation, prepare=collate,
+                          workers=loader_workers)
     engine = build_engine(model, training, ds_config, source.steps_per_epoch())
     resumed = checkpoint.restore(engine, training, plan)
     if distributed.is_main_process():
@@ -113,7 +117,7 @@ def prepare(config, model, lengths: list[int], out_dir: Path) -> StageRun:
     return StageRun(config, out_dir, engine, source, micro_batch, world, fingerprint, resumed)
 
 
-def fit(run: StageRun, loss_of: Callable[[list[int]], object], *,
+def fit(run: StageRun, loss_of: Callable[[object], object], *,
         evaluate: Callable[[dict, object], tuple[dict, float]], save_best: Callable[[object, dict], None],
         make_model: Callable[[], object], name: str) -> dict:
     """Train through the loop; after each epoch rank 0 runs ``evaluate(record, model)`` (the record
@@ -131,9 +135,12 @@ def fit(run: StageRun, loss_of: Callable[[list[int]], object], *,
             save_best(model, record)
         return record
 
-    summary = train(run.engine, run.config.training, run.source, loss_of, name=name, run_dir=run.out_dir,
-                    fingerprint=run.fingerprint, resumed=run.resumed, stage_state=best, on_epoch=on_epoch,
-                    make_model=make_model)
+    try:
+        summary = train(run.engine, run.config.training, run.source, loss_of, name=name, run_dir=run.out_dir,
+                        fingerprint=run.fingerprint, resumed=run.resumed, stage_state=best, on_epoch=on_epoch,
+                        make_model=make_model)
+    finally:
+        run.source.close()
     if not distributed.is_main_process():
         return {}
     return {**best["record"], "train_seconds_total": summary["train_seconds"],

@@ -365,13 +365,14 @@ def export_encoder(encoder_model, tokenizer, state: dict, folder: Path, prefix: 
 # ---- the run's identity and the resume plan --------------------------------------------------
 def run_fingerprint(config) -> str:
     """A run's identity for resumption: its stage config and DeepSpeed JSON, less what a resumed
-    run may change (:data:`RESUMABLE_CHANGES`, :data:`ELASTIC_KEYS`, ``output_dir``)."""
+    run may change (:data:`RESUMABLE_CHANGES`, :data:`ELASTIC_KEYS`, ``output_dir``, ``data.loader_workers``)."""
     import hashlib
 
     from dsdocre.config import load_deepspeed_config, to_plain
 
     plain = to_plain(config)
     plain.pop("output_dir", None)
+    plain.get("data", {}).pop("loader_workers", None)  # how many processes build the steps, not which steps
     training = plain.get("training", {})
     for key in RESUMABLE_CHANGES:
         training.pop(key, None)

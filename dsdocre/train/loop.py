@@ -61,15 +61,18 @@ class StepSource(Protocol):
 
 @dataclass
 class DocumentStep:
-    """One optimizer step of this rank over annotated documents: ``accumulation`` micro-batches of
-    document indices."""
+    """One optimizer step of this rank over annotated documents: ``accumulation`` micro-batches,
+    each its document indices or, when the source prepares them, the collated batch."""
 
     epoch: int
-    micro_batches: list[list[int]]
+    micro_batches: list
+    samples: int  # documents in the step
 
-    @property
-    def samples(self) -> int:
-        return sum(len(m) for m in self.micro_batches)
+    def pin_memory(self) -> "DocumentStep":
+        """Tensors of prepared micro-batches in page-locked memory (DataLoader's pin_memory calls it)."""
+        self.micro_batches = [{k: v.pin_memory() for k, v in m.items()} if isinstance(m, dict) else m
+                              for m in self.micro_batches]
+        return self
 
 
 class EpochBatches:
@@ -77,12 +80,28 @@ class EpochBatches:
     pure function of (seed, epoch) and the global batch (:func:`dsdocre.data.examples.epoch_batches`),
     taken ``accumulation`` at a time. The position is (epoch, optimizer steps done in it): a step is
     global, so a resume on another number of processes with the same global batch continues at the
-    same documents."""
+    same documents.
 
-    def __init__(self, batches_of: Callable[[int], list[list[int]]], accumulation: int, global_batch: int):
+    ``prepare`` (document indices -> batch, e.g. collated tensors) is applied to every micro-batch as
+    the step is built; with ``workers`` > 0 the steps are built ahead by that many persistent
+    DataLoader processes (:class:`dsdocre.data.loader.StepLoader`), in page-locked memory on a GPU."""
+
+    def __init__(self, batches_of: Callable[[int], list[list[int]]], accumulation: int, global_batch: int,
+                 prepare: Callable[[list[int]], object] | None = None, workers: int = 0):
+        from dsdocre.data.loader import StepLoader
+
         self.batches_of, self.accumulation, self.global_batch = batches_of, accumulation, global_batch
+        self.prepare = prepare
         self._epoch, self._done = 1, 0
         self._steps = len(batches_of(1)) // accumulation
+        self._loader = StepLoader(self._build, workers)
+
+    def _build(self, epoch: int, start: int, worker: int, workers: int) -> Iterator[DocumentStep]:
+        batches, k = self.batches_of(epoch), self.accumulation
+        for step in range(start + worker, len(batches) // k, workers):
+            micro = batches[step * k:(step + 1) * k]
+            yield DocumentStep(epoch, [self.prepare(m) for m in micro] if self.prepare else micro,
+                               sum(len(m) for m in micro))
 
     @property
     def epoch(self) -> int:
@@ -92,9 +111,7 @@ class EpochBatches:
         return self._steps
 
     def __iter__(self) -> Iterator[DocumentStep]:
-        epoch, batches, k = self._epoch, self.batches_of(self._epoch), self.accumulation
-        for step in range(self._done, len(batches) // k):
-            yield DocumentStep(epoch, batches[step * k:(step + 1) * k])
+        return self._loader(self._epoch, self._done)
 
     def advance(self) -> None:
         self._done += 1
@@ -106,6 +123,9 @@ class EpochBatches:
 
     def load_state_dict(self, state: dict) -> None:
         self._epoch, self._done = int(state["epoch"]), int(state["steps"])
+
+    def close(self) -> None:
+        self._loader.close()
 
 
 @dataclass
