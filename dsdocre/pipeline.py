@@ -53,6 +53,7 @@ class ShardConfig(Section):
 class FactJoinConfig(Section):
     max_pairs_per_fact: int = 8  # cap per fact so that common facts cannot dominate pre-training
     seed: int = 0
+    pairs_per_shard: int = 10_000  # target document pairs per pair shard (a small corpus: one shard)
 
 
 class DenoiseStageConfig(Section):
@@ -251,7 +252,7 @@ def _shard_denoise_join(config: PipelineConfig, args: argparse.Namespace, corpus
     with clock.stage("fact-join"):
         fact_join(out / "shards" / "train_distant", out / "pairs",
                   max_pairs_per_fact=config.fact_join.max_pairs_per_fact, seed=config.fact_join.seed,
-                  workers=workers, kept_dir=kept.get("train_distant"))
+                  pairs_per_shard=config.fact_join.pairs_per_shard, workers=workers, kept_dir=kept.get("train_distant"))
 
     if config.pretrain.enabled and config.pretrain.heldout_distant_docs:
         from dsdocre.synth import generate_corpus
@@ -266,5 +267,5 @@ def _shard_denoise_join(config: PipelineConfig, args: argparse.Namespace, corpus
                          docs_per_shard=config.shard.docs_per_shard, encoder=args.encoder, workers=workers,
                          progress=False)
             fact_join(heldout / "shards", heldout / "pairs", max_pairs_per_fact=config.fact_join.max_pairs_per_fact,
-                      seed=config.fact_join.seed, workers=workers)
+                      seed=config.fact_join.seed, pairs_per_shard=config.fact_join.pairs_per_shard, workers=workers)
     return kept

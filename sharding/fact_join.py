@@ -6,28 +6,35 @@ mentions carry one, else the normalized longest mention name). This is a map-red
 over the document shards of ``dsdocre shard``:
 
 1. map, one task per document shard: every labelled pair (h, t) of every document gives an entry
-   (fact, document, h, t, relations), sent to partition hash(fact) mod R;
-2. reduce by fact, one task per partition: group the documents of each fact (written as the
+   (fact, document, h, t, relations), sent to fact partition hash(fact) mod R (R = ``partitions``);
+2. reduce by fact, one task per fact partition: group the documents of each fact (written as the
    index ``facts-{p:05d}.jsonl``), then draw document pairs: all pairs when a fact has at most
    ``max_pairs_per_fact`` of them, else that many, sampled with a seed drawn from (seed, fact),
-   so very common facts (a country and its capital) cannot dominate. Each pair goes to partition
-   hash(pair) mod R;
-3. reduce by pair, one task per partition: merge the facts through which each pair was drawn and
-   write the pair shard ``pairs-{q:06d}.tar`` (one ``{key}.pair.json`` sample per pair).
+   so very common facts (a country and its capital) cannot dominate. Each pair goes to pair bucket
+   hash(pair) mod B (B = :data:`PAIR_BUCKETS`, a fixed, fine grain);
+3. reduce by pair, one task per pair shard: once every reducer has counted its drawn pairs, the
+   number of pair shards is Q = ceil(pairs drawn / ``pairs_per_shard``), clamped to [1, B]; pair
+   shard q reads the bucket range [q*B//Q, (q+1)*B//Q) of every reducer, merges the facts through
+   which each pair was drawn and writes ``pairs-{q:06d}.tar`` (one ``{key}.pair.json`` sample per
+   pair). So the pair shards follow the corpus (about ``pairs_per_shard`` pairs each), not R.
 
-Everything is a pure function of (shards, max_pairs_per_fact, seed, partitions): re-running gives
-the same files. Files are written under temporary names and renamed; ``manifest.json`` comes last.
+Everything is a pure function of (shards, max_pairs_per_fact, seed, partitions, pairs_per_shard):
+re-running gives the same files. Files are written under temporary names and renamed;
+``manifest.json`` comes last.
 
 Faults. Each task writes its output to the output folder (a file system every node sees, as for
 ``dsdocre shard``) and returns only a small record: the map and fact-reduce tasks write their
-partitioned entries to ``.work/`` (one JSON Lines file per task, partition p at the byte range
-``offsets[p]:offsets[p+1]``), and the next step reads its partition from there. A task whose worker
-or node dies is run again (``max_retries``) and writes the same bytes; nothing the job needs lives
-only in a worker's memory or object store. Every finished task leaves a record in ``.progress/``
+partitioned entries to ``.work/`` (one JSON Lines file per task, partition or bucket p at the byte
+range ``offsets[p]:offsets[p+1]``), and the next step reads its partition (or its contiguous range
+of buckets) from there. A task whose worker or node dies is run again (``max_retries``) and writes
+the same bytes; nothing the job needs lives only in a worker's memory or object store. Every finished task leaves a record in ``.progress/``
 (what it read, what it wrote, the sha256 of its files, its counts); a re-run of a job that was
 killed keeps every output whose record matches this job and whose files still hash to the record,
 and runs only the rest: the pair shards that are missing, the reducers they need (when their
-``.work`` file is gone) and the maps those need. ``.work/`` is deleted when the job finishes.
+``.work`` file is gone) and the maps those need. Q is a function of the job (the reducers' counts
+are), so the pair shards an earlier run of the same job left are the same Q shards: a record of
+one names Q and its bucket range, and is kept only when both are this run's. ``.work/`` is deleted
+when the job finishes.
 """
 
 from __future__ import annotations
@@ -58,6 +65,28 @@ PROGRESS_DIR = ".progress"  # one record per finished task: what a re-run may ke
 # Said when the disk fills while an output, a work file, a progress record or the manifest is written.
 _JOIN_STANDS = "the outputs finished so far stand (a re-run keeps them and writes the rest)"
 REDUCE_PATTERN = "reduce-{:05d}.jsonl"
+# The grain at which the reduce-by-fact tasks route drawn pairs: bucket hash(pair) mod PAIR_BUCKETS,
+# byte offsets per bucket in each reducer's .work file. Pair shard q of Q reads the contiguous range
+# [q*B//Q, (q+1)*B//Q) from every reducer, so Q can be chosen after the reducers have counted the
+# pairs, and the output does not depend on the cluster. Why 4096: fine enough for up to ~41M pairs
+# at the default target before shards must grow past it (Q <= B), with shards of equal size to
+# within a bucket (at 1M pairs and Q = 100: ranges of 40 or 41 buckets, ~2.5%); coarse enough that
+# a reducer's record (4097 offsets, tens of kB) stays small. Part of the job: changing it moves
+# pairs between shards.
+PAIR_BUCKETS = 4096
+DEFAULT_PAIRS_PER_SHARD = 10_000
+
+
+def pair_shard_count(pairs_drawn: int, pairs_per_shard: int, buckets: int = PAIR_BUCKETS) -> int:
+    """Q = ceil(pairs_drawn / pairs_per_shard), clamped to [1, buckets]. ``pairs_drawn`` is the
+    reducers' count of drawn (pair, fact) entries: an upper bound on the distinct pairs (a pair drawn
+    through two facts counts twice), so shards hold at most about ``pairs_per_shard`` pairs each."""
+    return max(1, min(buckets, -(-pairs_drawn // pairs_per_shard)))
+
+
+def bucket_range(q: int, shards: int, buckets: int = PAIR_BUCKETS) -> tuple[int, int]:
+    """The pair buckets [lo, hi) of pair shard ``q`` of ``shards``: contiguous, disjoint, covering all."""
+    return q * buckets // shards, (q + 1) * buckets // shards
 
 
 def _bucket(text: str, n: int) -> int:
@@ -118,11 +147,22 @@ def _write_partitions(out: Path, name: str, parts: list[list], point: str) -> di
     return {"name": f"{WORK_DIR}/{name}", **_entry(path), "offsets": offsets}
 
 
-def _read_partition(out: Path, entry: dict, part: int) -> list:
-    with open(out / entry["name"], "rb") as f:
-        f.seek(entry["offsets"][part])
-        data = f.read(entry["offsets"][part + 1] - entry["offsets"][part])
+def _read_span(out: Path, name: str, start: int, end: int) -> list:
+    """The items at bytes [start, end) of the .work file ``name``."""
+    with open(out / name, "rb") as f:
+        f.seek(start)
+        data = f.read(end - start)
     return [json.loads(line) for line in data.splitlines()]
+
+
+def _read_partition(out: Path, entry: dict, part: int) -> list:
+    return _read_span(out, entry["name"], entry["offsets"][part], entry["offsets"][part + 1])
+
+
+def _bucket_span(record: dict, lo: int, hi: int) -> dict:
+    """Where a reducer's .work file holds pair buckets [lo, hi): one contiguous byte range."""
+    entry = record["pairs_file"]
+    return {"name": entry["name"], "start": entry["offsets"][lo], "end": entry["offsets"][hi]}
 
 
 def _progress_path(out: Path, stem: str) -> Path:
@@ -185,16 +225,17 @@ def sample_pairs(n: int, cap: int, rng: random.Random) -> list[tuple[int, int]]:
     return sorted(chosen)
 
 
-def reduce_facts(part: int, out_dir: str, max_pairs_per_fact: int, seed: int, partitions: int, key: dict,
+def reduce_facts(part: int, out_dir: str, max_pairs_per_fact: int, seed: int, buckets: int, key: dict,
                  *map_records: dict) -> dict:
     """Step 2: gather fact partition ``part`` from every map file, write its fact index, and the
-    drawn document pairs by pair partition into ``.work/reduce-{part}.jsonl``; returns its record."""
+    drawn document pairs by pair bucket (``buckets`` of them) into ``.work/reduce-{part}.jsonl``;
+    returns its record (``stats.fact_pairs``: the pairs drawn)."""
     out = Path(out_dir)
     groups: dict[tuple[str, str], list[list]] = defaultdict(list)
     for record in map_records:
         for hk, tk, key_, shard, title, h, t, rels in _read_partition(out, record, part):
             groups[(hk, tk)].append([key_, shard, title, h, t, rels])
-    pair_parts: list[list] = [[] for _ in range(partitions)]
+    pair_parts: list[list] = [[] for _ in range(buckets)]
     stats = {"facts": len(groups), "shared_facts": 0, "capped_facts": 0, "fact_pairs": 0}
     path = out / FACTS_PATTERN.format(part)
     with _atomic(path, path.stem) as tmp:
@@ -214,7 +255,7 @@ def reduce_facts(part: int, out_dir: str, max_pairs_per_fact: int, seed: int, pa
                     if a[2] == b[2]:  # the same title twice: a duplicated document, not two documents
                         continue
                     stats["fact_pairs"] += 1
-                    pair_parts[_bucket(f"{a[0]}\t{b[0]}", partitions)].append(
+                    pair_parts[_bucket(f"{a[0]}\t{b[0]}", buckets)].append(
                         [a[0], b[0], a[1], b[1], a[2], b[2],
                          {"head": fact[0], "tail": fact[1], "a": [a[3], a[4]], "b": [b[3], b[4]],
                           "relations_a": a[5], "relations_b": b[5]}])
@@ -223,15 +264,16 @@ def reduce_facts(part: int, out_dir: str, max_pairs_per_fact: int, seed: int, pa
     return _save_record(out, path.stem, {**key, "facts_file": facts_file, "pairs_file": pairs_file, "stats": stats})
 
 
-def write_pairs(part: int, out_dir: str, key: dict, *reduce_records: dict) -> dict:
-    """Step 3: gather pair partition ``part`` from every reducer, merge the facts of each document
-    pair, write one pair shard; returns its record."""
+def write_pairs(part: int, out_dir: str, key: dict, *spans: dict) -> dict:
+    """Step 3: gather the pairs of pair shard ``part`` from every reducer (``spans``: for each, the
+    byte range of its .work file that holds this shard's buckets, :func:`_bucket_span`), merge the
+    facts of each document pair, write one pair shard; returns its record."""
     import webdataset as wds
 
     out = Path(out_dir)
     pairs: dict[tuple[str, str], dict] = {}
-    for record in reduce_records:
-        for ka, kb, sa, sb, ta, tb, fact in _read_partition(out, record["pairs_file"], part):
+    for span in spans:
+        for ka, kb, sa, sb, ta, tb, fact in _read_span(out, span["name"], span["start"], span["end"]):
             rec = pairs.setdefault((ka, kb), {"a": {"key": ka, "shard": sa, "title": ta},
                                               "b": {"key": kb, "shard": sb, "title": tb}, "shared_facts": []})
             rec["shared_facts"].append(fact)
@@ -252,6 +294,10 @@ def write_pairs(part: int, out_dir: str, key: dict, *reduce_records: dict) -> di
 # --------------------------------------------------------------------------------------------
 # Resuming: which outputs of an earlier (killed) run of the same job verify
 # --------------------------------------------------------------------------------------------
+def _matches(record: dict, key: dict) -> bool:
+    return all(record.get(k) == v for k, v in key.items())
+
+
 def _kept_record(out: Path, stem: str, key: dict, *files: str | None) -> dict | None:
     """The record ``.progress/{stem}.json`` when it belongs to the job ``key`` and the files it
     names are intact (``files``: the record's fields holding file entries; None: the record itself)."""
@@ -259,7 +305,7 @@ def _kept_record(out: Path, stem: str, key: dict, *files: str | None) -> dict | 
         record = json.loads(_progress_path(out, stem).read_text())
     except (OSError, ValueError):
         return None
-    if not isinstance(record, dict) or any(record.get(k) != v for k, v in key.items()):
+    if not isinstance(record, dict) or not _matches(record, key):
         return None
     try:
         if any(mf.check_file(out, record if f is None else record[f]) is not None for f in files):
@@ -273,9 +319,12 @@ def _kept_record(out: Path, stem: str, key: dict, *files: str | None) -> dict | 
 # The driver
 # --------------------------------------------------------------------------------------------
 def fact_join(shard_dir: str | Path, out_dir: str | Path, *, max_pairs_per_fact: int = 8, seed: int = 0,
-              partitions: int | None = None, workers: int | None = None, address: str | None = None,
-              kept_dir: str | Path | None = None, max_retries: int = 3, log=print) -> dict:
+              partitions: int | None = None, pairs_per_shard: int = DEFAULT_PAIRS_PER_SHARD,
+              workers: int | None = None, address: str | None = None, kept_dir: str | Path | None = None,
+              max_retries: int = 3, log=print) -> dict:
     """Run the join over verified document shards; return the manifest written to ``out_dir``.
+    ``partitions``: fact partitions (map and reduce-by-fact tasks, fact index files);
+    ``pairs_per_shard``: the target number of document pairs per pair shard.
     ``kept_dir``: the denoiser's scored shards of ``shard_dir``; only labels on kept pairs count.
     Outputs of an earlier, unfinished run of the same job that verify are kept (module docstring)."""
     from tqdm import tqdm
@@ -285,6 +334,9 @@ def fact_join(shard_dir: str | Path, out_dir: str | Path, *, max_pairs_per_fact:
     source = mf.verify(shard_dir)  # never join over a corrupted or unfinished corpus
     if max_pairs_per_fact < 1:
         raise UserError("--max-pairs-per-fact must be at least 1")
+    if isinstance(pairs_per_shard, bool) or not isinstance(pairs_per_shard, int) or pairs_per_shard < 1:
+        raise UserError(f"--pairs-per-shard must be a whole number of at least 1 (the target number of document "
+                        f"pairs per pair shard), got {pairs_per_shard!r}")
     out.mkdir(parents=True, exist_ok=True)
     (out / mf.MANIFEST).unlink(missing_ok=True)  # unfinished until the new manifest is written
     for folder in (out, out / WORK_DIR, out / PROGRESS_DIR):
@@ -308,14 +360,31 @@ def fact_join(shard_dir: str | Path, out_dir: str | Path, *, max_pairs_per_fact:
     source_sha = mf.sha256_file(shard_dir / mf.MANIFEST)
 
     # What a finished task's record must say for a re-run to keep its output: a map task depends
-    # on its shard (and scored shard) and R; the later steps on the whole job.
+    # on its shard (and scored shard) and R; the later steps on the whole job (the pair buckets and
+    # the target number of pairs per shard included: they decide which pairs go to which shard).
     map_keys = {s["name"]: {"source_sha256": s["sha256"], "kept_sha256": kept_shas[s["name"]], "partitions": R,
                             "format_version": mf.FORMAT_VERSION} for s in source["shards"]}
     job = {"job": hashlib.sha256(json.dumps([mf.FORMAT_VERSION, source_sha, kept_manifest_sha, max_pairs_per_fact,
-                                             seed, R]).encode()).hexdigest()[:16]}
-    pairs_kept = {q: r for q in range(R) if (r := _kept_record(out, Path(PAIRS_PATTERN.format(q)).stem, job, None))}
+                                             seed, R, PAIR_BUCKETS, pairs_per_shard]).encode()).hexdigest()[:16]}
+
+    def pair_key(q: int, count: int) -> dict:  # what pair shard q of Q is: its record must say the same
+        return {**job, "pair_shards": count, "buckets": list(bucket_range(q, count))}
+
+    # Pair shards of an earlier run of this job that verify. Q is known only once the reducers have
+    # counted their pairs, but it is a function of the job: every such record names the same Q.
+    earlier_pairs: dict[int, dict] = {}
+    for path in (out / PROGRESS_DIR).glob("pairs-*.json"):
+        q = path.stem.removeprefix("pairs-")
+        if not (q.isdigit() and path.stem == Path(PAIRS_PATTERN.format(int(q))).stem):
+            continue
+        r = _kept_record(out, path.stem, job, None)
+        count = r.get("pair_shards") if r else None
+        if isinstance(count, int) and 0 <= int(q) < count and _matches(r, pair_key(int(q), count)):
+            earlier_pairs[int(q)] = r
+    earlier_q = {r["pair_shards"] for r in earlier_pairs.values()}
+    all_pairs_kept = len(earlier_q) == 1 and set(earlier_pairs) == set(range(earlier_q.pop()))
     # A missing pair shard reads every reducer's .work file; a reducer redone reads every map's.
-    reduce_files = ("facts_file", "pairs_file") if len(pairs_kept) < R else ("facts_file",)
+    reduce_files = ("facts_file",) if all_pairs_kept else ("facts_file", "pairs_file")
     reduces_kept = {p: r for p in range(R)
                     if (r := _kept_record(out, Path(FACTS_PATTERN.format(p)).stem, job, *reduce_files))}
     map_files = (None,) if len(reduces_kept) < R else ()  # else only the record's counts are needed
@@ -345,16 +414,29 @@ def fact_join(shard_dir: str | Path, out_dir: str | Path, *, max_pairs_per_fact:
         def resolve(x):
             return x if isinstance(x, dict) else ray.get(x)
     try:
-        # On Ray, a step's tasks get the previous step's records (object references): each runs as
-        # soon as its inputs exist. Only records travel; the entries are in the .work files.
+        # On Ray, the reducers get the maps' records (object references): each runs as soon as its
+        # inputs exist. Only records travel; the entries are in the .work files.
         maps = [maps_kept.get(name) or run_map(path, name, R, kept_paths[name], str(out), map_keys[name])
                 for path, name in shards]
-        reduces = [reduces_kept.get(p) or run_reduce(p, str(out), max_pairs_per_fact, seed, R, job, *maps)
+        reduces = [reduces_kept.get(p) or run_reduce(p, str(out), max_pairs_per_fact, seed, PAIR_BUCKETS, job, *maps)
                    for p in range(R)]
-        pairs = [pairs_kept.get(q) or run_pairs(q, str(out), job, *reduces) for q in range(R)]
-        pair_records = [resolve(x) for x in tqdm(pairs, desc="fact-join", unit="part", file=sys.stderr,
+        # The number of pair shards needs every reducer's count: wait for them all before the pair tasks.
+        reduce_records = [resolve(x) for x in tqdm(reduces, desc="fact-join reduce", unit="part", file=sys.stderr,
+                                                    disable=log is None)]
+        Q = pair_shard_count(sum(r["stats"]["fact_pairs"] for r in reduce_records), pairs_per_shard)
+        pairs_kept = {q: r for q, r in earlier_pairs.items()
+                      if q < Q and _matches(r, pair_key(q, Q))}
+        if all_pairs_kept and len(pairs_kept) < Q:  # a bug: the reducers' .work files were not checked
+            raise RuntimeError(f"{out}: an earlier run of this job wrote {len(earlier_pairs)} pair shards, its "
+                               f"reducers' counts give {Q}; delete {out / PROGRESS_DIR} and run again")
+
+        def run_pair_shard(q: int):
+            lo, hi = bucket_range(q, Q)  # each task gets only its byte range of every reducer's file
+            return run_pairs(q, str(out), pair_key(q, Q), *(_bucket_span(r, lo, hi) for r in reduce_records))
+
+        pairs = [pairs_kept.get(q) or run_pair_shard(q) for q in range(Q)]
+        pair_records = [resolve(x) for x in tqdm(pairs, desc="fact-join pairs", unit="shard", file=sys.stderr,
                                                   disable=log is None)]
-        reduce_records = [resolve(x) for x in reduces]
         map_records = [resolve(x) for x in maps]
     finally:
         if started:
@@ -377,6 +459,9 @@ def fact_join(shard_dir: str | Path, out_dir: str | Path, *, max_pairs_per_fact:
         "max_pairs_per_fact": max_pairs_per_fact,
         "seed": seed,
         "partitions": R,
+        "pairs_per_shard": pairs_per_shard,
+        "pair_buckets": PAIR_BUCKETS,
+        "pair_shards": Q,
         "counts": counts,
         "fact_index": [{k: r["facts_file"][k] for k in ("name", "facts", "bytes", "sha256")} for r in reduce_records],
         "shards": [{k: r[k] for k in ("name", "pairs", "bytes", "sha256")} for r in pair_records],
@@ -400,9 +485,9 @@ def fact_join(shard_dir: str | Path, out_dir: str | Path, *, max_pairs_per_fact:
         log(f"{counts['documents']} documents, {counts['facts']} distinct facts, {counts['shared_facts']} shared "
             f"by 2+ documents ({counts['capped_facts']} capped at {max_pairs_per_fact} pairs): "
             f"{counts['pairs']} document pairs in {len(pair_records)} shards -> {out} "
-            f"({time.perf_counter() - t0:.1f} s; tasks: {len(shards) + 2 * R - kept} run, {kept} verified and kept "
+            f"({time.perf_counter() - t0:.1f} s; tasks: {len(shards) + R + Q - kept} run, {kept} verified and kept "
             f"[maps {len(maps_kept)}/{len(shards)}, reducers {len(reduces_kept)}/{R}, pair shards "
-            f"{len(pairs_kept)}/{R}])")
+            f"{len(pairs_kept)}/{Q}])")
     return manifest
 
 
@@ -433,8 +518,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--kept", metavar="DIR", help="the denoiser's scored shards of --shards "
                         "(`dsdocre denoise score`): only distant labels on kept pairs make facts")
     parser.add_argument("--partitions", type=int, default=None, metavar="R",
-                        help="fact and pair partitions = fact index files = pair shards (default: the number "
-                             "of document shards, at most 64)")
+                        help="fact partitions = map-side partitions = reduce-by-fact tasks = fact index files "
+                             "(default: the number of document shards, at most 64); the number of pair shards "
+                             "follows --pairs-per-shard instead")
+    parser.add_argument("--pairs-per-shard", type=int, default=DEFAULT_PAIRS_PER_SHARD, metavar="N",
+                        help=f"target document pairs per pair shard (default {DEFAULT_PAIRS_PER_SHARD}): the join "
+                             f"writes ceil(pairs drawn / N) pair shards, at least 1 and at most {PAIR_BUCKETS} "
+                             f"(pairs are hashed into {PAIR_BUCKETS} buckets and each shard takes a contiguous range "
+                             "of them, so shard sizes vary a little). Pairs drawn through several facts count once "
+                             "per fact, so shards may hold somewhat fewer than N. Part of the job: a re-run with "
+                             "another N keeps none of an earlier unfinished run's outputs")
     parser.add_argument("--address", default=None, metavar="RAY_ADDRESS", help="join a running Ray cluster")
     parser.add_argument("--workers", type=int, default=None, metavar="N",
                         help="CPUs of the local Ray (default: all); 0 runs in this process without Ray")
@@ -445,8 +538,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     try:
         fact_join(args.shards, args.out, max_pairs_per_fact=args.max_pairs_per_fact, seed=args.seed,
-                  partitions=args.partitions, workers=args.workers, address=args.address, kept_dir=args.kept,
-                  max_retries=args.max_retries)
+                  partitions=args.partitions, pairs_per_shard=args.pairs_per_shard, workers=args.workers,
+                  address=args.address, kept_dir=args.kept, max_retries=args.max_retries)
     except (OSError, ValueError, mf.ShardVerificationError) as err:
         print(f"dsdocre fact-join: {err}", file=sys.stderr)
         return 1

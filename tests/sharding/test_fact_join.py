@@ -1,4 +1,5 @@
-"""`dsdocre fact-join`: fact index, document pairs, the per-fact cap, determinism, Ray = in-process."""
+"""`dsdocre fact-join`: fact index, document pairs, the per-fact cap, determinism, Ray = in-process,
+pair shards sized by --pairs-per-shard, a killed join resumed."""
 
 from __future__ import annotations
 
@@ -15,7 +16,9 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from dsdocre.data import manifest as mf  # noqa: E402
-from sharding.fact_join import fact_join, iter_pairs, sample_pairs  # noqa: E402
+from dsdocre.errors import UserError  # noqa: E402
+from sharding import fact_join as fj  # noqa: E402
+from sharding.fact_join import bucket_range, fact_join, iter_pairs, pair_shard_count, sample_pairs  # noqa: E402
 from sharding.shard import shard_corpus  # noqa: E402
 
 
@@ -114,9 +117,134 @@ def test_on_ray_equals_in_process(shards, tmp_path):
     ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False,
              object_store_memory=100 << 20)
     try:
-        on_ray = fact_join(shards, tmp_path / "ray", max_pairs_per_fact=2, seed=1, partitions=3, log=None)
+        on_ray = fact_join(shards, tmp_path / "ray", max_pairs_per_fact=2, seed=1, partitions=3, pairs_per_shard=2,
+                           log=None)
     finally:
         ray.shutdown()
-    local = fact_join(shards, tmp_path / "local", max_pairs_per_fact=2, seed=1, partitions=3, workers=0, log=None)
-    assert on_ray == local
+    local = fact_join(shards, tmp_path / "local", max_pairs_per_fact=2, seed=1, partitions=3, pairs_per_shard=2,
+                      workers=0, log=None)
+    assert on_ray == local and len(local["shards"]) == 2  # 3 pairs drawn, 2 per shard
     assert list(iter_pairs(tmp_path / "ray")) == list(iter_pairs(tmp_path / "local"))
+
+
+# --------------------------------------------------------------------------------------------
+# Pair shards sized by --pairs-per-shard
+# --------------------------------------------------------------------------------------------
+def test_pair_shard_count_and_bucket_ranges():
+    assert pair_shard_count(0, 10_000) == 1 and pair_shard_count(1, 10_000) == 1
+    assert pair_shard_count(10_000, 10_000) == 1 and pair_shard_count(10_001, 10_000) == 2
+    assert pair_shard_count(1_000_000, 10_000) == 100  # the default at a million pairs
+    assert pair_shard_count(10**12, 1) == fj.PAIR_BUCKETS  # at most one bucket per shard
+    for q_count in (1, 3, 100, 4095, fj.PAIR_BUCKETS):
+        ranges = [bucket_range(q, q_count) for q in range(q_count)]
+        assert ranges[0][0] == 0 and ranges[-1][1] == fj.PAIR_BUCKETS  # contiguous, disjoint, every bucket
+        assert all(hi > lo for lo, hi in ranges) and all(a[1] == b[0] for a, b in zip(ranges, ranges[1:]))
+    assert {hi - lo for lo, hi in (bucket_range(q, 100) for q in range(100))} == {40, 41}
+
+
+def _records(out: Path) -> list[dict]:
+    return sorted(iter_pairs(out), key=lambda p: (p["a"]["key"], p["b"]["key"]))
+
+
+@pytest.mark.parametrize("pairs_per_shard, expected", [(3, 4), (1, 10), (7, 2)])
+def test_pairs_per_shard_sets_the_shards_and_keeps_every_pair(shards, tmp_path, pairs_per_shard, expected):
+    one = fact_join(shards, tmp_path / "one", max_pairs_per_fact=100, workers=0, log=None)
+    many = fact_join(shards, tmp_path / "many", max_pairs_per_fact=100, pairs_per_shard=pairs_per_shard, workers=0,
+                     log=None)
+    drawn = many["counts"]["fact_pairs"]
+    assert drawn == 10 and expected == max(1, min(fj.PAIR_BUCKETS, -(-drawn // pairs_per_shard)))
+    assert one["pair_shards"] == len(one["shards"]) == 1 and one["pairs_per_shard"] == fj.DEFAULT_PAIRS_PER_SHARD
+    assert many["pair_shards"] == len(many["shards"]) == expected and many["pairs_per_shard"] == pairs_per_shard
+    assert [s["name"] for s in many["shards"]] == [f"pairs-{q:06d}.tar" for q in range(expected)]
+    assert one["partitions"] == many["partitions"] == 3  # the fact partitions (3 document shards)
+    assert one["fact_index"] == many["fact_index"] and one["counts"] == many["counts"]
+    # The very same pair records: none lost, none duplicated, none changed.
+    keys = [(p["a"]["key"], p["b"]["key"]) for p in iter_pairs(tmp_path / "many")]
+    assert len(keys) == len(set(keys)) == many["counts"]["pairs"] == sum(s["pairs"] for s in many["shards"]) == 10
+    assert _records(tmp_path / "many") == _records(tmp_path / "one")
+    mf.verify(tmp_path / "many", expected_format="dsdocre-pairs")
+    again = fact_join(shards, tmp_path / "again", max_pairs_per_fact=100, pairs_per_shard=pairs_per_shard, workers=0,
+                      log=None)
+    assert again == many  # every file's sha256: the same bytes
+
+
+@pytest.mark.parametrize("bad", [0, -5, 2.5, True, "10"])
+def test_pairs_per_shard_is_validated(shards, tmp_path, bad):
+    with pytest.raises(UserError, match="--pairs-per-shard must be a whole number of at least 1"):
+        fact_join(shards, tmp_path / "out", pairs_per_shard=bad, workers=0, log=None)
+    assert not (tmp_path / "out").exists()  # refused before anything is written
+
+
+def test_cli_pairs_per_shard(shards, tmp_path, capsys):
+    from dsdocre import cli
+
+    with pytest.raises(SystemExit):
+        cli.main(["fact-join", "--help"])
+    assert "--pairs-per-shard" in capsys.readouterr().out
+    assert cli.main(["fact-join", "--shards", str(shards), "--out", str(tmp_path / "bad"), "--workers", "0",
+                     "--pairs-per-shard", "0"]) != 0
+    assert "--pairs-per-shard must be a whole number of at least 1" in capsys.readouterr().err
+    assert cli.main(["fact-join", "--shards", str(shards), "--out", str(tmp_path / "out"), "--workers", "0",
+                     "--pairs-per-shard", "4"]) == 0
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert manifest["pairs_per_shard"] == 4 and manifest["pair_shards"] == len(manifest["shards"]) == 2
+
+
+# --------------------------------------------------------------------------------------------
+# A killed join, run again: what verifies is kept, the rest redone, the same bytes
+# --------------------------------------------------------------------------------------------
+class Killed(Exception):
+    pass
+
+
+def _files(out: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(out)): p.read_bytes() for p in sorted(out.iterdir()) if p.is_file()}
+
+
+def _stats(out: Path, names) -> dict[str, tuple]:
+    return {n: ((out / n).stat().st_ino, (out / n).stat().st_mtime_ns) for n in names}
+
+
+@pytest.mark.parametrize("kill, drop_work, kept", [
+    ("pairs-000002", False, "tasks: 2 run, 8 verified and kept [maps 3/3, reducers 3/3, pair shards 2/4]"),
+    ("pairs-000002", True, "tasks: 8 run, 2 verified and kept [maps 0/3, reducers 0/3, pair shards 2/4]"),
+    ("facts-00001", False, "tasks: 6 run, 4 verified and kept [maps 3/3, reducers 1/3, pair shards 0/4]"),
+])
+def test_killed_join_resumes_to_the_same_bytes(shards, tmp_path, monkeypatch, kill, drop_work, kept):
+    """The driver dies while the task writing ``kill`` runs (tasks before it finished); with
+    ``drop_work`` the .work files are lost as well. The re-run keeps what verifies, recognises the
+    pair shards it wrote (4 of them: 10 pairs drawn, 3 per shard) and writes the same files."""
+    opts = {"max_pairs_per_fact": 100, "seed": 3, "pairs_per_shard": 3, "workers": 0}
+    ref = fact_join(shards, tmp_path / "ref", log=None, **opts)
+    out = tmp_path / "out"
+
+    def dies(point):
+        if point == kill:
+            raise Killed(point)
+    monkeypatch.setattr(fj, "fault_point", dies)
+    with pytest.raises(Killed):
+        fact_join(shards, out, log=None, **opts)
+    monkeypatch.undo()
+    assert not (out / "manifest.json").exists()
+    if drop_work:
+        import shutil
+
+        shutil.rmtree(out / ".work")
+    before = _stats(out, [p.name for p in out.glob("pairs-*.tar")])
+    assert len(before) == (2 if kill.startswith("pairs") else 0)
+    lines = []
+    again = fact_join(shards, out, log=lines.append, **opts)
+    assert kept in lines[0], lines[0]
+    assert again == ref and _files(out) == _files(tmp_path / "ref")
+    assert _stats(out, before) == before  # the kept pair shards were not rewritten
+    assert not (out / ".work").exists() and not list(out.glob("*.tmp-*"))
+    # Run again, finished: nothing to do. With another target: nothing of the earlier job is kept,
+    # and no pair shard of the earlier layout is left behind.
+    lines.clear()
+    assert fact_join(shards, out, log=lines.append, **opts) == ref
+    assert "tasks: 0 run, 10 verified and kept [maps 3/3, reducers 3/3, pair shards 4/4]" in lines[0], lines[0]
+    lines.clear()
+    other = fact_join(shards, out, log=lines.append, **{**opts, "pairs_per_shard": 100})
+    assert "tasks: 7 run, 0 verified and kept [maps 0/3, reducers 0/3, pair shards 0/1]" in lines[0], lines[0]
+    assert sorted(p.name for p in out.glob("pairs-*")) == ["pairs-000000.tar"] and other["pair_shards"] == 1
+    assert _records(out) == _records(tmp_path / "ref")

@@ -53,7 +53,9 @@ ROOT = Path(__file__).resolve().parents[2]
 N_INPUT, N_BAD = 29, 3  # input documents (corpus), of which the shard job rejects 3
 DOCS_PER_SHARD = 4  # -> 8 shards
 KEEP = "2n"  # denoise score
-FACT_JOIN = {"partitions": 3, "max_pairs_per_fact": 2}
+# 112 (pair, fact) entries drawn (16 distinct pairs: the copied documents share all their facts):
+# 40 per pair shard -> ceil(112 / 40) = 3 pair shards, as many as the fact partitions.
+FACT_JOIN = {"partitions": 3, "max_pairs_per_fact": 2, "pairs_per_shard": 40}
 JOB_TIMEOUT_S = 300
 
 pytestmark = pytest.mark.slow  # every test runs Ray (several processes); still part of CI
@@ -147,6 +149,7 @@ def fact_ref(shard_ref, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("ref") / "pairs"
     manifest = fact_join(shard_ref, out, workers=0, log=None, **FACT_JOIN)
     assert manifest["counts"]["pairs"] > 0 and manifest["counts"]["capped_facts"] > 0
+    assert manifest["pair_shards"] == len(manifest["shards"]) == 3
     return out
 
 
@@ -645,7 +648,8 @@ class TestJobKilledAndRestarted:
     def test_fact_join(self, shard_ref, fact_ref, private_tmp, holds, tmp_path, fault_record):
         out = tmp_path / "pairs"
         args = ["fact-join", "--shards", shard_ref, "--out", out, "--workers", 2,
-                "--partitions", FACT_JOIN["partitions"], "--max-pairs-per-fact", FACT_JOIN["max_pairs_per_fact"]]
+                "--partitions", FACT_JOIN["partitions"], "--max-pairs-per-fact", FACT_JOIN["max_pairs_per_fact"],
+                "--pairs-per-shard", FACT_JOIN["pairs_per_shard"]]
         outputs = {**{f"map-shard-{k:06d}": whole_file for k in range(8)},
                    **{f"facts-{p:05d}": reducer_files for p in (0, 2)}}
         killed, log = kill_and_restart(args, out, private_tmp, holds, "facts-00001", tmp_path, outputs)
