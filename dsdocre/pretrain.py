@@ -100,6 +100,7 @@ def pretrain(config: PretrainConfig) -> dict:
     from dsdocre.train.loop import MicroResult, StepInfo, train
 
     data_cfg, train_cfg, model_cfg = config.data, config.training, config.model
+    clock = _StartupClock()
     out_dir = start(train_cfg, config.output_dir)
     main, world, rank = distributed.is_main_process(), distributed.world_size(), distributed.rank()
 
@@ -113,13 +114,22 @@ def pretrain(config: PretrainConfig) -> dict:
     encoder_dir = resolve_encoder_dir(model_cfg.encoder)
     tokenizer, added = load_tokenizer(encoder_dir, model_cfg.max_entities)
     examples = dict(blank_prob=config.examples.blank_prob, negatives=config.examples.negatives)
-    data = PairBatches(data_cfg.pairs, data_cfg.shards, tokenizer, micro_batch=micro_batch, accumulation=accumulation,
-                       rank=rank, world=world, seed=train_cfg.seed, scored_dir=data_cfg.scored,
-                       workers=data_cfg.loader_workers, **examples)
+    clock.mark("set-up")
+    data = _verified_once(out_dir, data_cfg.pairs, data_cfg.shards, data_cfg.scored,
+                          lambda checksums: PairBatches(
+                              data_cfg.pairs, data_cfg.shards, tokenizer, micro_batch=micro_batch,
+                              accumulation=accumulation, rank=rank, world=world, seed=train_cfg.seed,
+                              scored_dir=data_cfg.scored, workers=data_cfg.loader_workers, checksums=checksums,
+                              **examples), on_verified=lambda: clock.mark("verification"))
     valid = None
     if data_cfg.valid_pairs:
-        valid = PairBatches(data_cfg.valid_pairs, data_cfg.valid_shards or data_cfg.shards, tokenizer,
-                            micro_batch=micro_batch, seed=train_cfg.seed, shuffle=False, **examples)
+        valid_shards = data_cfg.valid_shards or data_cfg.shards
+        valid = _verified_once(out_dir, data_cfg.valid_pairs, valid_shards, None,
+                               lambda checksums: PairBatches(
+                                   data_cfg.valid_pairs, valid_shards, tokenizer, micro_batch=micro_batch,
+                                   seed=train_cfg.seed, shuffle=False, checksums=checksums, **examples),
+                               stamp_name="verified-valid.json")
+    clock.mark("data")
     steps_total = total_steps(train_cfg, data.steps_per_epoch())
 
     # ---- model and engine, restored from the checkpoint -------------------------------------------
@@ -131,6 +141,7 @@ def pretrain(config: PretrainConfig) -> dict:
     engine = build_engine(model, train_cfg, ds_config, data.steps_per_epoch())
     device = engine.device
     resumed = checkpoint.restore(engine, train_cfg, plan)
+    clock.mark("engine")
     resumed_step = resumed["step"] if resumed else 0
     log(f"pretrain: {encoder_dir}; tasks {', '.join(config.tasks.enabled())}; "
         f"{sum(p.numel() for p in model.parameters()) / 1e6:.1f}M parameters; ZeRO stage "
@@ -166,6 +177,9 @@ def pretrain(config: PretrainConfig) -> dict:
         return MicroResult(out["loss"] * micro["weight"].to(device), weight, out)
 
     def on_step(info: StepInfo) -> None:
+        if not clock.done:  # this rank's start-up, for the scale benchmark (startup/rank-N.json)
+            clock.mark("first_step")
+            clock.write(out_dir / "startup" / f"rank-{rank}.json")
         last_step["step"] = step = info.step
         for result in info.results:
             window.add_task_metrics(result.outputs, result.finite)
@@ -205,6 +219,59 @@ def pretrain(config: PretrainConfig) -> dict:
     log(f"pretrain done: {summary['steps']} steps in {summary['train_seconds']:.0f}s; encoder exported to "
         f"{out_dir / checkpoint.ENCODER}")
     return summary
+
+
+class _StartupClock:
+    """Seconds from the process's start to each phase's end: set-up (imports, process group,
+    tokenizer, resume plan), verification (rank 0 hashing the data, the others waiting for it),
+    data (the loader: sizes checked, indexes mapped), engine (built, checkpoint restored), first step."""
+
+    def __init__(self):
+        import psutil
+
+        self.created = psutil.Process().create_time()  # the process's start, as the launcher began it
+        self.marks: dict[str, float] = {}
+        self.done = False
+
+    def mark(self, phase: str) -> None:
+        import time
+
+        self.marks[phase] = round(time.time() - self.created, 3)
+        self.done = phase == "first_step"
+
+    def write(self, path) -> None:
+        path.parent.mkdir(exist_ok=True)
+        fsio.write_json_atomic(path, {"seconds_since_process_start": self.marks}, indent=None)
+
+
+def _verified_once(out_dir, pairs, shards, scored, build, stamp_name: str = "verified.json", on_verified=None):
+    """``build(checksums)``: the pair batches, with every file of the folders verified once per run.
+
+    Rank 0 hashes every file against its manifest (unless its stamp in ``out_dir`` says that a
+    start of this run already did and nothing changed since), while the other ranks wait; then
+    they check sizes only. Hashing is the one part of the start that reads the whole corpus: on
+    every rank it would read the corpus world-size times per node at every start and resume."""
+    from dsdocre.data.pretrain_data import data_folders, record_verified, verified_before
+    from dsdocre.errors import UserError
+
+    distributed.init_process_group()  # the ranks wait for rank 0 below, before the engine exists
+    batches, error = None, None
+    if distributed.is_main_process():
+        try:
+            folders = data_folders(pairs, shards, scored)
+            hashed = not verified_before(out_dir / stamp_name, folders)
+            batches = build(hashed)
+            log(f"{pairs}: " + ("verified (sha256 of every file)" if hashed
+                                else "verified by an earlier start of this run; sizes checked"))
+            if hashed:
+                record_verified(out_dir / stamp_name, folders)
+        except UserError as err:
+            error = err
+    if distributed.agree(int(error is not None)):  # also the barrier: rank 0 has verified
+        raise error or UserError(f"{pairs}: rank 0 could not verify the pre-training data (its error says why)")
+    if on_verified is not None:
+        on_verified()
+    return batches if batches is not None else build(False)
 
 
 def evaluate_tasks(engine, valid, to_device) -> dict:

@@ -32,6 +32,7 @@ from pathlib import Path
 
 from dsdocre import fsio
 from dsdocre.data import manifest as mf
+from dsdocre.data.tar_index import write_index
 from dsdocre.data.scored import FORMAT, FORMAT_VERSION
 from dsdocre.errors import UserError
 from sharding.shard import fault_point
@@ -119,8 +120,10 @@ class ShardScorer:
                     sink.write({"__key__": key, "kept.json": json.dumps(record, separators=(",", ":")).encode()})
                 f.flush()
                 fault_point(Path(out_name).stem)  # tests only: hold here, half-written, when asked to
+        index = write_index(self.out / out_name, what_stands=_SCORED_STAND)  # readers find samples without a scan
         result = {"name": out_name, "source": name, "source_sha256": source_sha256, "docs": len(samples),
                   "bytes": (self.out / out_name).stat().st_size, "sha256": mf.sha256_file(self.out / out_name),
+                  "index": index,
                   "pairs_scored": pairs_scored, "pairs_kept": pairs_kept, "rejected": rejected, **self.job}
         fsio.write_json_atomic(self.out / PROGRESS_DIR / f"{Path(out_name).stem}.json", result, indent=None,
                                what_stands=_SCORED_STAND)
@@ -134,7 +137,8 @@ def _reusable(out: Path, entry: dict, job: dict) -> dict | None:
         return None
     if record.get("source_sha256") != entry["sha256"] or any(record.get(k) != v for k, v in job.items()):
         return None
-    return record if mf.check_file(out, record) is None else None
+    intact = all(mf.check_file(out, e) is None for e in (record, record.get("index") or {"name": "?"}))
+    return record if intact else None
 
 
 def score_shards(model_dir: str | Path, shard_dir: str | Path, out_dir: str | Path, *, keep: str = "6n",
@@ -243,7 +247,7 @@ def _finish(out: Path, shard_dir: Path, source: dict, done: dict, job: dict, mod
     shards, rejected = [], []
     for entry in source["shards"]:
         record = done[entry["name"]]
-        shards.append({k: record[k] for k in ("name", "source", "docs", "bytes", "sha256", "pairs_scored",
+        shards.append({k: record[k] for k in ("name", "source", "docs", "bytes", "sha256", "index", "pairs_scored",
                                              "pairs_kept")})
         rejected.extend(record["rejected"])
     with fsio.atomic_open(out / mf.REJECTED, "w", what_stands=_SCORED_STAND) as f:

@@ -54,6 +54,7 @@ from pathlib import Path
 from dsdocre import fsio
 from dsdocre.errors import UserError
 from dsdocre.data import manifest as mf
+from dsdocre.data.tar_index import write_index
 from sharding.entities import entity_key
 from sharding.shard import fault_point
 
@@ -288,7 +289,8 @@ def write_pairs(part: int, out_dir: str, key: dict, *spans: dict) -> dict:
                 rec["shared_entities"] = [list(s) for s in sorted(shared)]
                 sink.write({"__key__": f"{ka}_{kb}", "pair.json": json.dumps(rec, ensure_ascii=False).encode()})
     entry = _entry(path)
-    return _save_record(out, path.stem, {**key, "name": path.name, "pairs": len(pairs), **entry})
+    index = write_index(path, what_stands=_JOIN_STANDS)  # the loader finds each pair without a scan
+    return _save_record(out, path.stem, {**key, "name": path.name, "pairs": len(pairs), **entry, "index": index})
 
 
 # --------------------------------------------------------------------------------------------
@@ -377,7 +379,7 @@ def fact_join(shard_dir: str | Path, out_dir: str | Path, *, max_pairs_per_fact:
         q = path.stem.removeprefix("pairs-")
         if not (q.isdigit() and path.stem == Path(PAIRS_PATTERN.format(int(q))).stem):
             continue
-        r = _kept_record(out, path.stem, job, None)
+        r = _kept_record(out, path.stem, job, None, "index")
         count = r.get("pair_shards") if r else None
         if isinstance(count, int) and 0 <= int(q) < count and _matches(r, pair_key(int(q), count)):
             earlier_pairs[int(q)] = r
@@ -464,12 +466,13 @@ def fact_join(shard_dir: str | Path, out_dir: str | Path, *, max_pairs_per_fact:
         "pair_shards": Q,
         "counts": counts,
         "fact_index": [{k: r["facts_file"][k] for k in ("name", "facts", "bytes", "sha256")} for r in reduce_records],
-        "shards": [{k: r[k] for k in ("name", "pairs", "bytes", "sha256")} for r in pair_records],
+        "shards": [{k: r[k] for k in ("name", "pairs", "bytes", "sha256", "index")} for r in pair_records],
     }
     # What an earlier run over other shards or with more partitions left, and the scratch files.
     names = {e["name"] for e in manifest["fact_index"] + manifest["shards"]}
-    for path in [*out.glob(FACTS_PATTERN.replace("{:05d}", "*")), *out.glob(PAIRS_PATTERN.replace("{:06d}", "*"))]:
-        if path.name not in names:
+    for path in [*out.glob(FACTS_PATTERN.replace("{:05d}", "*")), *out.glob(PAIRS_PATTERN.replace("{:06d}", "*")),
+                 *out.glob(PAIRS_PATTERN.replace("{:06d}", "*") + ".idx")]:
+        if path.name.removesuffix(".idx") not in names:
             path.unlink()
     records = {Path(n).stem for n in names} | {f"map-{Path(name).stem}" for _, name in shards}
     for path in (out / PROGRESS_DIR).glob("*.json"):

@@ -36,6 +36,7 @@ from typing import Iterable, Iterator
 from dsdocre import fsio
 from dsdocre.errors import UserError
 from dsdocre.data import manifest as mf
+from dsdocre.data.tar_index import write_index
 from sharding.corpus import iter_document_bytes
 
 SHARD_PATTERN = "shard-{:06d}.tar"
@@ -183,8 +184,9 @@ def write_shard(out_dir: str, shard_index: int, chunk: list[tuple[int, int, byte
                 docs += 1
             f.flush()
             fault_point(Path(name).stem)  # tests only: hold here, half-written, when asked to
+    index = write_index(out / name, what_stands=_SHARDS_STAND)  # readers find samples without a scan
     record = {"name": name, "docs": docs, "bytes": (out / name).stat().st_size,
-              "sha256": mf.sha256_file(out / name), "input_documents": len(chunk),
+              "sha256": mf.sha256_file(out / name), "index": index, "input_documents": len(chunk),
               "input_sha256": input_sha256, "tokenizer_fingerprint": fingerprint,
               "format_version": mf.FORMAT_VERSION, "rejected": rejected}
     progress = _progress_path(out, name)
@@ -209,8 +211,8 @@ def _reusable(out: Path, shard_index: int, input_sha256: str, fingerprint: str) 
     if (record.get("input_sha256") != input_sha256 or record.get("tokenizer_fingerprint") != fingerprint
             or record.get("format_version") != mf.FORMAT_VERSION):
         return None
-    if mf.check_file(out, record) is not None:  # missing, truncated or corrupted: redo it
-        return None
+    if any(mf.check_file(out, e) is not None for e in (record, record.get("index") or {"name": "?"})):
+        return None  # the shard or its index missing, truncated or corrupted: redo it
     return record
 
 
@@ -405,8 +407,8 @@ def _finish(out: Path, paths, sizes, counts, records: dict[int, dict], fingerpri
     ordered = [records[k] for k in range(n_shards)]
     # Stale shards of an earlier run over a longer input or with other --docs-per-shard.
     keep = {r["name"] for r in ordered}
-    for path in out.glob("shard-*.tar"):
-        if path.name not in keep:
+    for path in [*out.glob("shard-*.tar"), *out.glob("shard-*.tar.idx")]:
+        if path.name.removesuffix(".idx") not in keep:
             path.unlink()
     for path in (out / PROGRESS_DIR).glob("shard-*.json"):
         if f"{path.stem}.tar" not in keep:
@@ -438,7 +440,7 @@ def _finish(out: Path, paths, sizes, counts, records: dict[int, dict], fingerpri
         "inputs": [{"path": p, "bytes": s, "documents": c} for p, s, c in zip(paths, sizes, counts)],
         "counts": {"input": n_input, "sharded": n_sharded, "rejected": n_rejected},
         "rejected_file": mf.REJECTED,
-        "shards": [{k: r[k] for k in ("name", "docs", "bytes", "sha256")} for r in ordered],
+        "shards": [{k: r[k] for k in ("name", "docs", "bytes", "sha256", "index")} for r in ordered],
     }
     fsio.write_json_atomic(out / mf.MANIFEST, manifest, indent=1, what_stands=_SHARDS_STAND)
     return manifest

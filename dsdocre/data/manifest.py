@@ -19,9 +19,15 @@ from dsdocre.errors import UserError
 from dsdocre.fsio import sha256_file  # noqa: F401 - part of this module's interface (mf.sha256_file)
 
 FORMAT = "dsdocre-shards"
-FORMAT_VERSION = 2  # 2: enc.json holds mention end positions (blanking without re-tokenizing)
+# 2: enc.json holds mention end positions (blanking without re-tokenizing);
+# 3: every tar has its member index beside it (dsdocre.data.tar_index), listed as the shard's "index"
+FORMAT_VERSION = 3
 MANIFEST = "manifest.json"
 REJECTED = "rejected.jsonl"
+
+
+# The command that (re)writes each format: named when a folder is of an older version.
+REBUILT_BY = {FORMAT: "dsdocre shard", "dsdocre-scored": "dsdocre denoise score", "dsdocre-pairs": "dsdocre fact-join"}
 
 
 class ShardVerificationError(UserError, RuntimeError):
@@ -58,8 +64,10 @@ def load(directory: str | Path, expected_format: str = FORMAT, expected_version:
     if manifest.get("format") != expected_format:
         raise ShardVerificationError(f"{path}: format {manifest.get('format')!r}, expected {expected_format!r}")
     if manifest.get("format_version") != expected_version:
+        command = REBUILT_BY.get(expected_format, "the command that wrote it")
         raise ShardVerificationError(f"{path}: format version {manifest.get('format_version')}, this code "
-                                     f"reads version {expected_version}: re-run the command that wrote it")
+                                     f"reads version {expected_version}: rebuild the folder with `{command}` "
+                                     "(a new output folder, or the same one: it is rewritten)")
     _check_structure(path, manifest)
     return manifest
 
@@ -94,6 +102,15 @@ def _check_structure(path: Path, manifest: dict) -> None:
                 raise broken(f"{key}[{i}].sha256", f"expected 64 hex digits, got {sha!r}"[:200])
             if key == "shards" and per_shard is not None and not _is_count(e.get(per_shard)):
                 raise broken(f"shards[{i}].{per_shard}", f"expected a count, got {e.get(per_shard)!r}"[:200])
+            if key == "shards" and per_shard is not None:  # the tar's member index (dsdocre.data.tar_index)
+                index = e.get("index")
+                if not (isinstance(index, dict) and isinstance(index.get("name"), str)
+                        and Path(index["name"]).name == index["name"] and _is_count(index.get("bytes"))
+                        and isinstance(index.get("sha256"), str) and len(index["sha256"]) == 64):
+                    raise broken(f"shards[{i}].index", f"expected {{name, bytes, sha256}}, got {index!r}"[:200])
+                if index.get("samples") != e[per_shard]:
+                    raise broken(f"shards[{i}].index.samples",
+                                 f"says {index.get('samples')!r}, the shard holds {e[per_shard]}"[:200])
     if per_shard is None:
         return
     counts = manifest.get("counts")
@@ -113,31 +130,42 @@ def _check_structure(path: Path, manifest: dict) -> None:
                 f"{p} {counts[p]}" for p in parts))
 
 
-def check_file(directory: str | Path, entry: dict) -> str | None:
-    """Why the file of one manifest entry ({name, bytes, sha256}) is not intact; None when it is."""
+def check_file(directory: str | Path, entry: dict, checksum: bool = True) -> str | None:
+    """Why the file of one manifest entry ({name, bytes, sha256}) is not intact; None when it is.
+    ``checksum=False``: its presence and size only (a process that trusts a verification done once)."""
     path = Path(directory) / entry["name"]
     if not path.exists():
         return "missing"
     size = path.stat().st_size
     if size != entry["bytes"]:
         return f"size {size} bytes, manifest says {entry['bytes']} (truncated or rewritten)"
+    if not checksum:
+        return None
     digest = sha256_file(path)
     if digest != entry["sha256"]:
         return f"sha256 {digest[:16]}..., manifest says {entry['sha256'][:16]}... (corrupted)"
     return None
 
 
+def files_of(manifest: dict) -> list[dict]:
+    """Every file entry a manifest lists: the shards, their indexes, the fact index."""
+    return (manifest["shards"] + [s["index"] for s in manifest["shards"] if "index" in s]
+            + manifest.get("fact_index", []))
+
+
 def verify(directory: str | Path, expected_format: str = FORMAT, expected_fingerprint: str | None = None,
-           expected_version: int = FORMAT_VERSION) -> dict:
-    """Re-hash every shard listed in the manifest; return the manifest or raise naming the bad shards."""
+           expected_version: int = FORMAT_VERSION, checksums: bool = True) -> dict:
+    """Re-hash every file the manifest lists (shards and their indexes); return the manifest or raise
+    naming the bad files. ``checksums=False`` checks presence and sizes only: for processes that
+    trust a verification another process made (``dsdocre.data.pretrain_data``: rank 0 hashes once)."""
     directory = Path(directory)
     manifest = load(directory, expected_format, expected_version)
     if expected_fingerprint is not None and manifest.get("tokenizer_fingerprint") != expected_fingerprint:
         raise ShardVerificationError(
             f"{directory}: shards were tokenized with tokenizer {manifest.get('tokenizer_fingerprint')}, "
             f"this model uses {expected_fingerprint}: re-shard with the model's encoder")
-    files = manifest["shards"] + manifest.get("fact_index", [])  # fact-join output lists its index too
-    bad = [(e["name"], why) for e in files if (why := check_file(directory, e))]
+    files = files_of(manifest)
+    bad = [(e["name"], why) for e in files if (why := check_file(directory, e, checksums))]
     if bad:
         listing = "; ".join(f"{name}: {why}" for name, why in bad[:5])
         more = f" (and {len(bad) - 5} more)" if len(bad) > 5 else ""

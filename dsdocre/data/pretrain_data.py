@@ -66,9 +66,10 @@ class Step:
 
 
 def check_folders(pairs_dir: str | Path, shard_dir: str | Path, scored_dir: str | Path | None,
-                  tokenizer: MarkerTokenizer) -> Path | None:
+                  tokenizer: MarkerTokenizer, checksums: bool = True) -> Path | None:
     """The folders belong together; returns the scored folder to read kept labels from (the one
-    the pairs were joined through, or None when they were joined over every distant label)."""
+    the pairs were joined through, or None when they were joined over every distant label).
+    ``checksums=False``: files checked by size, not hashed (another process verified them)."""
     pairs = mf.load(pairs_dir, PAIRS_FORMAT)
     source = pairs.get("source")
     kept = pairs.get("kept_pairs")
@@ -89,7 +90,7 @@ def check_folders(pairs_dir: str | Path, shard_dir: str | Path, scored_dir: str 
                         f"{tokenizer.fingerprint()}: re-shard with the model's encoder")
     # The documents are read by key from these shards (and kept labels from the scored ones): every
     # file is checked against its manifest first, so a damaged shard is named, never half-read.
-    mf.verify(shard_dir, expected_fingerprint=tokenizer.fingerprint())
+    mf.verify(shard_dir, expected_fingerprint=tokenizer.fingerprint(), checksums=checksums)
     if kept is None:
         if scored_dir:
             raise UserError(f"{pairs_dir} was joined over every distant label (no --kept); a scored folder "
@@ -103,8 +104,48 @@ def check_folders(pairs_dir: str | Path, shard_dir: str | Path, scored_dir: str 
         raise UserError(f"{scored}: not the scored folder {pairs_dir} was joined through (manifests differ)")
     from dsdocre.data.scored import FORMAT as SCORED, FORMAT_VERSION as SCORED_VERSION
 
-    mf.verify(scored, expected_format=SCORED, expected_version=SCORED_VERSION)
+    mf.verify(scored, expected_format=SCORED, expected_version=SCORED_VERSION, checksums=checksums)
     return scored
+
+
+VERIFIED = "verified.json"  # in a run's output folder: the data folders rank 0 hashed, and their files' stats
+
+
+def data_folders(pairs_dir: str | Path, shard_dir: str | Path, scored_dir: str | Path | None) -> list[Path]:
+    """The folders a pre-training run reads: pairs, document shards and (when the pairs were joined
+    through kept labels) the scored shards."""
+    kept = mf.load(pairs_dir, PAIRS_FORMAT).get("kept_pairs")
+    scored = scored_dir or (kept.get("path") if isinstance(kept, dict) else None)
+    return [Path(pairs_dir), Path(shard_dir), *([Path(scored)] if scored else [])]
+
+
+def _file_stats(folders: list[Path]) -> dict:
+    """Per folder: its manifest's sha256 and every listed file's (size, modification time)."""
+    stats = {}
+    for folder in folders:
+        manifest = json.loads((folder / mf.MANIFEST).read_bytes())
+        files = {}
+        for entry in mf.files_of(manifest):
+            st = (folder / entry["name"]).stat()
+            files[entry["name"]] = [st.st_size, st.st_mtime_ns]
+        stats[str(folder.resolve())] = {"manifest_sha256": mf.sha256_file(folder / mf.MANIFEST), "files": files}
+    return stats
+
+
+def verified_before(stamp: Path, folders: list[Path]) -> bool:
+    """Whether ``stamp`` says these folders were hashed and their files have not changed since
+    (same manifest, same sizes and modification times): a restarted run need not hash them again."""
+    try:
+        recorded = json.loads(stamp.read_text())
+        return all(recorded.get(key) == value for key, value in _file_stats(folders).items())
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+
+
+def record_verified(stamp: Path, folders: list[Path]) -> None:
+    from dsdocre import fsio
+
+    fsio.write_json_atomic(stamp, _file_stats(folders), indent=None)
 
 
 class PairBatches:
@@ -113,13 +154,13 @@ class PairBatches:
     def __init__(self, pairs_dir: str | Path, shard_dir: str | Path, tokenizer: MarkerTokenizer, *,
                  micro_batch: int, accumulation: int = 1, rank: int = 0, world: int = 1, seed: int = 0,
                  scored_dir: str | Path | None = None, blank_prob: float = 0.7, negatives: int = 5,
-                 workers: int = 0, shuffle: bool = True):
-        self.scored_dir = check_folders(pairs_dir, shard_dir, scored_dir, tokenizer)
+                 workers: int = 0, shuffle: bool = True, checksums: bool = True):
+        self.scored_dir = check_folders(pairs_dir, shard_dir, scored_dir, tokenizer, checksums)
         self.pairs_dir, self.shard_dir = Path(pairs_dir), Path(shard_dir)
         self.tokenizer, self.blank_prob, self.negatives = tokenizer, blank_prob, negatives
         self.micro_batch, self.accumulation, self.workers = micro_batch, accumulation, workers
         self.stream = SampleStream(pairs_dir, micro_batch * world * accumulation, seed=seed, rank=rank, world=world,
-                                   shuffle=shuffle, expected_format=PAIRS_FORMAT)
+                                   shuffle=shuffle, expected_format=PAIRS_FORMAT, checksums=checksums)
         self.seed = seed
         self._store: DocumentStore | None = None
         self._loader = StepLoader(self._build, workers)  # persistent workers: started once per run
@@ -154,10 +195,10 @@ class PairBatches:
         return build_example(record, self._store, self.tokenizer, rng, blank_prob=self.blank_prob,
                              negatives=self.negatives)
 
-    def build_step(self, epoch: int, batch: int, samples: list[tuple[int, int]], order) -> Step:
+    def build_step(self, epoch: int, batch: int, samples: list[tuple[int, int]]) -> Step:
         weights = [1.0] * len(samples)
         if not samples:  # this rank's slice of the last, smaller global batch is empty: pad, weight 0
-            samples, weights = [order[batch * self.stream.global_batch]], [0.0]
+            samples, weights = [self.stream.sample_at(epoch, batch * self.stream.global_batch)], [0.0]
         examples, keys = [], []
         for s, i in samples:
             raw = self.stream.read(s, i)
@@ -181,9 +222,8 @@ class PairBatches:
 
     def _build(self, epoch: int, start: int, worker: int, workers: int) -> Iterator[Step]:
         """Loader worker ``worker`` of ``workers``'s steps of ``epoch`` from global batch ``start`` on."""
-        order = self.stream.epoch_order(epoch)
         for b, samples in self.stream.my_batches(epoch, start, worker, workers):
-            yield self.build_step(epoch, b, samples, order)
+            yield self.build_step(epoch, b, samples)
 
     def __iter__(self) -> Iterator[Step]:
         """Steps from the current position to the end of its epoch (call :meth:`advance` after each)."""

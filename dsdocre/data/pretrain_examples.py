@@ -1,8 +1,8 @@
 """Pre-training examples: a fact-join pair record, both documents and the denoiser's kept pairs
 turned into the task instances of :class:`dsdocre.model.pretrain.PretrainExample`.
 
-Documents are read by key from the document shards through :class:`dsdocre.data.stream.TarIndex`
-(no scan of the tar files); kept pairs by the same key from the scored shards. A distant label is
+Documents are read by key from the document shards through their member indexes
+(:mod:`dsdocre.data.tar_index`: no scan of the tar files, a bounded pool of open shards); kept pairs by the same key from the scored shards. A distant label is
 a positive only when its pair was kept (with no scored folder: every labelled pair). The instances
 are drawn from a ``random.Random`` the caller seeds (from seed, epoch and the pair's position),
 so an epoch's examples are the same on any process layout:
@@ -28,7 +28,8 @@ from pathlib import Path
 import torch
 
 from dsdocre.data.encoding import EncodedDocument, MarkerTokenizer
-from dsdocre.data.stream import TarIndex
+from dsdocre.data.manifest import ShardVerificationError
+from dsdocre.data.tar_index import DEFAULT_MAX_OPEN, TarPool
 
 
 Ref = tuple[int, int]  # (side, entity): side 0 = d_A, 1 = d_B
@@ -105,15 +106,18 @@ def collate_pretrain(examples: list[PretrainExample], pad_id: int) -> dict[str, 
 class DocumentStore:
     """Documents (raw JSON + encoding) and kept pairs by (shard, key), read through tar indexes."""
 
-    def __init__(self, shard_dir: str | Path, scored_dir: str | Path | None = None):
+    def __init__(self, shard_dir: str | Path, scored_dir: str | Path | None = None, max_open: int = DEFAULT_MAX_OPEN):
         self.shard_dir = Path(shard_dir)
         self.scored_dir = Path(scored_dir) if scored_dir else None
-        self._indexes: dict[Path, TarIndex] = {}
+        self._tars = TarPool(max_open)
 
     def _read(self, path: Path, key: str) -> dict:
-        if path not in self._indexes:
-            self._indexes[path] = TarIndex(path)
-        return self._indexes[path].read(key)
+        tar = self._tars.get(path)
+        try:
+            return tar.read_key(key)
+        except KeyError:
+            raise ShardVerificationError(f"{path}: no sample {key} (a pair record names it): the pairs were not "
+                                         "joined from these shards; re-run `dsdocre fact-join`") from None
 
     def document(self, shard: str, key: str) -> tuple[dict, EncodedDocument]:
         sample = self._read(self.shard_dir / shard, key)
@@ -126,8 +130,7 @@ class DocumentStore:
         return {tuple(p) for p in json.loads(sample["kept.json"])["kept"]}
 
     def close(self) -> None:
-        for index in self._indexes.values():
-            index.close()
+        self._tars.close()
 
 
 def _labelled_pairs(doc: dict, kept: set | None) -> list[tuple[int, int]]:

@@ -16,7 +16,7 @@ from dsdocre.data import manifest as mf
 from dsdocre.errors import UserError
 
 FORMAT = "dsdocre-scored"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: every tar has its member index beside it (dsdocre.data.tar_index)
 
 
 def load_kept_pairs(scored_dir: str | Path) -> dict[str, list[list[int]]]:

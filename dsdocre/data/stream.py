@@ -5,6 +5,9 @@ position, webdataset #271), in the manner of mosaicml/streaming:
 
 * **One global order per epoch**, a pure function of (manifest, seed, epoch): the shards in a
   shuffled order, the samples of each shard in a shuffled order (``shuffle=False``: manifest order).
+  It is never held whole: a position is mapped to its shard through the shards' cumulative counts,
+  and a shard's own order is drawn from (seed, epoch, shard) when a step first reaches it, so the
+  memory it takes is one shard's, whatever the size of the corpus.
 * **Global batches, then ranks.** The order is cut into global batches of ``global_batch``
   samples; rank ``r`` of ``world`` takes the ``r``-th slice of each (its micro-batch), and a
   loader worker ``w`` of ``workers`` takes the rank's micro-batches ``w, w + workers, ...``, which
@@ -14,15 +17,15 @@ position, webdataset #271), in the manner of mosaicml/streaming:
   same prefix of the global order, so :meth:`SampleStream.state_dict` is ``{"epoch",
   "batches"}`` and a stream with another ``world`` (the same ``global_batch``) resumes exactly
   where the old one stopped: no sample lost or repeated.
-* **Random access.** Samples are read by key through a per-shard index of tar member offsets
-  (:class:`TarIndex`, built from the tar headers once per shard), so a rank reads only its own
-  samples instead of streaming every shard.
+* **Random access.** Samples are read by ordinal through the member index written beside each
+  tar (:mod:`dsdocre.data.tar_index`, memory-mapped, nothing scanned at start), with a bounded
+  pool of open shards, so a rank reads only its own samples instead of streaming every shard.
 """
 
 from __future__ import annotations
 
 import random
-import tarfile
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
@@ -30,54 +33,8 @@ from typing import Iterator
 import numpy as np
 
 from dsdocre.data import manifest as mf
+from dsdocre.data.tar_index import DEFAULT_MAX_OPEN, TarPool
 from dsdocre.errors import UserError
-
-
-class TarIndex:
-    """Member offsets of one tar file: ``key -> {suffix: (offset, size)}``, then reads by seek.
-
-    A file that is not a readable tar, or a member that reaches past its end, raises
-    :class:`~dsdocre.data.manifest.ShardVerificationError` naming the file (readers that skip
-    checksum verification still get a clear error, never a half-read sample)."""
-
-    def __init__(self, path: str | Path):
-        self.path = str(path)
-        self.members: dict[str, dict[str, tuple[int, int]]] = {}
-        self.keys: list[str] = []
-        try:
-            size = Path(self.path).stat().st_size
-            with tarfile.open(self.path) as tf:
-                for info in tf:
-                    if not info.isfile():
-                        continue
-                    if info.offset_data + info.size > size:
-                        raise tarfile.ReadError(f"member {info.name} ends past the end of the file")
-                    key, _, suffix = info.name.partition(".")  # WebDataset: the key ends at the first dot
-                    if key not in self.members:
-                        self.members[key] = {}
-                        self.keys.append(key)
-                    self.members[key][suffix] = (info.offset_data, info.size)
-        except (tarfile.TarError, EOFError, UnicodeDecodeError) as err:
-            raise mf.ShardVerificationError(f"{self.path}: not a readable tar file ({err}): the shard is damaged; "
-                                            "re-run the command that wrote it") from None
-        self._file = None
-
-    def read(self, key: str) -> dict[str, bytes]:
-        if self._file is None:
-            self._file = open(self.path, "rb")
-        sample = {"__key__": key}
-        for suffix, (offset, size) in self.members[key].items():
-            self._file.seek(offset)
-            sample[suffix] = self._file.read(size)
-            if len(sample[suffix]) != size:
-                raise mf.ShardVerificationError(f"{self.path}: sample {key}.{suffix} is cut short (the file changed "
-                                                "after it was indexed); re-run the command that wrote it")
-        return sample
-
-    def close(self) -> None:
-        if self._file is not None:
-            self._file.close()
-            self._file = None
 
 
 @dataclass(frozen=True)
@@ -96,9 +53,12 @@ class SampleStream:
 
     def __init__(self, shard_dir: str | Path, global_batch: int, *, seed: int = 0, rank: int = 0, world: int = 1,
                  worker: int = 0, workers: int = 1, shuffle: bool = True, verify: bool = True,
-                 expected_format: str = mf.FORMAT):
+                 checksums: bool = True, expected_format: str = mf.FORMAT, max_open: int = DEFAULT_MAX_OPEN):
         self.dir = Path(shard_dir)
-        manifest = (mf.verify if verify else mf.load)(self.dir, expected_format)
+        # verify: every file checked against the manifest, by sha256 (or, checksums=False, by size:
+        # a process that trusts the verification another one made); verify=False: the manifest only.
+        manifest = (mf.verify(self.dir, expected_format, checksums=checksums) if verify
+                    else mf.load(self.dir, expected_format))
         # document shards count "docs", fact-join pair shards "pairs"
         self.shards = []
         for i, s in enumerate(manifest["shards"]):
@@ -116,22 +76,50 @@ class SampleStream:
         self.global_batch, self.seed, self.shuffle = global_batch, seed, shuffle
         self.rank, self.world, self.worker, self.workers = rank, world, worker, workers
         self.position = Position(epoch=1, batches=0)
-        self._indexes: dict[str, TarIndex] = {}
+        self._tars = TarPool(max_open)
+        self._orders: OrderedDict[tuple[int, int], object] = OrderedDict()  # (epoch, shard) -> its sample order
 
     # ---- the order ----------------------------------------------------------------------------
-    def epoch_order(self, epoch: int) -> list[tuple[int, int]]:
-        """(shard index, sample index in that shard) of every sample, in this epoch's global order."""
-        rng = random.Random(self.seed * 1_000_003 + epoch)
-        shard_order = list(range(len(self.shards)))
-        if self.shuffle:
-            rng.shuffle(shard_order)
-        order = []
-        for s in shard_order:
-            inner = list(range(self.shards[s][1]))
+    def _shard_order(self, epoch: int) -> tuple[list[int], np.ndarray]:
+        """The shards in this epoch's order, and where each begins in the global order."""
+        cached = self._orders.get((epoch, -1))
+        if cached is None:
+            shard_order = list(range(len(self.shards)))
             if self.shuffle:
-                random.Random(f"{self.seed}/{epoch}/{self.shards[s][0]}").shuffle(inner)
-            order.extend((s, i) for i in inner)
-        return order
+                random.Random(self.seed * 1_000_003 + epoch).shuffle(shard_order)
+            starts = np.zeros(len(shard_order) + 1, dtype=np.int64)
+            np.cumsum([self.shards[s][1] for s in shard_order], out=starts[1:])
+            cached = self._remember((epoch, -1), (shard_order, starts))
+        return cached
+
+    def _inner_order(self, epoch: int, shard: int) -> list[int]:
+        """The order of one shard's samples in this epoch (drawn when first needed, a few kept)."""
+        cached = self._orders.get((epoch, shard))
+        if cached is None:
+            cached = list(range(self.shards[shard][1]))
+            if self.shuffle:
+                random.Random(f"{self.seed}/{epoch}/{self.shards[shard][0]}").shuffle(cached)
+            cached = self._remember((epoch, shard), cached)
+        return cached
+
+    def _remember(self, key, value):
+        self._orders[key] = value
+        self._orders.move_to_end(key)
+        while len(self._orders) > 8:  # the epoch's shard order and the shards the current steps span
+            self._orders.popitem(last=False)
+        return value
+
+    def sample_at(self, epoch: int, position: int) -> tuple[int, int]:
+        """(shard index, sample index in that shard) at ``position`` of this epoch's global order."""
+        shard_order, starts = self._shard_order(epoch)
+        k = int(np.searchsorted(starts, position, side="right")) - 1
+        shard = shard_order[k]
+        return shard, self._inner_order(epoch, shard)[position - int(starts[k])]
+
+    def epoch_order(self, epoch: int) -> list[tuple[int, int]]:
+        """(shard index, sample index in that shard) of every sample, in this epoch's global order
+        (whole: for tests and small folders; the stream itself never builds it)."""
+        return [self.sample_at(epoch, p) for p in range(self.total)]
 
     def batches_per_epoch(self) -> int:
         return -(-self.total // self.global_batch)
@@ -142,29 +130,21 @@ class SampleStream:
         ``worker``/``workers`` override the stream's own (a loader worker of this rank)."""
         worker = self.worker if worker is None else worker
         workers = self.workers if workers is None else workers
-        order = self.epoch_order(epoch)
-        for b in range(start, self.batches_per_epoch()):
-            step = order[b * self.global_batch:(b + 1) * self.global_batch]
-            mine = np.array_split(np.arange(len(step)), self.world)[self.rank]
-            # a loader worker serves every workers-th micro-batch of its rank
-            if (b - start) % workers == worker:
-                yield b, [step[i] for i in mine]
+        # a loader worker serves every workers-th micro-batch of its rank
+        for b in range(start + worker, self.batches_per_epoch(), workers):
+            first = b * self.global_batch
+            size = min(self.global_batch, self.total - first)
+            mine = np.array_split(np.arange(size), self.world)[self.rank]
+            yield b, [self.sample_at(epoch, first + int(i)) for i in mine]
 
     # ---- reading ------------------------------------------------------------------------------
-    def _index(self, shard: int) -> TarIndex:
-        name, count = self.shards[shard]
-        if name not in self._indexes:
-            index = TarIndex(self.dir / name)
-            if len(index.keys) != count:  # the order would skip samples, or index past the last one
-                index.close()
-                raise mf.ShardVerificationError(f"{self.dir / name}: holds {len(index.keys)} samples, the manifest "
-                                                f"says {count}; re-run the command that wrote {self.dir}")
-            self._indexes[name] = index
-        return self._indexes[name]
-
     def read(self, shard: int, i: int) -> dict[str, bytes]:
-        index = self._index(shard)
-        return index.read(index.keys[i])
+        name, count = self.shards[shard]
+        tar = self._tars.get(self.dir / name)
+        if len(tar) != count:  # the order would skip samples, or index past the last one
+            raise mf.ShardVerificationError(f"{self.dir / name}: its index holds {len(tar)} samples, the manifest "
+                                            f"says {count}; re-run the command that wrote {self.dir}")
+        return tar.read(i)
 
     def __iter__(self) -> Iterator[list[dict[str, bytes]]]:
         """This consumer's micro-batches (lists of raw samples) from the current position to the
@@ -196,5 +176,4 @@ class SampleStream:
         self.position = Position(int(state["epoch"]), int(state["batches"]))
 
     def close(self) -> None:
-        for index in self._indexes.values():
-            index.close()
+        self._tars.close()

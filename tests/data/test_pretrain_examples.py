@@ -73,6 +73,7 @@ def test_only_kept_labels_are_positives(joined, tmp_path):
     import webdataset as wds
 
     from dsdocre.data import manifest as mf
+    from dsdocre.data.tar_index import write_index
 
     root, records, tok = joined
     # a scored folder that keeps exactly one labelled pair per document (the lowest one)
@@ -88,6 +89,7 @@ def test_only_kept_labels_are_positives(joined, tmp_path):
                 kept_of[sample["__key__"]] = set(pairs)
                 sink.write({"__key__": sample["__key__"],
                             "kept.json": json.dumps({"title": raw["title"], "kept": pairs}).encode()})
+        write_index(out)  # as `dsdocre denoise score` does beside each scored shard
     store = DocumentStore(root / "shards", tmp_path / "scored")
     for i, record in enumerate(records[:20]):
         ex = build_example(record, store, tok, random.Random(i))

@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import pytest
 
-from dsdocre.data.stream import SampleStream, TarIndex
+from dsdocre.data.stream import SampleStream
+from dsdocre.data.tar_index import IndexedTar
 from dsdocre.errors import UserError
 
 
@@ -89,9 +90,39 @@ def test_tar_index_reads_what_webdataset_reads(shards):
     import webdataset as wds
 
     path = sorted(shards.glob("shard-*.tar"))[1]
-    index = TarIndex(path)
-    for sample in wds.WebDataset([str(path)], shardshuffle=False, empty_check=False):
-        mine = index.read(sample["__key__"])
-        assert mine["json"] == sample["json"] and mine["enc.json"] == sample["enc.json"]
-    assert len(index.keys) == 5
+    index = IndexedTar(path)  # written by `dsdocre shard` beside the tar
+    for i, sample in enumerate(wds.WebDataset([str(path)], shardshuffle=False, empty_check=False)):
+        by_key, by_ordinal = index.read_key(sample["__key__"]), index.read(i)
+        assert by_key == by_ordinal
+        assert by_key["json"] == sample["json"] and by_key["enc.json"] == sample["enc.json"]
+    assert len(index) == 5
     index.close()
+
+
+def _whole_order(stream: SampleStream, epoch: int) -> list[tuple[int, int]]:
+    """The order as the stream built it before it was computed on demand: a whole list."""
+    import random
+
+    rng = random.Random(stream.seed * 1_000_003 + epoch)
+    shard_order = list(range(len(stream.shards)))
+    rng.shuffle(shard_order)
+    order = []
+    for s in shard_order:
+        inner = list(range(stream.shards[s][1]))
+        random.Random(f"{stream.seed}/{epoch}/{stream.shards[s][0]}").shuffle(inner)
+        order.extend((s, i) for i in inner)
+    return order
+
+
+@pytest.mark.parametrize("seed", [0, 7])
+def test_the_order_on_demand_is_the_whole_list_order(shards, seed):
+    """Drawn per shard when a step reaches it, the order is the one the whole list gave: runs
+    started before the change resume onto the same samples, and results stay reproducible."""
+    stream = SampleStream(shards, 4, seed=seed, world=2)
+    for epoch in (1, 2, 5):
+        whole = _whole_order(stream, epoch)
+        assert stream.epoch_order(epoch) == whole
+        assert [stream.sample_at(epoch, p) for p in reversed(range(len(whole)))] == whole[::-1]  # any access order
+        for b, mine in stream.my_batches(epoch):
+            step = whole[b * 4:(b + 1) * 4]
+            assert mine == step[:(len(step) + 1) // 2]  # rank 0's half of each global batch

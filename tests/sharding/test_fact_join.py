@@ -246,5 +246,5 @@ def test_killed_join_resumes_to_the_same_bytes(shards, tmp_path, monkeypatch, ki
     lines.clear()
     other = fact_join(shards, out, log=lines.append, **{**opts, "pairs_per_shard": 100})
     assert "tasks: 7 run, 0 verified and kept [maps 0/3, reducers 0/3, pair shards 0/1]" in lines[0], lines[0]
-    assert sorted(p.name for p in out.glob("pairs-*")) == ["pairs-000000.tar"] and other["pair_shards"] == 1
+    assert sorted(p.name for p in out.glob("pairs-*")) == ["pairs-000000.tar", "pairs-000000.tar.idx"] and other["pair_shards"] == 1
     assert _records(out) == _records(tmp_path / "ref")
