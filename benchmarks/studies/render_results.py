@@ -210,7 +210,9 @@ def t_finetune_realdata() -> str:
             [f"best epoch ({r['best_epoch']} of {r['epochs']})", *(num(r["valid"][k]) for k, _ in METRICS)]]
     return block(table(["", *(h for _, h in METRICS)], rows),
                  f"Wall time {minutes(r['wall_s'])} min ({minutes(r['train_s'])} min training, "
-                 f"{r['train_docs_per_s']} training documents/s); peak RSS {r['peak_rss_mb'] / 1000:.1f} GB.",
+                 f"{r['train_docs_per_s']} training documents/s"
+                 + ("; other jobs shared the cores, see the file's note" if r.get("cores_shared") else "")
+                 + f"); peak RSS {r['peak_rss_mb'] / 1000:.1f} GB.",
                  source("finetune_realdata"))
 
 
@@ -508,6 +510,48 @@ def t_bilinear() -> str:
                  f"Over the grid (d ∈ {braces(ds)}, o ∈ {braces(os_)}, N ∈ {braces(ns)}): forward + backward "
                  f"{min(speed):.0f}x–{max(speed):.0f}x faster; working memory " + "; ".join(parts) + ".",
                  source("bilinear"))
+
+
+def _scale_rows(r: dict) -> list[list]:
+    sizes = [str(n) for n in r["sizes"]]
+
+    def per(f):
+        return [f(r[n]) for n in sizes]
+
+    loader = "world2_workers0"
+    return [
+        ["document pairs (fact-join, default cap)", *per(lambda x: num(x["fact_join"]["pairs"], 0))],
+        ["shard: documents/s", *per(lambda x: num(x["shard"]["docs_per_s"], 0))],
+        ["denoise score, keep 20: documents/s", *per(lambda x: num(x["score"]["docs_per_s"], 0))],
+        ["fact-join: pairs/s", *per(lambda x: num(x["fact_join"]["pairs_per_s"], 0))],
+        ["largest data-stage process (MB)", *per(lambda x: num(max(v for st in ("shard", "score", "fact_join")
+                                                                      for v in x[st]["peak_rss_mb"].values()), 0))],
+        ["loader alone, rank 0 of 2 (MB)", *per(lambda x: num(x["loader_default"][loader]["peak_rss_mb"]["loader"], 0))],
+        ["training rank, 2 processes (MB)", *per(lambda x: num(x["launch"]["peak_rss_mb"].get("training_rank"), 0))],
+        ["launch to first step, rank 0 / rank 1 (s)",
+         *per(lambda x: f"{x['launch']['ranks']['rank0']['first_step']:.1f} / {x['launch']['ranks']['rank1']['first_step']:.1f}")],
+    ]
+
+
+def t_scale() -> str:
+    r = load("scale")
+    resume = r["resume"]
+    return block(table(["synthetic distant documents", *(num(n, 0) for n in r["sizes"])], _scale_rows(r)),
+                 f"Killed with SIGKILL at step {r['kill_resume']['kill_at']} of {r['kill_resume']['steps']} and resumed "
+                 f"(2 processes, ZeRO-2): weights {'identical' if resume['identical'] else 'DIFFERENT'}, "
+                 f"{resume['repeated']} pairs repeated, {resume['missed']} missed. Tiny random encoder: the data "
+                 "path's cost, not the encoder's ([docs/scale.md](docs/scale.md)).", source("scale"))
+
+
+def t_scale_growth() -> str:
+    r = load("scale")
+    growth = table(["process kind (stage)", f"peak RSS at {num(max(r['sizes']), 0)} / at {num(min(r['sizes']), 0)}"],
+                   [[k, f"{v:.2f}x"] for k, v in sorted(r["rss_growth"].items())])
+    marginal = r.get("marginal_throughput_ratio") or {}
+    ratios = table(["stage", "throughput ratio (wall)", "marginal ratio (no fixed start)"],
+                   [[k, f"{v:.2f}", f"{marginal[k]:.2f}" if marginal.get(k) is not None else ""]
+                    for k, v in sorted(r["throughput_ratio"].items())])
+    return block(growth, ratios, source("scale"))
 
 
 def t_headline() -> str:
