@@ -28,6 +28,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import time
 from pathlib import Path
 
 from dsdocre import fsio
@@ -148,6 +149,7 @@ def score_shards(model_dir: str | Path, shard_dir: str | Path, out_dir: str | Pa
     Returns the manifest; ``log`` gets one line: how many shards were scored, how many kept."""
     from dsdocre.model.rank import check_keep_spec
 
+    started = time.perf_counter()
     try:
         keep = check_keep_spec(keep)
     except ValueError as err:
@@ -183,8 +185,10 @@ def score_shards(model_dir: str | Path, shard_dir: str | Path, out_dir: str | Pa
         done.update({r["source"]: r for r in results})
     manifest = _finish(out, shard_dir, source, done, job, model_dir)
     if log is not None:
+        seconds = time.perf_counter() - started
+        scored_now = sum(done[t["name"]]["docs"] for t in todo)
         log(f"{len(source['shards'])} shards ({len(todo)} scored, {len(source['shards']) - len(todo)} verified and "
-            f"kept) in {out}")
+            f"kept) in {out}, {seconds:.1f} s ({scored_now / max(seconds, 1e-9):.1f} documents/s scored)")
     return manifest
 
 
