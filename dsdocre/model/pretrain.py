@@ -81,9 +81,15 @@ class PretrainModel(nn.Module):
         B, _, d = entities.shape
         enabled = self.tasks.enabled()
         out: dict[str, torch.Tensor] = {}
+        # A task with no instance in this micro-batch still adds its head's logits times zero to the
+        # loss: every parameter then gets a gradient (of zero) on every rank, as ZeRO-2's bucketed
+        # all-reduce needs (a head without a gradient on one rank only would shift every later bucket:
+        # gloo "Received data size doesn't match expected size"). Adding zero changes no gradient.
+        idle: list[torch.Tensor] = []
 
         def record(task: str, logits: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> None:
             if not mask.any():
+                idle.append(logits.float().nan_to_num(0.0, 0.0, 0.0).sum() * 0.0)
                 return
             logits, target = logits[mask], target[mask]
             out[f"{task}_loss"] = nn.functional.cross_entropy(logits.float(), target)
@@ -131,6 +137,8 @@ class PretrainModel(nn.Module):
 
         losses = [out[f"{t}_loss"] for t in enabled if f"{t}_loss" in out]
         out["loss"] = torch.stack(losses).sum() if losses else entities.sum() * 0.0
+        for zero in idle:
+            out["loss"] = out["loss"] + zero
         return out
 
     def _match(self, queries: torch.Tensor, entities: torch.Tensor, cand: torch.Tensor,
