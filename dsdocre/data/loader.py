@@ -6,7 +6,7 @@ which ``torch.utils.data.DataLoader`` hands its workers' outputs back. :class:`S
 ``build(epoch, start, worker, workers)`` in the workers and yields the steps in order.
 
 Why this shape: the workers are started once per run (``persistent_workers``), not once per epoch,
-so whatever a worker opened or memory-mapped (shard indexes, document stores) is built once. A
+so whatever a worker opened (shard indexes, document stores) is built once. A
 persistent worker keeps the dataset object it was started with, so the position it starts from is
 not in that object: the loader writes (epoch, first step) into a small shared-memory tensor before
 each pass and the workers read it when the pass begins. On a GPU the steps come back in page-locked

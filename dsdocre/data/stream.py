@@ -18,7 +18,7 @@ position, webdataset #271), in the manner of mosaicml/streaming:
   "batches"}`` and a stream with another ``world`` (the same ``global_batch``) resumes exactly
   where the old one stopped: no sample lost or repeated.
 * **Random access.** Samples are read by ordinal through the member index written beside each
-  tar (:mod:`dsdocre.data.tar_index`, memory-mapped, nothing scanned at start), with a bounded
+  tar (:mod:`dsdocre.data.tar_index`, read with ``pread``, nothing scanned at start), with a bounded
   pool of open shards, so a rank reads only its own samples instead of streaming every shard.
 """
 

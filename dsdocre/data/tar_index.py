@@ -3,9 +3,10 @@
 ``shard-00000.tar`` gets ``shard-00000.tar.idx``: a NumPy ``.npy`` file of one record per sample,
 in the tar's order, ``(key, start, end)``: the sample's key (fixed-width bytes) and the byte range
 of its members, headers included. Every writer of this project writes samples in ascending key
-order, so a key is found by binary search over the memory-mapped keys and a sample by its ordinal
-with one read. Readers map the file (``np.load(mmap_mode="r")``): nothing is scanned at start, and
-the pages are shared through the page cache by every process on a node that reads the same shard.
+order, so a key is found by binary search over the keys and a sample by its ordinal with one
+read. Readers read the records they need with ``pread``: nothing is scanned or loaded at start,
+and the pages are shared through the page cache by every process on a node that reads the same
+shard.
 
 :class:`IndexedTar` reads samples through it; :class:`TarPool` keeps a bounded number of them open
 (least recently used closed first), so open files do not grow with the number of shards.
@@ -25,9 +26,10 @@ from dsdocre import fsio
 from dsdocre.data.manifest import ShardVerificationError
 
 INDEX_SUFFIX = ".idx"
-# Open shards per pool, two descriptors each (the tar, the index's memory map): a loader's three
-# pools (pairs, documents, kept labels) stay well under the usual limit of 1,024 open files.
-DEFAULT_MAX_OPEN = 64
+# Open shards per pool, two descriptors each (the tar, its index): a loader's three pools (pairs,
+# documents, kept labels) stay well under the usual limit of 1,024 open files. A reopen costs two
+# open() calls (an index's layout is parsed once per process and kept).
+DEFAULT_MAX_OPEN = 128
 
 
 def index_path(tar_path: str | Path) -> Path:
@@ -69,40 +71,87 @@ def write_index(tar_path: str | Path, *, what_stands: str | None = None) -> dict
     return {"name": path.name, "bytes": path.stat().st_size, "sha256": fsio.sha256_file(path), "samples": len(records)}
 
 
+class _IndexLayout:
+    """Where the records of one ``.idx`` file lie: its record dtype, header size and count (parsed
+    once per file and kept: a few dozen bytes per shard, so a reopened shard costs two ``open``s)."""
+
+    _known: dict[tuple, "_IndexLayout"] = {}
+
+    def __init__(self, path: Path):
+        with open(path, "rb") as f:
+            version = np.lib.format.read_magic(f)
+            read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                           else np.lib.format.read_array_header_2_0)
+            shape, fortran, dtype = read_header(f)
+            self.offset = f.tell()
+        if dtype.names != ("key", "start", "end") or len(shape) != 1 or fortran:
+            raise ValueError(f"fields {dtype.names}, shape {shape}")
+        self.dtype, self.count = dtype, shape[0]
+        self.width = dtype["key"].itemsize
+
+    @classmethod
+    def of(cls, path: Path) -> "_IndexLayout":
+        st = path.stat()  # a rewritten index is parsed again
+        key = (path, st.st_size, st.st_mtime_ns)
+        layout = cls._known.get(key)
+        if layout is None:
+            layout = cls._known[key] = cls(path)
+        return layout
+
+
 class IndexedTar:
-    """The samples of one tar, by ordinal or by key, through its index (memory-mapped)."""
+    """The samples of one tar, by ordinal or by key, through its index.
+
+    The index is read with ``pread`` (one record, or a binary search over the sorted keys), not
+    mapped: a mapped file holds a second descriptor and costs a ``mmap`` at every (re)open, and a
+    reader that visits thousands of shards in random order reopens them often (the pool below is
+    bounded); ``pread`` goes through the same page cache, shared by every process of the node."""
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
+        index = index_path(self.path)
         try:
-            self.index = np.load(index_path(self.path), mmap_mode="r", allow_pickle=False)
-            if self.index.dtype.names != ("key", "start", "end"):
-                raise ValueError(f"fields {self.index.dtype.names}")
+            self.layout = _IndexLayout.of(index)
+            self._index_fd = os.open(index, os.O_RDONLY)
         except FileNotFoundError:
-            raise ShardVerificationError(f"{self.path}: its index {index_path(self.path).name} is missing; re-run the "
+            raise ShardVerificationError(f"{self.path}: its index {index.name} is missing; re-run the "
                                          "command that wrote the folder") from None
         except ValueError as err:
-            raise ShardVerificationError(f"{index_path(self.path)}: not an index of this format ({err}); re-run the "
+            raise ShardVerificationError(f"{index}: not an index of this format ({err}); re-run the "
                                          "command that wrote the folder") from None
         self._fd = os.open(self.path, os.O_RDONLY)
 
     def __len__(self) -> int:
-        return len(self.index)
+        return self.layout.count
+
+    def _record(self, i: int):
+        size = self.layout.dtype.itemsize
+        data = os.pread(self._index_fd, size, self.layout.offset + i * size)
+        if len(data) != size:
+            raise ShardVerificationError(f"{index_path(self.path)}: record {i} is cut short; re-run the command "
+                                         "that wrote the folder")
+        return np.frombuffer(data, dtype=self.layout.dtype)[0]
 
     def key(self, i: int) -> str:
-        return self.index["key"][i].decode()
+        return self._record(i)["key"].decode()
 
     def ordinal(self, key: str) -> int:
         """The sample's position, by binary search over the sorted keys; KeyError when absent."""
-        keys = self.index["key"]
-        i = int(np.searchsorted(keys, key.encode()))
-        if i == len(keys) or keys[i] != key.encode():
+        wanted = key.encode()
+        lo, hi = 0, len(self)
+        while lo < hi:  # numpy's fixed-width bytes compare as the keys were sorted when written
+            mid = (lo + hi) // 2
+            if self._record(mid)["key"] < wanted:
+                lo = mid + 1
+            else:
+                hi = mid
+        if lo == len(self) or self._record(lo)["key"] != wanted:
             raise KeyError(key)
-        return i
+        return lo
 
     def read(self, i: int) -> dict[str, bytes]:
         """Sample ``i``: ``{"__key__": key, suffix: bytes, ...}`` (one read of its byte range)."""
-        key, start, end = self.index[i]
+        key, start, end = self._record(i)
         data = os.pread(self._fd, int(end - start), int(start))
         sample = {"__key__": key.decode()}
         try:
@@ -126,10 +175,11 @@ class IndexedTar:
         return self.read(self.ordinal(key))
 
     def close(self) -> None:
-        if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
-        self.index = None
+        for name in ("_fd", "_index_fd"):
+            fd = getattr(self, name, None)
+            if fd is not None:
+                os.close(fd)
+                setattr(self, name, None)
 
 
 class TarPool:

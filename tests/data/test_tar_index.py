@@ -83,7 +83,7 @@ def test_the_pool_keeps_at_most_max_open_files(tmp_path):
         for path in paths:
             assert pool.get(path).read(2)["__key__"] == "00000002"
             assert pool.open_count <= 2
-    assert len(os.listdir("/proc/self/fd")) - fds_before <= 2 * 2  # per open shard: the tar, the index's map
+    assert len(os.listdir("/proc/self/fd")) - fds_before <= 2 * 2  # per open shard: the tar and its index
     pool.close()
     assert pool.open_count == 0 and len(os.listdir("/proc/self/fd")) == fds_before
 
