@@ -345,7 +345,10 @@ def run_size(work: Path, size: int, models: dict, wide_cap: int | None, layout: 
         row[name]["files"] = len(mf.load(folder, "dsdocre-pairs")["shards"])
         row[name]["facts"] = mf.load(folder, "dsdocre-pairs")["counts"]["facts"]
     for name, folder, _ in pair_sets:
-        for world, workers in layout["loader_layouts"]:
+        # the wide pair set (the pair load of ~1M documents): the extremes only, for time
+        layouts = layout["loader_layouts"] if name == "fact_join" else [layout["loader_layouts"][0],
+                                                                        layout["loader_layouts"][-1]]
+        for world, workers in dict.fromkeys(layouts):
             log(f"[{size}] loader over {folder.name}: rank 0 of {world}, {workers} loader workers")
             row.setdefault(f"loader_{name.removeprefix('fact_join').strip('_') or 'default'}", {})[
                 f"world{world}_workers{workers}"] = measure_loader(work, folder, shards, models["encoder"], world,
@@ -419,6 +422,8 @@ def main() -> int:
     parser.add_argument("--work", default=None, help="working folder (default: a fresh temporary one)")
     parser.add_argument("--out", default=str(RESULT))
     parser.add_argument("--port", type=int, default=29841)
+    parser.add_argument("--reuse-rows", action="store_true",
+                        help="keep the sizes an earlier run in --work measured (its rows.json); run the rest")
     parser.add_argument("--_loader", nargs=5, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args._loader:
@@ -442,18 +447,24 @@ def main() -> int:
 
     models = prepare(work, sizes, log)
     rows, port = {}, args.port
+    saved = json.loads((work / "rows.json").read_text()) if args.reuse_rows and (work / "rows.json").is_file() else {}
     for n in sizes:
+        if "launch" in saved.get(str(n), {}):  # measured by an earlier run of this command in --work
+            log(f"[{n}] reusing the rows measured earlier ({work / 'rows.json'})")
+            rows[str(n)] = saved[str(n)]
+            continue
         rows[str(n)] = run_size(work, n, models, args.wide_cap if n == max(sizes) else None, layout, log)
         log(f"[{n}] launcher start-up (2 processes, ZeRO-2, 2 steps)")
         rows[str(n)]["launch"] = measure_startup(work, n, work / f"pairs-{n}", work / f"shards-{n}", models["encoder"],
                                                  port)
         port += 1
+        (work / "rows.json").write_text(json.dumps(rows, indent=1))  # what is measured so far, should a later size fail
     large = max(sizes)
     pairs_large = work / f"pairs-{large}-wide" if args.wide_cap else work / f"pairs-{large}"
     resume = kill_and_resume(work, pairs_large, work / f"shards-{large}", models["encoder"], args.steps,
                              args.kill_at, port, log)
     result = {"sizes": sizes, **{str(n): rows[str(n)] for n in sizes}, **summarize(sizes, rows, resume),
-              "kill_resume": resume, "layout": layout, "threads": threads, "work": str(work),
+              "kill_resume": resume, "layout": layout, "reused_rows": sorted(saved), "threads": threads, "work": str(work),
               "machine": machine_info(f"python -m benchmarks.scale {' '.join(sys.argv[1:])}".strip()),
               "note": "tiny random BERT (packaged tokenizer) as rank model and encoder: the data path's cost, "
                       "not the encoder's; RSS in MiB, peak over a sampling every 0.5 s"}

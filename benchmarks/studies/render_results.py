@@ -30,7 +30,7 @@ from benchmarks._common import ROOT
 from benchmarks.studies import plot_paper_table as paper
 
 RESULTS = ROOT / "benchmarks" / "results"
-FILES = [ROOT / "README.md", ROOT / "docs" / "results.md", ROOT / "docs" / "shards.md",
+FILES = [ROOT / "README.md", ROOT / "docs" / "results.md", ROOT / "docs" / "shards.md", ROOT / "docs" / "scale.md",
          ROOT / "benchmarks" / "studies" / "README.md"]
 MARKER = re.compile(r"(<!-- table:([\w-]+) -->\n)(.*?)(<!-- /table -->)", re.S)
 METRICS = (("precision", "P"), ("recall", "R"), ("f1", "F1"), ("ign_f1", "Ign F1"), ("intra_f1", "Intra F1"),
@@ -552,6 +552,37 @@ def t_scale_growth() -> str:
                    [[k, f"{v:.2f}", f"{marginal[k]:.2f}" if marginal.get(k) is not None else ""]
                     for k, v in sorted(r["throughput_ratio"].items())])
     return block(growth, ratios, source("scale"))
+
+
+def t_scale_projection() -> str:
+    """The measured slopes carried to 1M documents and to a node of 8 GPUs (arithmetic, not measured)."""
+    r = load("scale")
+    big, small = str(max(r["sizes"])), str(min(r["sizes"]))
+    base = r[small]["loader_default"]["world2_workers0"]["peak_rss_mb"]["loader"]
+    per_doc, per_pair = r["loader_bytes_per_doc"], r["loader_bytes_per_pair"] or 0.0
+    pairs_big = r[big]["fact_join"]["pairs"]
+    docs_1m, pairs_1m = 1_000_000, 10 * pairs_big  # the default cap's pairs, ten times the corpus
+    loader_1m = base + (per_doc * (docs_1m - int(small)) + per_pair * pairs_1m) / 2**20
+    worker = r[big]["loader_default"].get("world2_workers2", {}).get("peak_rss_mb", {}).get("loader_worker")
+    rank = r[big]["launch"]["peak_rss_mb"].get("training_rank")
+    rows = [["loader's own memory per document / per pair (slopes)", f"{per_doc:,.1f} B / {per_pair:,.1f} B"],
+            ["loader process at 1M documents and ~" + f"{pairs_1m / 1e6:.1f}M pairs (rank 0 of 2, projected)",
+             f"{loader_1m:,.0f} MB (at {int(small):,}: {base:,.0f} MB)"],
+            ["a node of 8 GPUs, 1 rank + 2 loader workers each (CPU tiny-encoder ranks measured at "
+             f"{big}: rank {rank:,.0f} MB, worker {worker or 0:,.0f} MB)",
+             f"{8 * ((rank or 0) + 2 * (worker or 0)) / 1024:,.1f} GB of loader and rank processes, "
+             "plus the GPU model's host copy"]]
+    first = r["first_step_s"]
+    verify = {n: r[n]["launch"]["ranks"]["rank0"]["verification"] - r[n]["launch"]["ranks"]["rank0"]["set-up"]
+              for n in map(str, r["sizes"])}
+    rows.append(["rank 0's verification (hashing every file) at " + ", ".join(f"{int(n):,}" for n in verify),
+                 ", ".join(f"{v:.2f} s" for v in verify.values()) + " (ranks 1.. wait for it, then check sizes)"])
+    rows.append(["launch to first step, rank 1, " + " / ".join(f"{int(n):,}" for n in first["rank1"]),
+                 " / ".join(f"{v:.1f} s" for v in first["rank1"].values())])
+    return block(table(["", "figure"], rows, right=9),
+                 "_Projected rows are arithmetic on the measured slopes (`benchmarks/results/scale.json`), not "
+                 "measurements; the 1M-document pair count assumes the pairs grow with the corpus as from 30k to "
+                 "100k (linear at the default cap of 8 pairs per fact)._")
 
 
 def t_headline() -> str:
