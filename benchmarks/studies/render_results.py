@@ -540,7 +540,7 @@ def t_scale() -> str:
                  f"Killed with SIGKILL at step {r['kill_resume']['kill_at']} of {r['kill_resume']['steps']} and resumed "
                  f"(2 processes, ZeRO-2): weights {'identical' if resume['identical'] else 'DIFFERENT'}, "
                  f"{resume['repeated']} pairs repeated, {resume['missed']} missed. Tiny random encoder: the data "
-                 "path's cost, not the encoder's ([docs/scale.md](docs/scale.md)).", source("scale"))
+                 "path's cost, not the encoder's (`docs/scale.md`).", source("scale"))
 
 
 def t_scale_growth() -> str:
