@@ -34,31 +34,28 @@ import argparse
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
-import threading
 import time
 from collections import Counter
 from pathlib import Path
 
 from benchmarks._common import ROOT, machine_info, pin_threads, shown
+from benchmarks.shard_throughput import ProcessSampler
 
 RESULT = ROOT / "benchmarks/results/scale.json"
 LOADER_LAYOUTS = [(2, 0), (2, 2), (16, 0), (16, 2)]  # (world, loader workers) of the rank-0 measurement
 
 
 # ---- sampling a process tree -----------------------------------------------------------------------
-class TreeSampler:
-    """Peak RSS (MiB) per process kind of a process tree, sampled every ``interval`` seconds, and
-    the most files any one process had open."""
+class TreeSampler(ProcessSampler):
+    """Peak RSS (MiB) per process kind of the tree under ``root_pid`` (not this process's), sampled
+    every ``interval`` seconds, and the most files any one process had open; the thread and the
+    context manager are :class:`benchmarks.shard_throughput.ProcessSampler`'s."""
 
     def __init__(self, root_pid: int, interval: float = 0.5):
-        self.root, self.interval = root_pid, interval
-        self.peaks: dict[str, float] = {}
-        self.max_open_files = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
+        super().__init__(interval)
+        self.root, self.max_open_files = root_pid, 0
 
     @staticmethod
     def kind(proc, parent_cmd: str | None) -> str:
@@ -107,14 +104,6 @@ class TreeSampler:
                     continue  # bash wrappers and the like
                 self.peaks[kind] = max(self.peaks.get(kind, 0.0), round(rss, 1))
             self._stop.wait(self.interval)
-
-    def __enter__(self):
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self._stop.set()
-        self._thread.join()
 
 
 def environment(**extra) -> dict:
@@ -325,8 +314,8 @@ def run_size(work: Path, size: int, models: dict, wide_cap: int | None, layout: 
                                                             "--docs-per-shard", layout["docs_per_shard"],
                                                             "--no-progress"),
                              lambda: mf.load(shards)["counts"]["sharded"], "docs")
-    row["shard"]["files"] = len(mf.load(shards)["shards"])
-    row["shard"]["rejected"] = mf.load(shards)["counts"]["rejected"]
+    manifest = mf.load(shards)
+    row["shard"].update(files=len(manifest["shards"]), rejected=manifest["counts"]["rejected"])
     log(f"[{size}] denoise score --keep 20")
     row["score"] = stage_row(work, f"score-{size}", dsdocre("denoise", "score", "--model", models["rank_model"],
                                                             "--shards", shards, "--out", scored, "--keep", 20,
@@ -342,8 +331,8 @@ def run_size(work: Path, size: int, models: dict, wide_cap: int | None, layout: 
                                                               "--kept", scored, "--workers", layout["stage_workers"],
                                                               "--pairs-per-shard", layout["pairs_per_shard"], *extra),
                               lambda folder=folder: mf.load(folder, "dsdocre-pairs")["counts"]["pairs"], "pairs")
-        row[name]["files"] = len(mf.load(folder, "dsdocre-pairs")["shards"])
-        row[name]["facts"] = mf.load(folder, "dsdocre-pairs")["counts"]["facts"]
+        manifest = mf.load(folder, "dsdocre-pairs")
+        row[name].update(files=len(manifest["shards"]), facts=manifest["counts"]["facts"])
     for name, folder, _ in pair_sets:
         # the wide pair set (the pair load of ~1M documents): the extremes only, for time
         layouts = layout["loader_layouts"] if name == "fact_join" else [layout["loader_layouts"][0],

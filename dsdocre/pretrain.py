@@ -224,20 +224,22 @@ def pretrain(config: PretrainConfig) -> dict:
 class _StartupClock:
     """Seconds from the process's start to each phase's end: set-up (imports, process group,
     tokenizer, resume plan), verification (rank 0 hashing the data, the others waiting for it),
-    data (the loader: sizes checked, indexes mapped), engine (built, checkpoint restored), first step."""
+    data (the loader: sizes checked, indexes opened), engine (built, checkpoint restored), first step."""
 
     def __init__(self):
         import psutil
 
         self.created = psutil.Process().create_time()  # the process's start, as the launcher began it
         self.marks: dict[str, float] = {}
-        self.done = False
+
+    @property
+    def done(self) -> bool:
+        return "first_step" in self.marks
 
     def mark(self, phase: str) -> None:
         import time
 
         self.marks[phase] = round(time.time() - self.created, 3)
-        self.done = phase == "first_step"
 
     def write(self, path) -> None:
         path.parent.mkdir(exist_ok=True)

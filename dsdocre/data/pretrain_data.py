@@ -33,6 +33,7 @@ from typing import Iterator
 import numpy as np
 import torch
 
+from dsdocre import fsio
 from dsdocre.data import manifest as mf
 from dsdocre.data.encoding import MarkerTokenizer
 from dsdocre.data.loader import StepLoader
@@ -143,8 +144,6 @@ def verified_before(stamp: Path, folders: list[Path]) -> bool:
 
 
 def record_verified(stamp: Path, folders: list[Path]) -> None:
-    from dsdocre import fsio
-
     fsio.write_json_atomic(stamp, _file_stats(folders), indent=None)
 
 
