@@ -93,7 +93,7 @@ def pretrain(config: PretrainConfig) -> dict:
     distributed.prepare_environment()
     from dsdocre.config import to_plain
     from dsdocre.data.encoding import load_tokenizer, resolve_encoder_dir
-    from dsdocre.data.pretrain_data import PairBatches
+    from dsdocre.data.pretrain_data import VERIFIED, PairBatches, data_folders
     from dsdocre.model.pretrain import PretrainModel
     from dsdocre.train import checkpoint
     from dsdocre.train.engine import batch_layout, build_engine, deepspeed_config, start, total_steps
@@ -115,20 +115,22 @@ def pretrain(config: PretrainConfig) -> dict:
     tokenizer, added = load_tokenizer(encoder_dir, model_cfg.max_entities)
     examples = dict(blank_prob=config.examples.blank_prob, negatives=config.examples.negatives)
     clock.mark("set-up")
-    data = _verified_once(out_dir, data_cfg.pairs, data_cfg.shards, data_cfg.scored,
-                          lambda checksums: PairBatches(
-                              data_cfg.pairs, data_cfg.shards, tokenizer, micro_batch=micro_batch,
-                              accumulation=accumulation, rank=rank, world=world, seed=train_cfg.seed,
-                              scored_dir=data_cfg.scored, workers=data_cfg.loader_workers, checksums=checksums,
-                              **examples), on_verified=lambda: clock.mark("verification"))
+    # Every rank checks sizes and builds its loader; hashing every file (the one part of the start
+    # that reads the whole corpus) is split over the ranks and runs while the engine is built.
+    valid_shards = data_cfg.valid_shards or data_cfg.shards
+    verification = _Verification(out_dir, [(VERIFIED, data_folders(data_cfg.pairs, data_cfg.shards, data_cfg.scored))]
+                                 + ([("verified-valid.json", data_folders(data_cfg.valid_pairs, valid_shards, None))]
+                                    if data_cfg.valid_pairs else []))
+    data = _on_every_rank(lambda: PairBatches(
+        data_cfg.pairs, data_cfg.shards, tokenizer, micro_batch=micro_batch, accumulation=accumulation,
+        rank=rank, world=world, seed=train_cfg.seed, scored_dir=data_cfg.scored, workers=data_cfg.loader_workers,
+        checksums=False, **examples))
     valid = None
     if data_cfg.valid_pairs:
-        valid_shards = data_cfg.valid_shards or data_cfg.shards
-        valid = _verified_once(out_dir, data_cfg.valid_pairs, valid_shards, None,
-                               lambda checksums: PairBatches(
-                                   data_cfg.valid_pairs, valid_shards, tokenizer, micro_batch=micro_batch,
-                                   seed=train_cfg.seed, shuffle=False, checksums=checksums, **examples),
-                               stamp_name="verified-valid.json")
+        valid = _on_every_rank(lambda: PairBatches(
+            data_cfg.valid_pairs, valid_shards, tokenizer, micro_batch=micro_batch, seed=train_cfg.seed,
+            shuffle=False, checksums=False, **examples))
+    verification.start()
     clock.mark("data")
     steps_total = total_steps(train_cfg, data.steps_per_epoch())
 
@@ -142,6 +144,9 @@ def pretrain(config: PretrainConfig) -> dict:
     device = engine.device
     resumed = checkpoint.restore(engine, train_cfg, plan)
     clock.mark("engine")
+    verification.finish()  # every file's hash agreed before any sample is used
+    clock.mark("verified")
+    clock.extra["hash_s"] = verification.seconds
     resumed_step = resumed["step"] if resumed else 0
     log(f"pretrain: {encoder_dir}; tasks {', '.join(config.tasks.enabled())}; "
         f"{sum(p.numel() for p in model.parameters()) / 1e6:.1f}M parameters; ZeRO stage "
@@ -223,14 +228,16 @@ def pretrain(config: PretrainConfig) -> dict:
 
 class _StartupClock:
     """Seconds from the process's start to each phase's end: set-up (imports, process group,
-    tokenizer, resume plan), verification (rank 0 hashing the data, the others waiting for it),
-    data (the loader: sizes checked, indexes opened), engine (built, checkpoint restored), first step."""
+    tokenizer, resume plan), data (sizes checked, the loader built; its share of the hashing
+    started), engine (built, checkpoint restored), verified (the ranks agreed on every file's hash:
+    the wait for the slowest rank's share) and the first step; ``hash_s``: this rank's hashing."""
 
     def __init__(self):
         import psutil
 
         self.created = psutil.Process().create_time()  # the process's start, as the launcher began it
         self.marks: dict[str, float] = {}
+        self.extra: dict[str, float] = {}
 
     @property
     def done(self) -> bool:
@@ -243,37 +250,91 @@ class _StartupClock:
 
     def write(self, path) -> None:
         path.parent.mkdir(exist_ok=True)
-        fsio.write_json_atomic(path, {"seconds_since_process_start": self.marks}, indent=None)
+        fsio.write_json_atomic(path, {"seconds_since_process_start": self.marks, **self.extra}, indent=None)
 
 
-def _verified_once(out_dir, pairs, shards, scored, build, stamp_name: str = "verified.json", on_verified=None):
-    """``build(checksums)``: the pair batches, with every file of the folders verified once per run.
-
-    Rank 0 hashes every file against its manifest (unless its stamp in ``out_dir`` says that a
-    start of this run already did and nothing changed since), while the other ranks wait; then
-    they check sizes only. Hashing is the one part of the start that reads the whole corpus: on
-    every rank it would read the corpus world-size times per node at every start and resume."""
-    from dsdocre.data.pretrain_data import data_folders, record_verified, verified_before
+def _on_every_rank(build):
+    """``build()`` on every rank; a user error on any rank stops them all (each with a message)
+    rather than leaving the others waiting in the next collective."""
     from dsdocre.errors import UserError
 
-    distributed.init_process_group()  # the ranks wait for rank 0 below, before the engine exists
-    batches, error = None, None
-    if distributed.is_main_process():
+    distributed.init_process_group()
+    result, error = None, None
+    try:
+        result = build()
+    except UserError as err:
+        error = err
+    if distributed.agree(int(error is not None)):
+        raise error or UserError("another rank could not read the pre-training data (its error says why)")
+    return result
+
+
+class _Verification:
+    """Every file of the run's data folders hashed against its manifest once per run.
+
+    The files are dealt to the ranks by size (``pretrain_data.hash_share``), each rank hashes its
+    part in a background thread (hashlib releases the GIL) while the engine is built, and the ranks
+    agree on the verdict before the first step: no rank waits for another to read the whole corpus,
+    and a start's cost falls with the world size. Rank 0 then records what was verified in the
+    run's folder (a stamp per group of folders); a restart whose files are unchanged (same
+    manifests, sizes, modification times) hashes nothing. Sizes were checked by every rank already
+    (``checksums=False`` loaders), so a truncated file is named before the engine is built."""
+
+    def __init__(self, out_dir, groups: list[tuple[str, list]]):
+        self.out_dir, self.groups = out_dir, groups
+        self.seconds = 0.0
+        self._thread = None
+        self._problems: list[str] = []
+
+    def start(self) -> None:
+        import threading
+
+        from dsdocre.data.pretrain_data import hash_share, verified_before
+
+        main = distributed.is_main_process()
+        # rank 0's stamp decides for every rank (the others may not see the run's folder yet)
+        needed = distributed.agree_flags([int(main and not verified_before(self.out_dir / stamp, folders))
+                                          for stamp, folders in self.groups])
+        self._pending = [g for g, flag in zip(self.groups, needed) if flag]
+        for (stamp, folders), flag in zip(self.groups, needed):
+            log(f"{folders[0]}: " + ("hashing every file, split over the ranks, while the engine is built" if flag
+                                     else "verified by an earlier start of this run; sizes checked"))
+        share = [item for _, folders in self._pending
+                 for item in hash_share(folders, distributed.rank(), distributed.world_size())]
+        if share:
+            self._thread = threading.Thread(target=self._hash, args=(share,), name="verify-data", daemon=True)
+            self._thread.start()
+
+    def _hash(self, share) -> None:
+        import time
+
+        from dsdocre.data.pretrain_data import hash_problems
+
+        t0 = time.perf_counter()
         try:
-            folders = data_folders(pairs, shards, scored)
-            hashed = not verified_before(out_dir / stamp_name, folders)
-            batches = build(hashed)
-            log(f"{pairs}: " + ("verified (sha256 of every file)" if hashed
-                                else "verified by an earlier start of this run; sizes checked"))
-            if hashed:
-                record_verified(out_dir / stamp_name, folders)
-        except UserError as err:
-            error = err
-    if distributed.agree(int(error is not None)):  # also the barrier: rank 0 has verified
-        raise error or UserError(f"{pairs}: rank 0 could not verify the pre-training data (its error says why)")
-    if on_verified is not None:
-        on_verified()
-    return batches if batches is not None else build(False)
+            self._problems = hash_problems(share)
+        except OSError as err:
+            self._problems = [f"{err.filename}: {err.strerror}"]
+        self.seconds = round(time.perf_counter() - t0, 3)
+
+    def finish(self) -> None:
+        from dsdocre.data import manifest as mf
+        from dsdocre.data.pretrain_data import record_verified
+        from dsdocre.errors import UserError
+
+        if self._thread is not None:
+            self._thread.join()
+        if distributed.agree(int(bool(self._problems))):
+            if self._problems:
+                listing = "; ".join(self._problems[:5])
+                more = f" (and {len(self._problems) - 5} more)" if len(self._problems) > 5 else ""
+                raise mf.ShardVerificationError(
+                    f"{len(self._problems)} files fail verification: {listing}{more}. Re-run the command "
+                    "that wrote them: intact shards are kept, the others are redone.")
+            raise UserError("another rank found a data file that does not match its manifest (its error names it)")
+        if distributed.is_main_process():
+            for stamp, folders in self._pending:
+                record_verified(self.out_dir / stamp, folders)
 
 
 def evaluate_tasks(engine, valid, to_device) -> dict:

@@ -109,7 +109,7 @@ def check_folders(pairs_dir: str | Path, shard_dir: str | Path, scored_dir: str 
     return scored
 
 
-VERIFIED = "verified.json"  # in a run's output folder: the data folders rank 0 hashed, and their files' stats
+VERIFIED = "verified.json"  # in a run's output folder: the data folders the ranks hashed, and their files' stats
 
 
 def data_folders(pairs_dir: str | Path, shard_dir: str | Path, scored_dir: str | Path | None) -> list[Path]:
@@ -145,6 +145,31 @@ def verified_before(stamp: Path, folders: list[Path]) -> bool:
 
 def record_verified(stamp: Path, folders: list[Path]) -> None:
     fsio.write_json_atomic(stamp, _file_stats(folders), indent=None)
+
+
+def hash_share(folders: list[Path], rank: int, world: int) -> list[tuple[Path, dict]]:
+    """This rank's part of the files to hash: every listed file of the folders, dealt to the ranks
+    largest first, each to the rank with the fewest bytes so far (the same deal on every rank), so
+    that each rank reads about 1/world of the corpus."""
+    import heapq
+
+    entries = [(folder, entry) for folder in folders
+               for entry in mf.files_of(json.loads((folder / mf.MANIFEST).read_bytes()))]
+    order = sorted(range(len(entries)), key=lambda i: (-entries[i][1]["bytes"], i))
+    loads = [(0, r) for r in range(world)]  # (bytes dealt, rank): a heap
+    mine = []
+    for i in order:
+        dealt, r = heapq.heappop(loads)
+        heapq.heappush(loads, (dealt + entries[i][1]["bytes"], r))
+        if r == rank:
+            mine.append(entries[i])
+    return mine
+
+
+def hash_problems(share: list[tuple[Path, dict]]) -> list[str]:
+    """'path: why' for each file of ``share`` whose sha256 (or size) is not its manifest's."""
+    return [f"{folder / entry['name']}: {why}" for folder, entry in share
+            if (why := mf.check_file(folder, entry, checksum=True))]
 
 
 class PairBatches:

@@ -21,6 +21,7 @@ so an epoch's examples are the same on any process layout:
 from __future__ import annotations
 
 import json
+import os
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -104,15 +105,21 @@ def collate_pretrain(examples: list[PretrainExample], pad_id: int) -> dict[str, 
 
 
 class DocumentStore:
-    """Documents (raw JSON + encoding) and kept pairs by (shard, key), read through tar indexes."""
+    """Documents (raw JSON + encoding) and kept pairs by (shard, key), read through tar indexes.
+
+    One pool of open shards per folder: documents and kept labels are read in the same random order,
+    so a shared pool would hold half of each and reopen shards twice as often."""
 
     def __init__(self, shard_dir: str | Path, scored_dir: str | Path | None = None, max_open: int = DEFAULT_MAX_OPEN):
         self.shard_dir = Path(shard_dir)
         self.scored_dir = Path(scored_dir) if scored_dir else None
-        self._tars = TarPool(max_open)
+        self._documents, self._kept = TarPool(max_open), TarPool(max_open)
+        self._shard_prefix = f"{self.shard_dir}{os.sep}"  # strings: a Path per read costs more than the read's syscalls
+        self._scored_prefix = f"{self.scored_dir}{os.sep}" if self.scored_dir else None
 
-    def _read(self, path: Path, key: str) -> dict:
-        tar = self._tars.get(path)
+    @staticmethod
+    def _read(pool: TarPool, path: str, key: str) -> dict:
+        tar = pool.get(path)
         try:
             return tar.read_key(key)
         except KeyError:
@@ -120,17 +127,22 @@ class DocumentStore:
                                          "joined from these shards; re-run `dsdocre fact-join`") from None
 
     def document(self, shard: str, key: str) -> tuple[dict, EncodedDocument]:
-        sample = self._read(self.shard_dir / shard, key)
+        sample = self._read(self._documents, self._shard_prefix + shard, key)
         return json.loads(sample["json"]), EncodedDocument.from_json(json.loads(sample["enc.json"]))
 
     def kept(self, shard: str, key: str) -> set[tuple[int, int]] | None:
         if self.scored_dir is None:
             return None
-        sample = self._read(self.scored_dir / shard.replace("shard-", "scored-", 1), key)
+        sample = self._read(self._kept, self._scored_prefix + shard.replace("shard-", "scored-", 1), key)
         return {tuple(p) for p in json.loads(sample["kept.json"])["kept"]}
 
+    @property
+    def open_count(self) -> int:
+        return self._documents.open_count + self._kept.open_count
+
     def close(self) -> None:
-        self._tars.close()
+        self._documents.close()
+        self._kept.close()
 
 
 def _labelled_pairs(doc: dict, kept: set | None) -> list[tuple[int, int]]:

@@ -24,6 +24,7 @@ position, webdataset #271), in the manner of mosaicml/streaming:
 
 from __future__ import annotations
 
+import os
 import random
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -140,7 +141,7 @@ class SampleStream:
     # ---- reading ------------------------------------------------------------------------------
     def read(self, shard: int, i: int) -> dict[str, bytes]:
         name, count = self.shards[shard]
-        tar = self._tars.get(self.dir / name)
+        tar = self._tars.get(os.path.join(self.dir, name))
         if len(tar) != count:  # the order would skip samples, or index past the last one
             raise mf.ShardVerificationError(f"{self.dir / name}: its index holds {len(tar)} samples, the manifest "
                                             f"says {count}; re-run the command that wrote {self.dir}")

@@ -27,8 +27,8 @@ from dsdocre.data.manifest import ShardVerificationError
 
 INDEX_SUFFIX = ".idx"
 # Open shards per pool, two descriptors each (the tar, its index): a loader's three pools (pairs,
-# documents, kept labels) stay well under the usual limit of 1,024 open files. A reopen costs two
-# open() calls (an index's layout is parsed once per process and kept).
+# documents, kept labels) stay under the usual limit of 1,024 open files. A reopen costs two open()
+# calls and a fstat (an index's layout is parsed once per process and kept).
 DEFAULT_MAX_OPEN = 128
 
 
@@ -77,7 +77,7 @@ class _IndexLayout:
 
     _known: dict[tuple, "_IndexLayout"] = {}
 
-    def __init__(self, path: Path):
+    def __init__(self, path: str):
         with open(path, "rb") as f:
             version = np.lib.format.read_magic(f)
             read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
@@ -90,8 +90,8 @@ class _IndexLayout:
         self.width = dtype["key"].itemsize
 
     @classmethod
-    def of(cls, path: Path) -> "_IndexLayout":
-        st = path.stat()  # a rewritten index is parsed again
+    def of(cls, path: str, fd: int) -> "_IndexLayout":
+        st = os.fstat(fd)  # of the open index: a rewritten one is parsed again
         key = (path, st.st_size, st.st_mtime_ns)
         layout = cls._known.get(key)
         if layout is None:
@@ -102,56 +102,61 @@ class _IndexLayout:
 class IndexedTar:
     """The samples of one tar, by ordinal or by key, through its index.
 
-    The index is read with ``pread`` (one record, or a binary search over the sorted keys), not
-    mapped: a mapped file holds a second descriptor and costs a ``mmap`` at every (re)open, and a
-    reader that visits thousands of shards in random order reopens them often (the pool below is
-    bounded); ``pread`` goes through the same page cache, shared by every process of the node."""
+    A record is read with ``pread``, not mapped: a mapped file holds a second descriptor and costs
+    a ``mmap`` at every (re)open, and a reader that visits thousands of shards in random order
+    reopens them often (the pool below is bounded); ``pread`` goes through the same page cache,
+    shared by every process of the node. A lookup by key reads the index's keys once, while the
+    shard is open (a document shard's are a few KB), and searches them in NumPy."""
 
     def __init__(self, path: str | Path):
-        self.path = Path(path)
-        index = index_path(self.path)
+        self.name = os.fspath(path)  # a str: a reopen builds no Path (they cost more than the two open()s)
+        index = self.name + INDEX_SUFFIX
+        self._fd = self._index_fd = None
+        self._keys = None
         try:
-            self.layout = _IndexLayout.of(index)
             self._index_fd = os.open(index, os.O_RDONLY)
+            self.layout = _IndexLayout.of(index, self._index_fd)
         except FileNotFoundError:
-            raise ShardVerificationError(f"{self.path}: its index {index.name} is missing; re-run the "
+            raise ShardVerificationError(f"{self.name}: its index {Path(index).name} is missing; re-run the "
                                          "command that wrote the folder") from None
         except ValueError as err:
+            self.close()
             raise ShardVerificationError(f"{index}: not an index of this format ({err}); re-run the "
                                          "command that wrote the folder") from None
-        self._fd = os.open(self.path, os.O_RDONLY)
+        self._fd = os.open(self.name, os.O_RDONLY)
+
+    @property
+    def path(self) -> Path:
+        return Path(self.name)
 
     def __len__(self) -> int:
         return self.layout.count
 
-    def _record(self, i: int):
+    def _records(self, first: int, count: int) -> np.ndarray:
         size = self.layout.dtype.itemsize
-        data = os.pread(self._index_fd, size, self.layout.offset + i * size)
-        if len(data) != size:
-            raise ShardVerificationError(f"{index_path(self.path)}: record {i} is cut short; re-run the command "
-                                         "that wrote the folder")
-        return np.frombuffer(data, dtype=self.layout.dtype)[0]
+        data = os.pread(self._index_fd, size * count, self.layout.offset + first * size)
+        if len(data) != size * count:
+            raise ShardVerificationError(f"{self.name}{INDEX_SUFFIX}: records {first}..{first + count - 1} are cut "
+                                         "short; re-run the command that wrote the folder")
+        return np.frombuffer(data, dtype=self.layout.dtype)
 
     def key(self, i: int) -> str:
-        return self._record(i)["key"].decode()
+        return self._records(i, 1)[0]["key"].decode()
 
     def ordinal(self, key: str) -> int:
         """The sample's position, by binary search over the sorted keys; KeyError when absent."""
+        if self._keys is None:
+            self._keys = self._records(0, len(self))["key"].copy()
         wanted = key.encode()
-        lo, hi = 0, len(self)
-        while lo < hi:  # numpy's fixed-width bytes compare as the keys were sorted when written
-            mid = (lo + hi) // 2
-            if self._record(mid)["key"] < wanted:
-                lo = mid + 1
-            else:
-                hi = mid
-        if lo == len(self) or self._record(lo)["key"] != wanted:
+        # numpy's fixed-width bytes compare as the keys were sorted when written
+        i = int(np.searchsorted(self._keys, wanted))
+        if i == len(self._keys) or self._keys[i] != wanted:
             raise KeyError(key)
-        return lo
+        return i
 
     def read(self, i: int) -> dict[str, bytes]:
         """Sample ``i``: ``{"__key__": key, suffix: bytes, ...}`` (one read of its byte range)."""
-        key, start, end = self._record(i)
+        key, start, end = self._records(i, 1)[0]
         data = os.pread(self._fd, int(end - start), int(start))
         sample = {"__key__": key.decode()}
         try:
@@ -164,11 +169,11 @@ class IndexedTar:
                         raise tarfile.ReadError(f"member {info.name} where the index says {sample['__key__']}")
                     sample[suffix] = tf.extractfile(info).read()
         except (tarfile.TarError, EOFError, UnicodeDecodeError) as err:
-            raise ShardVerificationError(f"{self.path}: sample {i} ({sample['__key__']}) is not where its index says "
+            raise ShardVerificationError(f"{self.name}: sample {i} ({sample['__key__']}) is not where its index says "
                                          f"({err}): the shard or its index changed after they were written; re-run "
                                          "the command that wrote the folder") from None
         if len(sample) == 1:
-            raise ShardVerificationError(f"{self.path}: sample {i} ({sample['__key__']}) has no members")
+            raise ShardVerificationError(f"{self.name}: sample {i} ({sample['__key__']}) has no members")
         return sample
 
     def read_key(self, key: str) -> dict[str, bytes]:
@@ -180,6 +185,7 @@ class IndexedTar:
             if fd is not None:
                 os.close(fd)
                 setattr(self, name, None)
+        self._keys = None
 
 
 class TarPool:
@@ -189,10 +195,10 @@ class TarPool:
         if max_open < 1:
             raise ValueError(f"max_open must be at least 1, got {max_open}")
         self.max_open = max_open
-        self._open: OrderedDict[Path, IndexedTar] = OrderedDict()
+        self._open: OrderedDict[str, IndexedTar] = OrderedDict()
 
     def get(self, path: str | Path) -> IndexedTar:
-        path = Path(path)
+        path = os.fspath(path)
         tar = self._open.get(path)
         if tar is not None:
             self._open.move_to_end(path)

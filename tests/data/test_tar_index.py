@@ -124,3 +124,42 @@ def test_a_verification_is_trusted_until_a_file_changes(tmp_path):
     assert verified_before(stamp, [folder])
     os.utime(tar, ns=(0, tar.stat().st_mtime_ns + 1))  # rewritten in place, same size
     assert not verified_before(stamp, [folder])
+
+
+def test_the_hashing_is_dealt_over_the_ranks_without_overlap_or_gap(tmp_path):
+    """Every listed file (shards and their indexes, over several folders) goes to exactly one rank,
+    the same deal whichever rank computes it, and no rank gets much more than its share of bytes;
+    a flipped byte is found by the rank it was dealt to."""
+    import json
+
+    from dsdocre.data.pretrain_data import hash_problems, hash_share
+    from dsdocre.fsio import sha256_file
+
+    folders = []
+    for f, sizes in (("a", (3, 9, 4, 7)), ("b", (5, 5, 12))):
+        folder = tmp_path / f
+        folder.mkdir()
+        entries = []
+        for i, n in enumerate(sizes):
+            tar = _tar(folder / f"shard-{i:05d}.tar", _samples(n))
+            entries.append({"name": tar.name, "docs": n, "bytes": tar.stat().st_size, "sha256": sha256_file(tar),
+                            "index": write_index(tar)})
+        (folder / "manifest.json").write_text(json.dumps({"format": "dsdocre-shards", "shards": entries}))
+        folders.append(folder)
+    everything = sorted((str(fo), e["name"]) for fo, e in hash_share(folders, 0, 1))
+    assert len(everything) == 14  # 7 tars and their 7 indexes
+    for world in (2, 3, 5):
+        shares = [hash_share(folders, r, world) for r in range(world)]
+        dealt = sorted((str(fo), e["name"]) for share in shares for fo, e in share)
+        assert dealt == everything  # each file once
+        loads = [sum(e["bytes"] for _, e in share) for share in shares]
+        biggest = max(e["bytes"] for _, e in hash_share(folders, 0, 1))
+        assert max(loads) - min(loads) <= biggest  # greedy by size: within one file of even
+    assert all(hash_problems(hash_share(folders, r, 3)) == [] for r in range(3))
+    target = tmp_path / "b" / "shard-00002.tar"
+    data = bytearray(target.read_bytes())
+    data[600] ^= 1
+    target.write_bytes(bytes(data))
+    found = [hash_problems(hash_share(folders, r, 3)) for r in range(3)]
+    assert sorted(len(p) for p in found) == [0, 0, 1]
+    assert "shard-00002.tar: sha256" in next(p for p in found if p)[0]

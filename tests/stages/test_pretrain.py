@@ -237,6 +237,12 @@ def test_two_processes_under_the_launcher(tiny, tmp_path, stage, port):
                   f"data.valid_shards={tiny[0] / 'valid' / 'shards'}", port=port)
     assert "world 2" in proc.stdout and f"ZeRO stage {stage}" in proc.stdout
     check_two_rank_run(out, 15, 2)
+    # both ranks hashed a share of the data while the engine was built; rank 0 recorded the verdict
+    for rank in (0, 1):
+        startup = json.loads((out / "startup" / f"rank-{rank}.json").read_text())
+        marks = startup["seconds_since_process_start"]
+        assert startup["hash_s"] > 0 and marks["engine"] <= marks["verified"] <= marks["first_step"]
+    assert (out / "verified.json").exists() and (out / "verified-valid.json").exists()
     losses = [r["loss"] for r in _metrics(out)]
     assert len(losses) == 16 and sum(losses[8:]) < sum(losses[:8])  # the second epoch's loss is lower
     valid = json.loads((out / "valid.json").read_text())
@@ -250,6 +256,36 @@ def test_two_processes_under_the_launcher(tiny, tmp_path, stage, port):
     events.Reload()
     assert {"pretrain/loss", "pretrain/ra_accuracy", "pretrain/mm_intra_loss"} <= set(events.Tags()["scalars"])
     assert [e.step for e in events.Scalars("pretrain/loss")] == list(range(1, 17))
+
+
+@pytest.mark.slow
+def test_a_shard_corrupted_in_place_stops_both_ranks_naming_it(tiny, tmp_path):
+    """One byte of a document shard flipped (same size, so the size checks pass): the ranks hash
+    their shares while the engine is built, and both stop before the first step, the rank that
+    hashed the shard naming it."""
+    import shutil
+
+    from dsdocre.data import manifest as mf
+
+    root = tmp_path / "data"
+    shutil.copytree(tiny[0] / "train", root / "train")
+    data = (root, tiny[1])
+    shards = root / "train" / "shards"
+    target = shards / mf.load(shards)["shards"][1]["name"]
+    damaged = bytearray(target.read_bytes())
+    damaged[len(damaged) // 2] ^= 0xFF
+    target.write_bytes(bytes(damaged))
+    ds_config = kr.deepspeed_json(tmp_path, 2, 1, 1)
+    env = _env(NUM_PROCS="2", MASTER_PORT="29671", PYTHON=sys.executable,
+               PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")
+    proc = subprocess.run(["bash", "launch/deepspeed_pretrain.sh", *_settings(data, ds_config, tmp_path / "bad",
+                                                                               "training.max_steps=2")],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0
+    assert f"{target}: sha256" in out and "(corrupted)" in out and "another rank found a data file" in out, out[-3000:]
+    assert not (tmp_path / "bad" / "metrics.jsonl").exists()  # no step was taken on the damaged data
+    assert not (tmp_path / "bad" / "verified.json").exists()
 
 
 @pytest.mark.slow
