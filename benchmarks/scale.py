@@ -16,11 +16,14 @@ real encoder. Per size, each stage runs as its own process tree, sampled once a 
   ``fact_join`` (kept labels, the default cap; at the largest size also ``--wide-cap``);
 * ``loader``: the pre-training loader alone, rank 0 of a world of 2 and of 16, with 0 and 2
   loader workers: construction time, time to its first step, then a walk over the rank's whole
-  epoch that reads every pair record and both documents of each pair (touching every pair shard
-  and document shard, without the per-step tensor work), with peak RSS and open files;
-* ``launch``: ``launch/deepspeed_pretrain.sh`` with 2 processes (ZeRO-2) for 2 steps: each rank's
-  seconds from process start to the end of its first step, split into set-up, verification, data
-  and engine (``startup/rank-N.json``).
+  epoch (more epochs until ``--min-walk-pairs`` pairs) that reads every pair record and both
+  documents of each pair with their kept labels (touching every pair shard, document shard and
+  scored shard, without the per-step tensor work), with peak RSS and open files;
+* ``launch``: ``launch/deepspeed_pretrain.sh`` with 2 processes (ZeRO-2) for 2 steps, launched
+  ``--startup-repeats`` times: each rank's seconds from process start to the end of set-up, data
+  (sizes checked, loader built), engine, verified (the ranks' shares of the hashing agreed on) and
+  its first step, the median of the launches (``startup/rank-N.json``), and ``hash_s``, the
+  seconds the rank spent hashing its share in the background.
 
 At the largest size, the launcher trains ``--steps`` steps undisturbed, and again killed with
 SIGKILL once rank 0 logged step ``--kill-at`` and resumed: the weights must be identical, and the
@@ -34,6 +37,7 @@ import argparse
 import json
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import time
@@ -161,8 +165,10 @@ def prepare(work: Path, sizes: list[int], log) -> dict:
 
 
 # ---- the loader alone ---------------------------------------------------------------------------
-def loader_child(pairs: str, shards: str, encoder: str, world: int, workers: int) -> None:
-    """In a child process: rank 0 of ``world`` builds the loader, its first step, then walks its epoch."""
+def loader_child(pairs: str, shards: str, encoder: str, world: int, workers: int, min_pairs: int) -> None:
+    """In a child process: rank 0 of ``world`` builds the loader, its first step, then walks whole
+    epochs until it has read at least ``min_pairs`` pairs (one epoch of a small rank share takes
+    less than a second: too short to time against a larger one)."""
     import resource
 
     import torch
@@ -198,18 +204,24 @@ def loader_child(pairs: str, shards: str, encoder: str, world: int, workers: int
     first = next(batches._build(1, 0, 0, 1))  # a real step, in this process: examples built and collated
     first_step = time.perf_counter() - t0
     batches.walk = True  # before the loader workers start (they are forks of this process)
-    walked = sum(batches)  # every sample of this rank's epoch: records, documents and kept labels read
+    walked, epochs = 0, 0
+    while epochs == 0 or walked < min_pairs:
+        walked += sum(batches)  # every sample of this rank's epoch: records, documents and kept labels read
+        batches.stream.advance(batches.steps_per_epoch())  # on to the next epoch (its own order)
+        epochs += 1
     walk_s = time.perf_counter() - t0 - first_step
     batches.close()
     print(json.dumps({"construct_s": round(constructed, 3), "first_step_s": round(first_step, 3),
-                      "walk_s": round(walk_s, 4), "pairs_walked": walked, "first_step_pairs": first.pairs,
+                      "walk_s": round(walk_s, 4), "pairs_walked": walked, "epochs_walked": epochs,
+                      "first_step_pairs": first.pairs,
                       "max_rss_mb_self": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}))
 
 
-def measure_loader(work: Path, pairs: Path, shards: Path, encoder: Path, world: int, workers: int) -> dict:
+def measure_loader(work: Path, pairs: Path, shards: Path, encoder: Path, world: int, workers: int,
+                  min_pairs: int) -> dict:
     log = work / "logs" / f"loader-{pairs.name}-w{world}-k{workers}.txt"
     command = [sys.executable, "-m", "benchmarks.scale", "--_loader", str(pairs), str(shards), str(encoder),
-               str(world), str(workers)]
+               str(world), str(workers), str(min_pairs)]
     result = run_sampled(command, log, OMP_NUM_THREADS="1")
     numbers = json.loads(log.read_text().strip().splitlines()[-1])
     return {**numbers, **result}
@@ -235,21 +247,38 @@ def launch(args: list[str], log: Path, port: int) -> subprocess.Popen:
                                                 PYTHON=sys.executable))
 
 
-def measure_startup(work: Path, size: int, pairs: Path, shards: Path, encoder: Path, port: int) -> dict:
-    out = work / "runs" / f"startup-{size}"
-    shutil.rmtree(out, ignore_errors=True)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    args = _pretrain_args(pairs, shards, encoder, out, "training.max_steps=2", "training.checkpoints=false")
-    log = work / "logs" / f"startup-{size}.txt"
-    proc = launch(args, log, port)
-    with TreeSampler(proc.pid) as sampler:
-        code = proc.wait()
-    if code != 0:
-        raise RuntimeError(f"the launcher failed ({code}); see {log}")
-    ranks = {f"rank{r}": json.loads((out / "startup" / f"rank-{r}.json").read_text())["seconds_since_process_start"]
-             for r in range(2)}
-    return {"ranks": ranks, "peak_rss_mb": dict(sorted(sampler.peaks.items())),
-            "max_open_files": sampler.max_open_files}
+def measure_startup(work: Path, size: int, pairs: Path, shards: Path, encoder: Path, port: int,
+                    repeats: int) -> dict:
+    """``repeats`` launches of 2 steps; per rank, the median of each phase's end (a start takes 7-9 s
+    on this machine, and one launch varies by about a second: imports, the process group)."""
+    runs = []
+    peaks: dict[str, float] = {}
+    max_open = 0
+    for repeat in range(repeats):
+        out = work / "runs" / f"startup-{size}"
+        shutil.rmtree(out, ignore_errors=True)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        args = _pretrain_args(pairs, shards, encoder, out, "training.max_steps=2", "training.checkpoints=false")
+        log = work / "logs" / f"startup-{size}.txt"
+        proc = launch(args, log, port + 100 * repeat)
+        with TreeSampler(proc.pid) as sampler:
+            code = proc.wait()
+        if code != 0:
+            raise RuntimeError(f"the launcher failed ({code}); see {log}")
+        runs.append({f"rank{r}": json.loads((out / "startup" / f"rank-{r}.json").read_text()) for r in range(2)})
+        for kind, mb in sampler.peaks.items():
+            peaks[kind] = max(peaks.get(kind, 0.0), mb)
+        max_open = max(max_open, sampler.max_open_files)
+    ranks = {}
+    for rank in runs[0]:
+        phases = runs[0][rank]["seconds_since_process_start"]
+        ranks[rank] = {p: round(statistics.median(r[rank]["seconds_since_process_start"][p] for r in runs), 3)
+                       for p in phases}
+        ranks[rank]["hash_s"] = round(statistics.median(r[rank].get("hash_s", 0.0) for r in runs), 3)
+    return {"ranks": ranks, "repeats": repeats,
+            "first_step_each": {rank: [r[rank]["seconds_since_process_start"]["first_step"] for r in runs]
+                                for rank in runs[0]},
+            "peak_rss_mb": dict(sorted(peaks.items())), "max_open_files": max_open}
 
 
 def _step_keys(out: Path) -> dict[int, list]:
@@ -274,8 +303,15 @@ def kill_and_resume(work: Path, pairs: Path, shards: Path, encoder: Path, steps:
         shutil.rmtree(folder, ignore_errors=True)
     log = work / "logs" / "kill_resume.txt"
     log_fn(f"launch: {steps} steps undisturbed")
-    if launch(_pretrain_args(pairs, shards, encoder, whole, *extra), log, port).wait() != 0:
-        raise RuntimeError(f"the undisturbed run failed; see {log}")
+    proc = launch(_pretrain_args(pairs, shards, encoder, whole, *extra), log, port)
+    with TreeSampler(proc.pid) as sampler:
+        if proc.wait() != 0:
+            raise RuntimeError(f"the undisturbed run failed; see {log}")
+    whole_launch = {"ranks": {}, "repeats": 1, "from": "the undisturbed run of the kill/resume test",
+                    "peak_rss_mb": dict(sorted(sampler.peaks.items())), "max_open_files": sampler.max_open_files}
+    for r in range(2):
+        startup = json.loads((whole / "startup" / f"rank-{r}.json").read_text())
+        whole_launch["ranks"][f"rank{r}"] = {**startup["seconds_since_process_start"], "hash_s": startup["hash_s"]}
     log_fn(f"launch: killed with SIGKILL after step {kill_at}, then resumed")
     killed = kill_at_step(launch(_pretrain_args(pairs, shards, encoder, cut, *extra), log, port + 1), cut, kill_at,
                           0.05)
@@ -288,7 +324,7 @@ def kill_and_resume(work: Path, pairs: Path, shards: Path, encoder: Path, steps:
     return {"identical": killed and same_weights(final_weights(whole), final_weights(cut)) and a == b,
             "killed": killed, "steps": steps, "kill_at": kill_at,
             "repeated": sum((seen_b - seen_a).values()), "missed": sum((seen_a - seen_b).values()),
-            "resume_startup_rank0": resumed}
+            "resume_startup_rank0": resumed, "whole_launch": whole_launch}
 
 
 # ---- the stages, per size -------------------------------------------------------------------------
@@ -300,7 +336,50 @@ def stage_row(work: Path, name: str, command: list[str], count_of, unit: str, **
     return result
 
 
-def run_size(work: Path, size: int, models: dict, wide_cap: int | None, layout: dict, log) -> dict:
+def run_size(work: Path, size: int, models: dict, wide_cap: int | None, layout: dict, log,
+             data_rows: dict | None = None) -> dict:
+    """One size: the data stages (or, ``data_rows``, their rows from an earlier run whose folders are
+    still in ``work``), then the loader over each pair set."""
+    row = dict(data_rows) if data_rows else run_data_stages(work, size, models, wide_cap, layout, log)
+    shards = work / f"shards-{size}"
+    for name in ("fact_join", "fact_join_wide"):
+        if name not in row:
+            continue
+        folder = work / (f"pairs-{size}" if name == "fact_join" else f"pairs-{size}-wide")
+        # the wide pair set (the pair load of ~1M documents): the extremes only, for time
+        layouts = layout["loader_layouts"]
+        if name != "fact_join":  # 2 layouts of 4 (full run), 1 of 2 (--small: CI's time)
+            layouts = [layouts[0], layouts[-1]] if len(layouts) > 2 else layouts[:1]
+        for world, workers in dict.fromkeys(layouts):
+            log(f"[{size}] loader over {folder.name}: rank 0 of {world}, {workers} loader workers")
+            row.setdefault(f"loader_{name.removeprefix('fact_join').strip('_') or 'default'}", {})[
+                f"world{world}_workers{workers}"] = measure_loader(work, folder, shards, models["encoder"], world,
+                                                                   workers, layout["min_walk_pairs"])
+    return row
+
+
+def warm_up(work: Path, models: dict, layout: dict, log) -> None:
+    """Shard and score 1,000 documents once, unmeasured: the first Ray start and model load after
+    the machine sat idle (cold binaries, libraries and page cache) would otherwise be charged to the
+    smallest size alone and make the larger ones look faster per document than they are."""
+    warm = work / "warmup"
+    shutil.rmtree(warm, ignore_errors=True)
+    warm.mkdir(parents=True)
+    first = next(p for p in sorted(work.glob("distant-*.json"), key=lambda p: int(p.stem.split("-")[1])))
+    (warm / "docs.json").write_text(json.dumps(json.loads(first.read_text())[:1000]))
+    log("warm-up: shard and score 1,000 documents (not measured)")
+    for command in (dsdocre("shard", "--input", warm / "docs.json", "--out", warm / "shards", "--encoder",
+                            models["encoder"], "--workers", layout["stage_workers"], "--docs-per-shard",
+                            layout["docs_per_shard"], "--no-progress"),
+                    dsdocre("denoise", "score", "--model", models["rank_model"], "--shards", warm / "shards",
+                            "--out", warm / "scored", "--keep", 20, "--workers", layout["stage_workers"],
+                            "--no-progress")):
+        subprocess.run(command, cwd=ROOT, env=environment(OMP_NUM_THREADS="1"), check=True,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    shutil.rmtree(warm, ignore_errors=True)
+
+
+def run_data_stages(work: Path, size: int, models: dict, wide_cap: int | None, layout: dict, log) -> dict:
     from dsdocre.data import manifest as mf
 
     row: dict = {}
@@ -333,15 +412,6 @@ def run_size(work: Path, size: int, models: dict, wide_cap: int | None, layout: 
                               lambda folder=folder: mf.load(folder, "dsdocre-pairs")["counts"]["pairs"], "pairs")
         manifest = mf.load(folder, "dsdocre-pairs")
         row[name].update(files=len(manifest["shards"]), facts=manifest["counts"]["facts"])
-    for name, folder, _ in pair_sets:
-        # the wide pair set (the pair load of ~1M documents): the extremes only, for time
-        layouts = layout["loader_layouts"] if name == "fact_join" else [layout["loader_layouts"][0],
-                                                                        layout["loader_layouts"][-1]]
-        for world, workers in dict.fromkeys(layouts):
-            log(f"[{size}] loader over {folder.name}: rank 0 of {world}, {workers} loader workers")
-            row.setdefault(f"loader_{name.removeprefix('fact_join').strip('_') or 'default'}", {})[
-                f"world{world}_workers{workers}"] = measure_loader(work, folder, shards, models["encoder"], world,
-                                                                   workers)
     return row
 
 
@@ -413,17 +483,26 @@ def main() -> int:
     parser.add_argument("--port", type=int, default=29841)
     parser.add_argument("--reuse-rows", action="store_true",
                         help="keep the sizes an earlier run in --work measured (its rows.json); run the rest")
-    parser.add_argument("--_loader", nargs=5, help=argparse.SUPPRESS)
+    parser.add_argument("--reuse-data", action="store_true",
+                        help="keep the data stages' rows and folders of an earlier run in --work (rows.json); "
+                             "measure the loader, the launcher start-up and the kill/resume again")
+    parser.add_argument("--startup-repeats", type=int, default=3,
+                        help="launches per size for the start-up (the median of each phase is reported)")
+    parser.add_argument("--min-walk-pairs", type=int, default=4000,
+                        help="the loader walks whole epochs of its rank's share until it has read this many pairs")
+    parser.add_argument("--_loader", nargs=6, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args._loader:
-        pairs, shards, encoder, world, workers = args._loader
-        loader_child(pairs, shards, encoder, int(world), int(workers))
+        pairs, shards, encoder, world, workers, min_pairs = args._loader
+        loader_child(pairs, shards, encoder, int(world), int(workers), int(min_pairs))
         return 0
     layout = {"docs_per_shard": args.docs_per_shard, "pairs_per_shard": args.pairs_per_shard,
-              "loader_layouts": LOADER_LAYOUTS, "stage_workers": args.stage_workers}
+              "loader_layouts": LOADER_LAYOUTS, "stage_workers": args.stage_workers,
+              "min_walk_pairs": args.min_walk_pairs, "startup_repeats": args.startup_repeats}
     if args.small:  # too few pairs for 16 ranks: the world of 2 only; the data stages in-process (no Ray start)
         args.sizes, args.steps, args.kill_at, args.wide_cap = [150, 450], 8, 4, 16
-        layout = {"docs_per_shard": 50, "pairs_per_shard": 100, "loader_layouts": [(2, 0), (2, 2)], "stage_workers": 0}
+        layout = {"docs_per_shard": 50, "pairs_per_shard": 100, "loader_layouts": [(2, 0), (2, 2)], "stage_workers": 0,
+                  "min_walk_pairs": 0, "startup_repeats": 1}
     sizes = sorted(set(args.sizes))
     threads = pin_threads(1)  # "1 worker" is one core: Ray workers and ranks each get one thread
     import tempfile
@@ -435,25 +514,43 @@ def main() -> int:
         print(f"{time.strftime('%H:%M:%S')} {message}", flush=True)
 
     models = prepare(work, sizes, log)
+    if not args.small and not args.reuse_data:
+        warm_up(work, models, layout, log)
     rows, port = {}, args.port
     saved = json.loads((work / "rows.json").read_text()) if args.reuse_rows and (work / "rows.json").is_file() else {}
+    if args.reuse_data and (work / "rows.json").is_file():
+        saved_data = json.loads((work / "rows.json").read_text())
+    else:
+        saved_data = {}
+    reused_data = []
     for n in sizes:
         if "launch" in saved.get(str(n), {}):  # measured by an earlier run of this command in --work
             log(f"[{n}] reusing the rows measured earlier ({work / 'rows.json'})")
             rows[str(n)] = saved[str(n)]
             continue
-        rows[str(n)] = run_size(work, n, models, args.wide_cap if n == max(sizes) else None, layout, log)
-        log(f"[{n}] launcher start-up (2 processes, ZeRO-2, 2 steps)")
+        data_rows = {k: v for k, v in saved_data.get(str(n), {}).items()
+                     if k in ("shard", "score", "fact_join", "fact_join_wide")} or None
+        if data_rows:
+            log(f"[{n}] reusing the data stages' rows and folders of an earlier run ({work / 'rows.json'})")
+            reused_data.append(str(n))
+        rows[str(n)] = run_size(work, n, models, args.wide_cap if n == max(sizes) else None, layout, log, data_rows)
+        if args.small and n == max(sizes):  # CI's time: the kill/resume test's undisturbed run serves
+            continue
+        log(f"[{n}] launcher start-up (2 processes, ZeRO-2, 2 steps) x {layout['startup_repeats']}")
         rows[str(n)]["launch"] = measure_startup(work, n, work / f"pairs-{n}", work / f"shards-{n}", models["encoder"],
-                                                 port)
+                                                 port, layout["startup_repeats"])
         port += 1
         (work / "rows.json").write_text(json.dumps(rows, indent=1))  # what is measured so far, should a later size fail
     large = max(sizes)
     pairs_large = work / f"pairs-{large}-wide" if args.wide_cap else work / f"pairs-{large}"
     resume = kill_and_resume(work, pairs_large, work / f"shards-{large}", models["encoder"], args.steps,
                              args.kill_at, port, log)
+    whole_launch = resume.pop("whole_launch")
+    if "launch" not in rows[str(large)]:  # --small: the largest size's start-up is the undisturbed run's
+        rows[str(large)]["launch"] = whole_launch
     result = {"sizes": sizes, **{str(n): rows[str(n)] for n in sizes}, **summarize(sizes, rows, resume),
-              "kill_resume": resume, "layout": layout, "reused_rows": sorted(saved), "threads": threads, "work": str(work),
+              "kill_resume": resume, "layout": layout, "reused_rows": sorted(saved), "reused_data_rows": reused_data,
+              "threads": threads, "work": str(work),
               "machine": machine_info(f"python -m benchmarks.scale {' '.join(sys.argv[1:])}".strip()),
               "note": "tiny random BERT (packaged tokenizer) as rank model and encoder: the data path's cost, "
                       "not the encoder's; RSS in MiB, peak over a sampling every 0.5 s"}

@@ -47,15 +47,16 @@ def test_the_loader_walks_exactly_its_ranks_share(small):
         global_batch, world = 2 * 2, 2  # micro-batch 2 per rank, world 2
         share = sum(-(-min(global_batch, pairs - b) // world) for b in range(0, pairs, global_batch))
         for layout, row in small[n]["loader_default"].items():
-            assert row["pairs_walked"] == share, (n, layout)
+            assert row["pairs_walked"] == share and row["epochs_walked"] == 1, (n, layout)
 
 
 @pytest.mark.slow
 def test_start_up_phases_are_in_order(small):
     for n in map(str, small["sizes"]):
         for rank, marks in small[n]["launch"]["ranks"].items():
-            phases = [marks[p] for p in ("set-up", "verification", "data", "engine", "first_step")]
+            phases = [marks[p] for p in ("set-up", "data", "engine", "verified", "first_step")]
             assert phases == sorted(phases) and phases[0] > 0, (n, rank, marks)
+            assert marks["hash_s"] > 0  # each rank hashed its share of the files (a fresh run)
 
 
 @pytest.mark.slow
