@@ -56,8 +56,15 @@ for candidate in "${PYTHON:-}" "${VIRTUAL_ENV:+$VIRTUAL_ENV/bin/python}" python3
 done
 [[ -n "$python_found" ]] || { echo "$me: no python with dsdocre and deepspeed; run bash launch/install.sh" >&2; exit 1; }
 PYTHON=$python_found
-if ! "$PYTHON" -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)" 2>/dev/null; then
-  if command -v nvidia-smi >/dev/null && nvidia-smi -L >/dev/null 2>&1; then
+# torch is asked about CUDA only where the node has a GPU device (NVIDIA or ROCm): importing it
+# costs seconds per launch
+nvidia_gpus=0
+command -v nvidia-smi >/dev/null && nvidia-smi -L >/dev/null 2>&1 && nvidia_gpus=1
+gpu_devices=$nvidia_gpus
+compgen -G "/dev/nvidia[0-9]*" >/dev/null || compgen -G "/proc/driver/nvidia/gpus/*" >/dev/null \
+  || [[ -e /dev/kfd ]] && gpu_devices=1
+if ! ((gpu_devices)) || ! "$PYTHON" -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)" 2>/dev/null; then
+  if ((nvidia_gpus)); then
     echo "$me: WARNING: this node has NVIDIA GPUs but $PYTHON's torch cannot use them (a CPU-only build?):" \
       "training runs on the CPU. Install a CUDA build of torch into that environment first." >&2
   fi

@@ -4,6 +4,7 @@ the formula of the paper, switched-off tasks leave the loss, and every task can 
 from __future__ import annotations
 
 import random
+from pathlib import Path
 
 import pytest
 import torch
@@ -110,6 +111,34 @@ def test_switched_off_tasks_leave_the_loss(model_and_batch, off):
     assert not any(f"{t}_loss" in part for t in off)
     kept = [t for t in TASKS if t not in off]
     assert torch.allclose(part["loss"], sum(full[f"{t}_loss"] for t in kept), atol=1e-6)
+
+
+ABLATIONS = sorted(p.name for p in (Path(__file__).resolve().parents[2] / "configs").glob("pretrain_ablation_*.yaml"))
+
+
+@pytest.mark.parametrize("name", ABLATIONS)
+def test_each_ablation_config_leaves_exactly_its_tasks(model_and_batch, name):
+    """Each Table 2 ablation config is pretrain.yaml with some tasks off (nothing else changed), and
+    with its switches the model computes the losses of its enabled tasks and no other."""
+    import yaml
+
+    from dsdocre.config import read_yaml, validate
+    from dsdocre.pretrain import PretrainConfig
+
+    path = Path(__file__).resolve().parents[2] / "configs" / name
+    raw = yaml.safe_load(path.read_text())
+    assert raw["base"] == "pretrain.yaml" and set(raw) == {"base", "output_dir", "tasks"}, raw
+    switches = validate(PretrainConfig, read_yaml(path)).tasks
+    assert 0 < len(switches.enabled()) < len(TASKS)
+    model, examples = model_and_batch
+    model.eval()
+    with torch.no_grad():
+        model.tasks = switches
+        try:
+            out = model(collate_pretrain(examples, 0))
+        finally:
+            model.tasks = TaskSwitches()
+    assert {t for t in TASKS if f"{t}_loss" in out} == set(switches.enabled())
 
 
 def test_each_task_learns(model_and_batch):

@@ -291,7 +291,9 @@ def test_a_shard_corrupted_in_place_stops_both_ranks_naming_it(tiny, tmp_path):
 @pytest.mark.slow
 def test_two_nodes_on_localhost_pretrain(tiny, tmp_path):
     """Two launcher invocations (node ranks 0 and 1, one process each, loopback master) form one
-    world of two and pre-train together, each rank on its own half of every step."""
+    world of two and pre-train together, each rank on its own half of every step. (The launcher is
+    the same for every stage: this is its two-node test; fine-tuning's ranks are tested with two
+    processes under it, tests/stages/test_finetune.py.)"""
     from test_launch import launch_two_nodes
 
     out = tmp_path / "run"
@@ -299,5 +301,8 @@ def test_two_nodes_on_localhost_pretrain(tiny, tmp_path):
                                                    "training.log_samples=true"), tmp_path, {}, timeout=600)
     for rank, node in enumerate(nodes):
         assert node.returncode == 0, f"node {rank}:\n" + node.stdout[-3000:] + node.stderr[-3000:]
-    assert "world 2" in nodes[0].stdout
+        logs = node.stdout + node.stderr
+        # each node's launcher computed the same world of two from the generated two-node hostfile
+        assert "dist_world_size=2" in logs and f"node_rank={rank}" in logs, logs[-3000:]
+    assert "world 2" in nodes[0].stdout  # rank 0's line: the process group really has two members
     check_two_rank_run(out, 15, 1)
