@@ -160,10 +160,19 @@ def _read_partition(out: Path, entry: dict, part: int) -> list:
     return _read_span(out, entry["name"], entry["offsets"][part], entry["offsets"][part + 1])
 
 
+def _compact_offsets(record: dict) -> dict:
+    """A reducer's record with its 4,097 pair-bucket offsets as one int64 array: the driver holds
+    one record per fact partition (up to 64), ~160 KB each as a list of Python ints, 32 KB so."""
+    from array import array
+
+    record["pairs_file"]["offsets"] = array("q", record["pairs_file"]["offsets"])
+    return record
+
+
 def _bucket_span(record: dict, lo: int, hi: int) -> dict:
     """Where a reducer's .work file holds pair buckets [lo, hi): one contiguous byte range."""
     entry = record["pairs_file"]
-    return {"name": entry["name"], "start": entry["offsets"][lo], "end": entry["offsets"][hi]}
+    return {"name": entry["name"], "start": int(entry["offsets"][lo]), "end": int(entry["offsets"][hi])}
 
 
 def _progress_path(out: Path, stem: str) -> Path:
@@ -423,8 +432,8 @@ def fact_join(shard_dir: str | Path, out_dir: str | Path, *, max_pairs_per_fact:
         reduces = [reduces_kept.get(p) or run_reduce(p, str(out), max_pairs_per_fact, seed, PAIR_BUCKETS, job, *maps)
                    for p in range(R)]
         # The number of pair shards needs every reducer's count: wait for them all before the pair tasks.
-        reduce_records = [resolve(x) for x in tqdm(reduces, desc="fact-join reduce", unit="part", file=sys.stderr,
-                                                    disable=log is None)]
+        reduce_records = [_compact_offsets(resolve(x)) for x in tqdm(reduces, desc="fact-join reduce", unit="part",
+                                                                      file=sys.stderr, disable=log is None)]
         Q = pair_shard_count(sum(r["stats"]["fact_pairs"] for r in reduce_records), pairs_per_shard)
         pairs_kept = {q: r for q, r in earlier_pairs.items()
                       if q < Q and _matches(r, pair_key(q, Q))}
