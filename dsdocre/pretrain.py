@@ -93,7 +93,7 @@ def pretrain(config: PretrainConfig) -> dict:
     distributed.prepare_environment()
     from dsdocre.config import to_plain
     from dsdocre.data.encoding import load_tokenizer, resolve_encoder_dir
-    from dsdocre.data.pretrain_data import VERIFIED, PairBatches, data_folders
+    from dsdocre.data.pretrain_data import VERIFIED, VERIFIED_VALID, PairBatches, data_folders
     from dsdocre.model.pretrain import PretrainModel
     from dsdocre.train import checkpoint
     from dsdocre.train.engine import batch_layout, build_engine, deepspeed_config, start, total_steps
@@ -119,7 +119,7 @@ def pretrain(config: PretrainConfig) -> dict:
     # that reads the whole corpus) is split over the ranks and runs while the engine is built.
     valid_shards = data_cfg.valid_shards or data_cfg.shards
     verification = _Verification(out_dir, [(VERIFIED, data_folders(data_cfg.pairs, data_cfg.shards, data_cfg.scored))]
-                                 + ([("verified-valid.json", data_folders(data_cfg.valid_pairs, valid_shards, None))]
+                                 + ([(VERIFIED_VALID, data_folders(data_cfg.valid_pairs, valid_shards, None))]
                                     if data_cfg.valid_pairs else []))
     data = _on_every_rank(lambda: PairBatches(
         data_cfg.pairs, data_cfg.shards, tokenizer, micro_batch=micro_batch, accumulation=accumulation,
@@ -284,6 +284,7 @@ class _Verification:
         self.out_dir, self.groups = out_dir, groups
         self.seconds = 0.0
         self._thread = None
+        self._pending: list[tuple[str, list]] = []  # the groups this start hashes (start() decides)
         self._problems: list[str] = []
 
     def start(self) -> None:
@@ -326,11 +327,7 @@ class _Verification:
             self._thread.join()
         if distributed.agree(int(bool(self._problems))):
             if self._problems:
-                listing = "; ".join(self._problems[:5])
-                more = f" (and {len(self._problems) - 5} more)" if len(self._problems) > 5 else ""
-                raise mf.ShardVerificationError(
-                    f"{len(self._problems)} files fail verification: {listing}{more}. Re-run the command "
-                    "that wrote them: intact shards are kept, the others are redone.")
+                raise mf.verification_failure(str(len(self._problems)), self._problems)
             raise UserError("another rank found a data file that does not match its manifest (its error names it)")
         if distributed.is_main_process():
             for stamp, folders in self._pending:

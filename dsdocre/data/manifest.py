@@ -165,14 +165,18 @@ def verify(directory: str | Path, expected_format: str = FORMAT, expected_finger
             f"{directory}: shards were tokenized with tokenizer {manifest.get('tokenizer_fingerprint')}, "
             f"this model uses {expected_fingerprint}: re-shard with the model's encoder")
     files = files_of(manifest)
-    bad = [(e["name"], why) for e in files if (why := check_file(directory, e, checksums))]
+    bad = [f"{e['name']}: {why}" for e in files if (why := check_file(directory, e, checksums))]
     if bad:
-        listing = "; ".join(f"{name}: {why}" for name, why in bad[:5])
-        more = f" (and {len(bad) - 5} more)" if len(bad) > 5 else ""
-        raise ShardVerificationError(
-            f"{directory}: {len(bad)} of {len(files)} files fail verification: {listing}{more}. "
-            "Re-run the command that wrote them: intact shards are kept, the others are redone.")
+        raise verification_failure(f"{directory}: {len(bad)} of {len(files)}", bad)
     return manifest
+
+
+def verification_failure(what: str, bad: list[str]) -> ShardVerificationError:
+    """The error for files that fail verification: ``what`` ("DIR: 3 of 40") and the first five
+    'file: why' of ``bad``."""
+    more = f" (and {len(bad) - 5} more)" if len(bad) > 5 else ""
+    return ShardVerificationError(f"{what} files fail verification: {'; '.join(bad[:5])}{more}. Re-run the command "
+                                  "that wrote them: intact shards are kept, the others are redone.")
 
 
 def shard_paths(directory: str | Path, verify_checksums: bool = True, expected_format: str = FORMAT) -> list[str]:

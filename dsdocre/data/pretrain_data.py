@@ -110,6 +110,7 @@ def check_folders(pairs_dir: str | Path, shard_dir: str | Path, scored_dir: str 
 
 
 VERIFIED = "verified.json"  # in a run's output folder: the data folders the ranks hashed, and their files' stats
+VERIFIED_VALID = "verified-valid.json"  # the same, for the held-out pairs' folders
 
 
 def data_folders(pairs_dir: str | Path, shard_dir: str | Path, scored_dir: str | Path | None) -> list[Path]:

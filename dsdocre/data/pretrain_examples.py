@@ -136,10 +136,6 @@ class DocumentStore:
         sample = self._read(self._kept, self._scored_prefix + shard.replace("shard-", "scored-", 1), key)
         return {tuple(p) for p in json.loads(sample["kept.json"])["kept"]}
 
-    @property
-    def open_count(self) -> int:
-        return self._documents.open_count + self._kept.open_count
-
     def close(self) -> None:
         self._documents.close()
         self._kept.close()

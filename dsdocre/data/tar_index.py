@@ -87,7 +87,6 @@ class _IndexLayout:
         if dtype.names != ("key", "start", "end") or len(shape) != 1 or fortran:
             raise ValueError(f"fields {dtype.names}, shape {shape}")
         self.dtype, self.count = dtype, shape[0]
-        self.width = dtype["key"].itemsize
 
     @classmethod
     def of(cls, path: str, fd: int) -> "_IndexLayout":
